@@ -12,7 +12,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 RACE_PKGS := ./rng/... ./config/... ./allreduce/... ./storage/... ./cmd/...
 
-.PHONY: build test test-pure demo bench results lint minio minio-stop clean help
+.PHONY: build test test-pure demo bench results lint proto minio minio-stop clean help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,16 @@ results: build ## run every example in examples/ and print result, measured, tar
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet -tags '$(TAGS)' ./...
+
+proto: ## regenerate the gRPC stubs in api/ from api/control.proto
+	@for t in protoc protoc-gen-go protoc-gen-go-grpc; do command -v $$t >/dev/null 2>&1 || { \
+		echo "proto: $$t not on PATH; install with:"; \
+		echo "  apt-get install protobuf-compiler   (or a protoc release from github.com/protocolbuffers/protobuf)"; \
+		echo "  go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12"; \
+		echo "  go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2"; \
+		echo "and put \$$(go env GOPATH)/bin on PATH"; exit 1; }; done
+	protoc --proto_path=api --go_out=api --go_opt=paths=source_relative \
+		--go-grpc_out=api --go-grpc_opt=paths=source_relative api/control.proto
 
 minio: ## start a MinIO server on 127.0.0.1 for the S3 tests (builds it once)
 	.ci/minio.sh start

@@ -81,8 +81,8 @@ func (m *DSBModel) Nets() []RoleNet {
 	return nets
 }
 
-// dsbModelFromResult freezes the trained nets with their sampling weights.
-func (s *Setup) dsbModelFromResult(r *dsb.Result) (*DSBModel, error) {
+// ModelFromDSB freezes the trained nets with their sampling weights.
+func (s *Setup) ModelFromDSB(r *dsb.Result) (*DSBModel, error) {
 	sched, err := s.schedule()
 	if err != nil {
 		return nil, err

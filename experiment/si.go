@@ -75,7 +75,8 @@ func (s *Setup) samplerOptions() si.SampleOptions {
 	return si.SampleOptions{Method: c.Sampler, Steps: c.SamplerSteps, Eps: c.Epsilon}
 }
 
-func (s *Setup) siModelFromResult(r *si.Result) (*SIModel, error) {
+// ModelFromSI wraps a trained interpolant for sampling.
+func (s *Setup) ModelFromSI(r *si.Result) (*SIModel, error) {
 	m := &SIModel{Path: r.Path, Velocity: r.Velocity.Net, Sampler: s.samplerOptions()}
 	if r.Denoiser != nil {
 		m.Denoiser = r.Denoiser.Net

@@ -83,6 +83,26 @@ func Train(ctx context.Context, s *Setup, progress func(Progress)) (*Outcome, er
 		rows += p.Steps * s.Config.Train.Batch
 	}
 	m.SamplesPerSec = float64(rows) / trainSeconds
+	out, err := s.conclude(ctx, ev, model, m)
+	if err != nil {
+		return nil, err
+	}
+	m.WallSeconds = time.Since(start).Seconds()
+	return out, nil
+}
+
+// Conclude evaluates a model trained elsewhere (by the distributed
+// trainers) against held-out data exactly as Train does, and returns what
+// Outcome.Write needs. m carries the training figures; Final is filled in.
+func (s *Setup) Conclude(ctx context.Context, model Model, m *Metrics) (*Outcome, error) {
+	ev, err := s.NewEvaluator()
+	if err != nil {
+		return nil, err
+	}
+	return s.conclude(ctx, ev, model, m)
+}
+
+func (s *Setup) conclude(ctx context.Context, ev *Evaluator, model Model, m *Metrics) (*Outcome, error) {
 	out := &Outcome{Setup: s, Model: model, Metrics: m, HeldOut: ev.HeldOut()}
 	final, gen, err := ev.Evaluate(ctx, model)
 	if err != nil {
@@ -93,7 +113,6 @@ func Train(ctx context.Context, s *Setup, progress func(Progress)) (*Outcome, er
 	if out.Trajectories, err = ev.Trajectories(ctx, model); err != nil {
 		return nil, fmt.Errorf("trajectories: %w", err)
 	}
-	m.WallSeconds = time.Since(start).Seconds()
 	return out, nil
 }
 
@@ -104,7 +123,7 @@ func (s *Setup) trainDSB(ctx context.Context, ev *Evaluator, m *Metrics, progres
 	}
 	phases := 2 * opts.Iterations
 	opts.AfterIteration = func(ctx context.Context, it int, r *dsb.Result) error {
-		model, err := s.dsbModelFromResult(r)
+		model, err := s.ModelFromDSB(r)
 		if err != nil {
 			return err
 		}
@@ -134,7 +153,7 @@ func (s *Setup) trainDSB(ctx context.Context, ev *Evaluator, m *Metrics, progres
 			m.Phases[i].LossSteps = steps(len(pl.Loss))
 		}
 	}
-	return s.dsbModelFromResult(res)
+	return s.ModelFromDSB(res)
 }
 
 func (s *Setup) trainSI(ctx context.Context, m *Metrics, progress func(Progress)) (Model, error) {
@@ -155,7 +174,7 @@ func (s *Setup) trainSI(ctx context.Context, m *Metrics, progress func(Progress)
 		return nil, err
 	}
 	m.Phases = append(m.Phases, phase)
-	return s.siModelFromResult(res)
+	return s.ModelFromSI(res)
 }
 
 func steps(n int) []float64 {

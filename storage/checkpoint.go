@@ -135,6 +135,15 @@ func (id ID) dirName() string { return fmt.Sprintf("%08d-p%04d-s%012d", id.Seq, 
 
 func (id ID) String() string { return id.dirName() }
 
+// ParseID parses a checkpoint directory name, the inverse of ID.String.
+func ParseID(s string) (ID, error) {
+	id, ok := parseDirName(s)
+	if !ok {
+		return ID{}, fmt.Errorf("checkpoint id %q: want seq-phase-step as 00000001-p0000-s000000000000", s)
+	}
+	return id, nil
+}
+
 func parseDirName(s string) (ID, bool) {
 	m := ckptDirPattern.FindStringSubmatch(s)
 	if m == nil {
@@ -291,6 +300,17 @@ func (c *Checkpoints) readLatest(ctx context.Context) (latestPointer, error) {
 
 // readSmall reads a whole object of at most limit bytes.
 func readSmall(ctx context.Context, s Store, key string, limit int64) ([]byte, error) {
+	// Small objects that are overwritten in place (LATEST, LEASE) can be
+	// replaced mid-read; a few fresh tries then read the new version.
+	for try := 1; ; try++ {
+		b, err := readSmallOnce(ctx, s, key, limit)
+		if !errors.Is(err, errReplaced) || try == 3 {
+			return b, err
+		}
+	}
+}
+
+func readSmallOnce(ctx context.Context, s Store, key string, limit int64) ([]byte, error) {
 	rc, info, err := s.Get(ctx, key)
 	if err != nil {
 		return nil, err

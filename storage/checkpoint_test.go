@@ -514,36 +514,6 @@ func TestShards(t *testing.T) {
 	})
 }
 
-func TestLease(t *testing.T) {
-	eachBackend(t, func(t *testing.T, _ string, s Store) {
-		ctx := context.Background()
-		l, err := AcquireLease(ctx, s, "run-1", "coordinator@127.0.0.1:7000")
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = AcquireLease(ctx, s, "run-1", "coordinator@127.0.0.1:7001")
-		if !errors.Is(err, ErrLeaseHeld) || !strings.Contains(err.Error(), "coordinator@127.0.0.1:7000") {
-			t.Errorf("second coordinator: %v, want ErrLeaseHeld naming the holder", err)
-		}
-		if _, err := AcquireLease(ctx, s, "run-2", "other"); err != nil {
-			t.Errorf("another run's lease: %v", err)
-		}
-		if err := l.Release(ctx); err != nil {
-			t.Fatal(err)
-		}
-		l2, err := AcquireLease(ctx, s, "run-1", "coordinator@127.0.0.1:7001")
-		if err != nil {
-			t.Fatalf("after release: %v", err)
-		}
-		if err := l.Release(ctx); err == nil || !strings.Contains(err.Error(), "7001") {
-			t.Errorf("stale holder released a lease it lost: %v", err)
-		}
-		if info, err := ReadLease(ctx, s, "run-1"); err != nil || info.Token != l2.Info.Token {
-			t.Errorf("lease now %+v, %v", info, err)
-		}
-	})
-}
-
 // flakyStore fails reads of one key with an I/O error, as a cut connection
 // would.
 type flakyStore struct {
@@ -580,4 +550,25 @@ func TestIOErrorDoesNotFallBack(t *testing.T) {
 			t.Errorf("loaded %d, want %d", l.Manifest.Seq, m.Seq)
 		}
 	})
+}
+
+func TestParseID(t *testing.T) {
+	for _, id := range []ID{{1, 0, 0}, {42, 3, 1500}, {99_999_999, 9999, 999_999_999_999}} {
+		got, err := ParseID(id.String())
+		if err != nil || got != id {
+			t.Errorf("ParseID(%q) = %+v, %v; want %+v", id.String(), got, err, id)
+		}
+	}
+	for _, bad := range []string{
+		"", "00000001", "00000001-p0000", "1-p0-s0", "00000001-p0000-s00000000000",
+		"00000001-p0000-s000000000000/", "00000001-p0000-s000000000000x", " 00000001-p0000-s000000000000",
+		"0000000a-p0000-s000000000000", "00000001-q0000-s000000000000", "-0000001-p0000-s000000000000",
+		"000000001-p0000-s000000000000", "00000001-p0000-s000000000000\n",
+	} {
+		if id, err := ParseID(bad); err == nil {
+			t.Errorf("ParseID(%q) = %+v, want an error", bad, id)
+		} else if !strings.Contains(err.Error(), "00000001-p0000-s000000000000") || !strings.Contains(err.Error(), fmt.Sprintf("%q", bad)) {
+			t.Errorf("ParseID(%q): error %q does not name the string and the expected form", bad, err)
+		}
+	}
 }

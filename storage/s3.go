@@ -396,7 +396,29 @@ func (s *s3Store) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInf
 	if err != nil {
 		return nil, ObjectInfo{}, err
 	}
-	return o, ObjectInfo{Key: key, Size: st.Size, ModTime: st.LastModified}, nil
+	return s3Reader{o, key}, ObjectInfo{Key: key, Size: st.Size, ModTime: st.LastModified}, nil
+}
+
+// s3Reader reads an object Get opened. minio-go reads the body with
+// If-Match on the ETag that Get's Stat saw, so an object replaced or
+// deleted in between fails the read; s3Reader says so in our terms
+// (errReplaced, ErrNotFound) instead of as a raw S3 error.
+type s3Reader struct {
+	*minio.Object
+	key string
+}
+
+func (r s3Reader) Read(p []byte) (int, error) {
+	n, err := r.Object.Read(p)
+	if err != nil && err != io.EOF {
+		switch minio.ToErrorResponse(err).Code {
+		case "PreconditionFailed":
+			err = fmt.Errorf("S3 get %s: %w", r.key, errReplaced)
+		case "NoSuchKey", "NoSuchObject":
+			err = fmt.Errorf("S3 get %s: deleted while being read: %w", r.key, ErrNotFound)
+		}
+	}
+	return n, err
 }
 
 func (s *s3Store) Stat(ctx context.Context, key string) (ObjectInfo, error) {

@@ -50,6 +50,10 @@ var (
 	ErrBadURL      = errors.New("bad store URL")
 )
 
+// errReplaced means an object was overwritten between Get and reading its
+// body; reading it again gets the new version.
+var errReplaced = errors.New("object replaced while being read")
+
 // maxKeyLen keeps keys well inside S3's 1024-byte limit once a prefix is
 // added.
 const maxKeyLen = 800

@@ -69,6 +69,39 @@ func (f *storeFlags) open(ctx context.Context) (storage.Store, error) {
 	return s, nil
 }
 
+// childFlags repeat the non-secret store flags for a child process.
+func (f *storeFlags) childFlags() []string {
+	var out []string
+	add := func(name, v string) {
+		if v != "" {
+			out = append(out, "--"+name, v)
+		}
+	}
+	add("s3-endpoint", f.endpoint)
+	add("s3-region", f.region)
+	add("s3-tls", f.tls)
+	if f.pathStyle {
+		out = append(out, "--s3-path-style")
+	}
+	if f.createBucket {
+		out = append(out, "--create-bucket")
+	}
+	return out
+}
+
+// childEnv passes credentials given as flags to a child through its
+// environment, where ps does not show them.
+func (f *storeFlags) childEnv() []string {
+	var env []string
+	if f.accessKey != "" {
+		env = append(env, "AWS_ACCESS_KEY_ID="+f.accessKey)
+	}
+	if f.secretKey != "" {
+		env = append(env, "AWS_SECRET_ACCESS_KEY="+f.secretKey)
+	}
+	return env
+}
+
 const ckptUsage = "ls|verify|gc|unlock --store URL --run ID [flags]"
 
 func runCkpt(ctx context.Context, args []string) error {

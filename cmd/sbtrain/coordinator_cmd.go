@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/sbtrain/sbtrain/api"
+	"github.com/sbtrain/sbtrain/coordinator"
+	"github.com/sbtrain/sbtrain/experiment"
+	"github.com/sbtrain/sbtrain/job"
+	"github.com/sbtrain/sbtrain/nn"
+	"github.com/sbtrain/sbtrain/storage"
+)
+
+func init() {
+	register(&command{name: "coordinator", summary: "schedule a run's phases across trainers: gossip seed, control service, checkpoint commits", run: runCoordinator})
+}
+
+// coordFlags are the coordinator's own flags, shared with local.
+type coordFlags struct {
+	workers         int
+	checkpointEvery int64
+	leaseTTL        time.Duration
+	out             string
+}
+
+func (f *coordFlags) validate() error {
+	switch {
+	case f.workers < 1:
+		return usagef("--workers %d: want at least 1", f.workers)
+	case f.checkpointEvery < 0:
+		return usagef("--checkpoint-every %d: want >= 0 (0 = phase ends only)", f.checkpointEvery)
+	case f.leaseTTL < time.Second:
+		return usagef("--lease-ttl %s: want at least 1s", f.leaseTTL)
+	}
+	return nil
+}
+
+func runCoordinator(ctx context.Context, args []string) error {
+	fs := newFlagSet("coordinator", "[--config FILE] [--store URL] [--gossip HOST:PORT] [--workers N] [flags]")
+	rf := addRunFlags(fs, "file://./runs")
+	var cf coordFlags
+	gossip := fs.String("gossip", "127.0.0.1:7946", "gossip address to bind; trainers --join it")
+	grpcAddr := fs.String("grpc", "127.0.0.1:0", "control service address to bind (advertised through gossip)")
+	fs.IntVar(&cf.workers, "workers", 1, "trainers to wait for before the first phase starts")
+	fs.Int64Var(&cf.checkpointEvery, "checkpoint-every", 100, "checkpoint every N steps as well as at every phase end (0 = phase ends only)")
+	fs.DurationVar(&cf.leaseTTL, "lease-ttl", 15*time.Second, "how long the run's lease outlives a coordinator that stopped renewing it")
+	fs.StringVar(&cf.out, "out", "", "when the run finishes, write metrics.json, plots and networks here (empty = don't)")
+	if done, err := parseFlags(fs, args); done {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments %q", fs.Args())
+	}
+	if err := cf.validate(); err != nil {
+		return err
+	}
+	j, run, err := rf.load()
+	if err != nil {
+		return err
+	}
+	if rf.store.url, err = absStoreURL(rf.store.url); err != nil {
+		return err
+	}
+	store, err := rf.store.open(ctx)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	c, err := startCoordinator(ctx, j, run, store, cf, *gossip, *grpcAddr, nil)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	fmt.Fprintf(os.Stderr, "coordinator of run %s: trainers join %s\n", run, c.GossipAddr())
+	if err := c.Wait(ctx); err != nil {
+		return err
+	}
+	if cf.out == "" {
+		return nil
+	}
+	return concludeRun(ctx, j, store, run, cf.out, time.Since(start), os.Stdout)
+}
+
+func startCoordinator(ctx context.Context, j *job.Job, run string, store storage.Store, cf coordFlags,
+	gossip, grpcAddr string, onProgress func(*api.RunStatus)) (*coordinator.Coordinator, error) {
+	c, err := coordinator.Start(ctx, coordinator.Options{
+		Run: run, ConfigHash: j.Hash, Version: version,
+		Phases: j.Phases(), StepsPerPhase: j.StepsPerPhase(), Shards: j.Shards(),
+		MinWorkers: cf.workers, CheckpointEvery: cf.checkpointEvery, Store: store,
+		GossipAddr: gossip, GRPCAddr: grpcAddr, LeaseTTL: cf.leaseTTL, Logger: slog.Default(),
+		OnProgress: onProgress,
+	})
+	if errors.Is(err, storage.ErrLeaseHeld) {
+		return nil, fmt.Errorf("%w (another coordinator is running this run; stop it first, or start this one with another --run)", err)
+	}
+	return c, err
+}
+
+// concludeRun loads the run's final checkpoint, evaluates the model as
+// `sbtrain train` does and writes the same files.
+func concludeRun(ctx context.Context, j *job.Job, store storage.Store, run, out string, wall time.Duration, w io.Writer) error {
+	ckpts, err := storage.NewCheckpoints(store, run, slog.Default())
+	if err != nil {
+		return err
+	}
+	l, err := ckpts.LoadLatest(ctx)
+	if err != nil {
+		return fmt.Errorf("load the final checkpoint of run %s: %w", run, err)
+	}
+	b, ok := l.Blobs[job.SnapshotBlob]
+	if !ok {
+		return fmt.Errorf("final checkpoint of run %s has no %s", run, job.SnapshotBlob)
+	}
+	st, err := j.Decode(b, "final checkpoint of run "+run)
+	if err != nil {
+		return err
+	}
+	model, err := st.Model()
+	if err != nil {
+		return err
+	}
+	cfg := j.Setup.Config
+	m := &experiment.Metrics{Name: cfg.Name, Method: cfg.Method, ConfigHash: j.Hash, BLAS: nn.BLAS(), WallSeconds: wall.Seconds()}
+	var rows int64
+	for p := 0; p < j.Phases(); p++ {
+		losses := st.Losses(p)
+		ps := experiment.PhaseSummary{Name: j.PhaseName(p), Steps: len(losses)}
+		for i, v := range losses {
+			ps.Loss = append(ps.Loss, float64(v))
+			ps.LossSteps = append(ps.LossSteps, float64(i+1))
+		}
+		if len(losses) > 0 {
+			ps.FinalLoss = float64(losses[len(losses)-1])
+		}
+		m.Phases = append(m.Phases, ps)
+		rows += int64(len(losses)) * int64(j.Batch())
+	}
+	if wall > 0 {
+		m.SamplesPerSec = float64(rows) / wall.Seconds()
+	}
+	outcome, err := j.Setup.Conclude(ctx, model, m)
+	if err != nil {
+		return err
+	}
+	if err := outcome.Write(out); err != nil {
+		return err
+	}
+	printSummary(w, outcome.Metrics)
+	fmt.Fprintf(w, "wrote %s/{%s,%s,%s,%s,%s,*.safetensors} from checkpoint %s\n", out, experiment.ConfigFile, experiment.MetricsFile,
+		experiment.SamplesPlot, experiment.TrajectoriesPlot, experiment.LossPlot, storage.ID{Seq: l.Manifest.Seq, Phase: l.Manifest.Phase, Step: l.Manifest.Step})
+	return nil
+}

@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sbtrain/sbtrain/api"
+	"github.com/sbtrain/sbtrain/job"
+	"github.com/sbtrain/sbtrain/nn"
+	"github.com/sbtrain/sbtrain/storage"
+)
+
+func init() {
+	register(&command{name: "local", summary: "run a coordinator and N trainer processes on 127.0.0.1; running it again resumes the run", run: runLocal})
+}
+
+func runLocal(ctx context.Context, args []string) error {
+	fs := newFlagSet("local", "[--config FILE] [--workers N] [--store URL] [--out DIR] [flags]")
+	rf := addRunFlags(fs, "file://./runs")
+	var cf coordFlags
+	fs.IntVar(&cf.workers, "workers", 2, "trainer processes to start")
+	fs.Int64Var(&cf.checkpointEvery, "checkpoint-every", 100, "checkpoint every N steps as well as at every phase end (0 = phase ends only)")
+	fs.DurationVar(&cf.leaseTTL, "lease-ttl", 10*time.Second, "how long the run's lease outlives a coordinator that stopped renewing it")
+	fs.StringVar(&cf.out, "out", "", "directory for metrics.json, plots and networks (default runs/<run>)")
+	deadline := fs.Duration("ring-deadline", 10*time.Second, "trainers' longest wait on a silent peer inside a collective")
+	logDir := fs.String("logs", "", "directory for the trainers' logs (default <out>/logs)")
+	crash := fs.Int("crash-after-blobs", 0, "fault injection for tests: trainer rank 0 SIGKILLs itself after writing the blobs of its n-th checkpoint")
+	quiet := fs.Bool("quiet", false, "print only the final summary")
+	if done, err := parseFlags(fs, args); done {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments %q", fs.Args())
+	}
+	if err := cf.validate(); err != nil {
+		return err
+	}
+	if cf.workers > 64 {
+		return usagef("--workers %d: local runs at most 64 trainers", cf.workers)
+	}
+	j, run, err := rf.load()
+	if err != nil {
+		return err
+	}
+	if rf.store.url, err = absStoreURL(rf.store.url); err != nil {
+		return err
+	}
+	store, err := rf.store.open(ctx)
+	if err != nil {
+		return err
+	}
+	if cf.out == "" {
+		cf.out = filepath.Join("runs", run)
+	}
+	if *logDir == "" {
+		*logDir = filepath.Join(cf.out, "logs")
+	}
+	if err := os.MkdirAll(*logDir, 0o755); err != nil {
+		return fmt.Errorf("trainer logs: %w", err)
+	}
+	start := time.Now()
+	var printer *statusPrinter
+	if !*quiet {
+		printer = newStatusPrinter(os.Stderr, j)
+	}
+	c, err := startCoordinator(ctx, j, run, store, cf, "127.0.0.1:0", "127.0.0.1:0", printer.print)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	slog.Info("local run", "run", run, "workers", cf.workers, "store", rf.store.url, "blas", nn.BLAS(),
+		"trainer_logs", *logDir)
+
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find this binary to start trainers: %w", err)
+	}
+	tctx, stopTrainers := context.WithCancel(ctx)
+	defer stopTrainers()
+	exited := make(chan trainerExit, cf.workers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for i := 0; i < cf.workers; i++ {
+		targs := []string{"trainer", "--join", c.GossipAddr(), "--id", fmt.Sprintf("trainer-%d", i),
+			"--run", run, "--store", rf.store.url, "--ring-deadline", deadline.String(), "--coordinator-timeout", "20s"}
+		targs = append(targs, rf.store.childFlags()...)
+		if rf.config != "" {
+			abs, err := filepath.Abs(rf.config)
+			if err != nil {
+				return err
+			}
+			targs = append(targs, "--config", abs)
+		}
+		if *crash > 0 {
+			targs = append(targs, "--crash-after-blobs", fmt.Sprint(*crash))
+		}
+		logPath := filepath.Join(*logDir, fmt.Sprintf("trainer-%d.log", i))
+		cmd, err := startChild(tctx, exe, targs, rf.store.childEnv(), logPath)
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func(id string, cmd *exec.Cmd) {
+			defer wg.Done()
+			exited <- trainerExit{id: id, err: cmd.Wait(), log: logPath}
+		}(fmt.Sprintf("trainer-%d", i), cmd)
+	}
+
+	running := cf.workers
+	for {
+		waitCtx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- c.Wait(waitCtx) }()
+		select {
+		case err := <-done:
+			cancel()
+			if err != nil {
+				return err
+			}
+			return finishLocal(ctx, j, run, cf, start, c, exited, &running, store)
+		case ex := <-exited:
+			cancel()
+			<-done
+			running--
+			if ex.err != nil {
+				slog.Warn("trainer exited", "trainer", ex.id, "err", ex.err, "log", ex.log)
+			}
+			if running == 0 {
+				if err := c.Wait(ctx); err == nil {
+					return finishLocal(ctx, j, run, cf, start, c, exited, &running, store)
+				}
+				return fmt.Errorf("every trainer exited before the run finished; see the logs in %s", *logDir)
+			}
+		}
+	}
+}
+
+type trainerExit struct {
+	id  string
+	err error
+	log string
+}
+
+// finishLocal waits briefly for the trainers to leave after FINISH, then
+// writes the run's results.
+func finishLocal(ctx context.Context, j *job.Job, run string, cf coordFlags, start time.Time,
+	c interface{ Close() error }, exited chan trainerExit, running *int, store storage.Store) error {
+	wall := time.Since(start)
+	timeout := time.After(10 * time.Second)
+	for *running > 0 {
+		select {
+		case ex := <-exited:
+			*running--
+			if ex.err != nil {
+				slog.Warn("trainer exited", "trainer", ex.id, "err", ex.err, "log", ex.log)
+			}
+		case <-timeout:
+			slog.Warn("trainers still running 10s after the run finished; stopping them", "running", *running)
+			*running = 0
+		}
+	}
+	c.Close()
+	return concludeRun(ctx, j, store, run, cf.out, wall, os.Stdout)
+}
+
+// startChild starts a trainer process whose output goes to logPath and
+// which dies with this process (Pdeathsig), so a killed local run leaves
+// no orphans.
+func startChild(ctx context.Context, exe string, args, env []string, logPath string) (*exec.Cmd, error) {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("trainer log: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, exe, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start trainer: %w", err)
+	}
+	return cmd, nil
+}
+
+// statusPrinter prints the run's progress at most every 2 s and at every
+// phase change.
+type statusPrinter struct {
+	w         io.Writer
+	j         *job.Job
+	start     time.Time
+	last      time.Time
+	lastPhase int32
+	first     *api.Position
+	mu        sync.Mutex
+}
+
+func newStatusPrinter(w io.Writer, j *job.Job) *statusPrinter {
+	return &statusPrinter{w: w, j: j, start: time.Now(), lastPhase: -1}
+}
+
+func (p *statusPrinter) print(st *api.RunStatus) {
+	if p == nil || len(st.Members) == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	lead := st.Members[0]
+	for _, m := range st.Members {
+		if lead.GetPosition().Less(m.GetPosition()) {
+			lead = m
+		}
+	}
+	pos := lead.GetPosition()
+	now := time.Now()
+	if pos.GetPhase() == p.lastPhase && now.Sub(p.last) < 2*time.Second {
+		return
+	}
+	p.last, p.lastPhase = now, pos.GetPhase()
+	if p.first == nil {
+		p.first = pos
+	}
+	var rate, frac float64
+	for _, m := range st.Members {
+		frac += m.AllreduceFraction / float64(len(st.Members))
+	}
+	rate = lead.SamplesPerSec
+	steps := p.j.StepsPerPhase()
+	done := int64(pos.GetPhase())*steps + pos.GetStep()
+	startDone := int64(p.first.GetPhase())*steps + p.first.GetStep()
+	left := int64(p.j.Phases())*steps - done
+	eta := "?"
+	if d := done - startDone; d > 0 {
+		eta = (time.Duration(float64(left) * float64(now.Sub(p.start)) / float64(d))).Round(time.Second).String()
+	}
+	phase := int(pos.GetPhase())
+	name := "done"
+	if phase < p.j.Phases() {
+		name = p.j.PhaseName(phase)
+	}
+	fmt.Fprintf(p.w, "[%s %d/%d] step %d/%d  loss %.4g  %.0f samples/s  %d workers  all-reduce %.0f%%  gen %d  elapsed %s  ETA %s\n",
+		name, min(phase+1, p.j.Phases()), p.j.Phases(), pos.GetStep(), steps, lead.Loss, rate, len(st.Members), 100*frac,
+		st.Generation, now.Sub(p.start).Round(time.Second), eta)
+}

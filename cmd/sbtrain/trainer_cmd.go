@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sbtrain/sbtrain/job"
+	"github.com/sbtrain/sbtrain/trainer"
+)
+
+func init() {
+	register(&command{name: "trainer", summary: "join a run's coordinator and train: gradients, ring all-reduce, checkpoint blobs", run: runTrainer})
+}
+
+// runFlags are the flags every process of a distributed run shares.
+type runFlags struct {
+	config string
+	run    string
+	store  *storeFlags
+}
+
+func addRunFlags(fs *flag.FlagSet, defaultStore string) *runFlags {
+	f := &runFlags{}
+	fs.StringVar(&f.config, "config", "", "run config (YAML); empty uses the embedded default (see 'sbtrain config')")
+	fs.StringVar(&f.run, "run", "", "run ID in the store (default: the config's name)")
+	f.store = addStoreFlags(fs)
+	if defaultStore != "" {
+		fs.Lookup("store").DefValue = defaultStore
+		f.store.url = defaultStore
+		fs.Lookup("store").Usage = "store URL: s3://bucket/prefix, file:///dir or file://./relative/dir"
+	}
+	return f
+}
+
+// load reads the config, builds the job and resolves the run ID.
+func (f *runFlags) load() (*job.Job, string, error) {
+	setup, err := loadSetup(f.config)
+	if err != nil {
+		return nil, "", err
+	}
+	j, err := job.New(setup.Config)
+	if err != nil {
+		return nil, "", usagef("config %s: %w", f.config, err)
+	}
+	run := f.run
+	if run == "" {
+		run = setup.Config.Name
+	}
+	return j, run, nil
+}
+
+// absStoreURL turns file://./dir (relative to the working directory) into
+// the absolute file:// URL the store wants, so child processes and logs
+// see one unambiguous location.
+func absStoreURL(u string) (string, error) {
+	rest, ok := strings.CutPrefix(u, "file://")
+	if !ok || strings.HasPrefix(rest, "/") {
+		return u, nil
+	}
+	abs, err := filepath.Abs(rest)
+	if err != nil {
+		return "", usagef("--store %q: %v", u, err)
+	}
+	return "file://" + filepath.ToSlash(abs), nil
+}
+
+func runTrainer(ctx context.Context, args []string) error {
+	fs := newFlagSet("trainer", "--join HOST:PORT [--config FILE] [--store URL] [flags]")
+	rf := addRunFlags(fs, "file://./runs")
+	join := fs.String("join", "", "the coordinator's gossip address host:port (required)")
+	host, _ := os.Hostname()
+	id := fs.String("id", fmt.Sprintf("%s-%d", host, os.Getpid()), "trainer ID, unique in the run (ring order sorts by it)")
+	bind := fs.String("host", "127.0.0.1", "address to bind the gossip and ring ports on (ports are picked free)")
+	deadline := fs.Duration("ring-deadline", 10*time.Second, "longest wait on a silent peer inside a collective before blaming it")
+	coordTimeout := fs.Duration("coordinator-timeout", 60*time.Second, "how long to look for a coordinator (at start and after losing it) before giving up")
+	crash := fs.Int("crash-after-blobs", 0, "fault injection for tests: as rank 0, SIGKILL this process after writing the blobs of its n-th checkpoint, before the commit (0 = never)")
+	if done, err := parseFlags(fs, args); done {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments %q", fs.Args())
+	}
+	if *join == "" {
+		return usagef("--join is required: the coordinator's gossip address, e.g. 127.0.0.1:7946")
+	}
+	if *deadline <= 0 || *coordTimeout <= 0 {
+		return usagef("--ring-deadline and --coordinator-timeout must be positive")
+	}
+	j, run, err := rf.load()
+	if err != nil {
+		return err
+	}
+	if rf.store.url, err = absStoreURL(rf.store.url); err != nil {
+		return err
+	}
+	store, err := rf.store.open(ctx)
+	if err != nil {
+		return err
+	}
+	return trainer.Run(ctx, trainer.Options{
+		ID: *id, Run: run, Job: j, Store: store, Version: version, Join: *join, Host: *bind,
+		RingDeadline: *deadline, CoordinatorTimeout: *coordTimeout, CrashAfterBlobs: *crash,
+	})
+}

@@ -1,0 +1,572 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/sbtrain/sbtrain/api"
+	"github.com/sbtrain/sbtrain/membership"
+	"github.com/sbtrain/sbtrain/storage"
+)
+
+// Options configure a coordinator.
+type Options struct {
+	Run        string
+	ConfigHash string
+	Version    string
+	// The run's shape, as the job derived it from the config.
+	Phases          int
+	StepsPerPhase   int64
+	Shards          int
+	MinWorkers      int
+	CheckpointEvery int64
+	Store           storage.Store
+	// GossipAddr and GRPCAddr are host:port to bind; port 0 picks one.
+	// Trainers join GossipAddr and find the gRPC address in its meta.
+	GossipAddr string
+	GRPCAddr   string
+	LeaseTTL   time.Duration
+	Logger     *slog.Logger
+	// OnProgress, if set, is called from the event loop after every
+	// progress report with the run's status (keep it quick).
+	OnProgress func(*api.RunStatus)
+}
+
+// Coordinator is a running coordinator: it holds the run's lease, serves
+// the control service and gossip, and drives the Machine.
+type Coordinator struct {
+	opts  Options
+	log   *slog.Logger
+	lease *storage.Lease
+	ckpts *storage.Checkpoints
+	node  *membership.Node
+	grpc  *grpc.Server
+	lis   net.Listener
+
+	events chan func() // run on the loop goroutine, which owns m
+	m      *Machine
+	// followers by trainer ID; loop goroutine only.
+	followers map[string]*follower
+	gossipUp  map[string]bool
+
+	done     chan struct{} // closed when the run is finished
+	fatal    chan error    // lease lost, storage failure
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+	closed   sync.Once
+	closeErr error
+}
+
+// follower is one open Follow stream.
+type follower struct {
+	id    string
+	hello *api.Hello
+	plans chan *api.Plan // newest plan; capacity 1
+	gone  chan struct{}  // closed by the loop when the member is dropped
+	up    bool           // MemberUp has been fed to the machine
+}
+
+// Start takes the run's lease, reads the newest verified checkpoint and
+// starts gossip and the control service. A second coordinator of a live
+// run fails here with an error naming the holder (storage.ErrLeaseHeld).
+func Start(ctx context.Context, opts Options) (*Coordinator, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Store == nil {
+		return nil, errors.New("coordinator: no store")
+	}
+	if opts.GossipAddr == "" {
+		opts.GossipAddr = "127.0.0.1:7946"
+	}
+	if opts.GRPCAddr == "" {
+		opts.GRPCAddr = "127.0.0.1:0"
+	}
+	c := &Coordinator{opts: opts, log: opts.Logger.With("role", "coordinator"),
+		events: make(chan func(), 256), followers: map[string]*follower{}, gossipUp: map[string]bool{},
+		done: make(chan struct{}), fatal: make(chan error, 4)}
+	var err error
+	if c.ckpts, err = storage.NewCheckpoints(opts.Store, opts.Run, c.log); err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", opts.GRPCAddr)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: listen for gRPC on %s: %w", opts.GRPCAddr, err)
+	}
+	c.lis = lis
+	host, _ := os.Hostname()
+	c.lease, err = storage.AcquireLease(ctx, opts.Store, opts.Run,
+		fmt.Sprintf("coordinator@%s (grpc %s)", host, lis.Addr()), storage.LeaseOptions{TTL: opts.LeaseTTL, Logger: c.log})
+	if err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("coordinator: %w", err)
+	}
+	committed, err := c.recover(ctx)
+	if err == nil {
+		c.m, err = NewMachine(Config{Run: opts.Run, Phases: opts.Phases, StepsPerPhase: opts.StepsPerPhase, Shards: opts.Shards,
+			MinWorkers: opts.MinWorkers, CheckpointEvery: opts.CheckpointEvery, FirstGeneration: uint64(time.Now().Unix()) << 20}, committed)
+	}
+	if err != nil {
+		lis.Close()
+		_ = c.lease.Release(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.stop = cancel
+	c.node, err = membership.Start(lctx, membership.Options{
+		Name: "coordinator", BindAddr: opts.GossipAddr, Logger: c.log,
+		Meta: membership.Meta{Role: membership.RoleCoordinator, Run: opts.Run, GRPC: lis.Addr().String(),
+			ConfigHash: opts.ConfigHash, Version: opts.Version},
+	})
+	if err != nil {
+		cancel()
+		lis.Close()
+		_ = c.lease.Release(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("coordinator: gossip on %s: %w", opts.GossipAddr, err)
+	}
+	c.grpc = grpc.NewServer(grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Second, Timeout: 2 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}))
+	api.RegisterControlServer(c.grpc, &service{c: c})
+	c.wg.Add(4)
+	go func() { defer c.wg.Done(); _ = c.grpc.Serve(lis) }()
+	go func() { defer c.wg.Done(); c.loop(lctx) }()
+	go func() { defer c.wg.Done(); c.watchGossip(lctx) }()
+	go func() {
+		defer c.wg.Done()
+		c.lease.Keep(lctx, 0, func(err error) { c.fatal <- fmt.Errorf("coordinator lost the lease of run %s: %w", opts.Run, err) })
+	}()
+	c.log.Info("coordinator started", "run", opts.Run, "gossip", c.node.Addr(), "grpc", lis.Addr().String(),
+		"committed", committed.Pos.String(), "checkpoint", committed.Checkpoint, "min_workers", opts.MinWorkers)
+	if c.m.Done() {
+		c.log.Info("run already finished", "checkpoint", committed.Checkpoint)
+	}
+	return c, nil
+}
+
+// recover reads the newest verified checkpoint: where the run resumes.
+func (c *Coordinator) recover(ctx context.Context) (Committed, error) {
+	entries, err := c.ckpts.List(ctx)
+	if err != nil {
+		return Committed{}, fmt.Errorf("coordinator: list the checkpoints of run %s: %w", c.opts.Run, err)
+	}
+	if !slices.ContainsFunc(entries, func(e storage.Entry) bool { return e.Manifest != nil }) {
+		return Committed{}, nil // a new run
+	}
+	// Some checkpoint was committed: resume from the newest that verifies,
+	// and refuse to start from scratch over committed data if none does.
+	l, err := c.ckpts.LoadLatest(ctx)
+	if err != nil {
+		return Committed{}, fmt.Errorf("coordinator: read the newest checkpoint of run %s: %w", c.opts.Run, err)
+	}
+	man := l.Manifest
+	if man.ConfigHash != c.opts.ConfigHash {
+		return Committed{}, fmt.Errorf("coordinator: run %s was checkpointed with config hash %s, this config hashes to %s: use another --run or the same config",
+			c.opts.Run, man.ConfigHash, c.opts.ConfigHash)
+	}
+	id := storage.ID{Seq: man.Seq, Phase: man.Phase, Step: man.Step}
+	pos := Position{Phase: man.Phase, Step: man.Step}
+	if man.PhaseEnd {
+		pos = Position{Phase: man.Phase + 1}
+	}
+	return Committed{Pos: pos, Checkpoint: id.String()}, nil
+}
+
+// GossipAddr is the address trainers join.
+func (c *Coordinator) GossipAddr() string { return c.node.Addr() }
+
+// GRPCAddr is the control service's address.
+func (c *Coordinator) GRPCAddr() string { return c.lis.Addr().String() }
+
+// Wait blocks until the run is finished (nil), the coordinator fails, or
+// ctx ends.
+func (c *Coordinator) Wait(ctx context.Context) error {
+	select {
+	case <-c.done:
+		return nil
+	case err := <-c.fatal:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Committed is the newest committed checkpoint.
+func (c *Coordinator) Committed(ctx context.Context) (Committed, error) {
+	var out Committed
+	err := c.call(ctx, func() { out = c.m.Committed() })
+	return out, err
+}
+
+// Status describes the run.
+func (c *Coordinator) Status(ctx context.Context) (*api.RunStatus, error) {
+	var out *api.RunStatus
+	err := c.call(ctx, func() { out = c.status() })
+	return out, err
+}
+
+// Close stops the service and gossip (leaving the cluster), ends every
+// goroutine and releases the lease.
+func (c *Coordinator) Close() error {
+	c.closed.Do(func() {
+		// Let the last plans (FINISH) reach the trainers before the
+		// streams are cut.
+		stopped := make(chan struct{})
+		go func() { c.grpc.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(3 * time.Second):
+			c.grpc.Stop()
+		}
+		c.stop()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_ = c.node.Close(ctx)
+		c.wg.Wait()
+		c.closeErr = c.lease.Release(ctx)
+	})
+	return c.closeErr
+}
+
+// call runs f on the loop goroutine and waits for it.
+func (c *Coordinator) call(ctx context.Context, f func()) error {
+	ran := make(chan struct{})
+	select {
+	case c.events <- func() { f(); close(ran) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-ran:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// post queues f for the loop without waiting.
+func (c *Coordinator) post(ctx context.Context, f func()) error {
+	select {
+	case c.events <- f:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *Coordinator) loop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case f := <-c.events:
+			f()
+		}
+	}
+}
+
+// feed steps the machine and carries out its outputs (loop goroutine).
+func (c *Coordinator) feed(ctx context.Context, e Event) []Output {
+	outs := c.m.Step(e)
+	for _, o := range outs {
+		switch o := o.(type) {
+		case Publish:
+			p := toAPIPlan(o.Plan)
+			for _, id := range o.To {
+				if f := c.followers[id]; f != nil {
+					select {
+					case <-f.plans:
+					default:
+					}
+					f.plans <- p
+				}
+			}
+		case Log:
+			c.log.Log(ctx, o.Level, o.Msg, o.Attrs...)
+		case Finished:
+			select {
+			case <-c.done:
+			default:
+				close(c.done)
+			}
+		}
+	}
+	return outs
+}
+
+func (c *Coordinator) watchGossip(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-c.node.Events():
+			if !ok {
+				return
+			}
+			if ev.Err != nil {
+				c.log.Warn("gossip: bad member", "err", ev.Err)
+				continue
+			}
+			if ev.Peer.Meta.Role != membership.RoleTrainer {
+				continue
+			}
+			name := ev.Peer.Name
+			kind := ev.Kind
+			_ = c.post(ctx, func() {
+				switch kind {
+				case membership.Up, membership.Update:
+					c.gossipUp[name] = true
+					if f := c.followers[name]; f != nil && !f.up {
+						c.memberUp(ctx, f)
+					}
+				case membership.Down:
+					delete(c.gossipUp, name)
+					c.drop(ctx, name, "gossip declared it dead")
+				}
+			})
+		}
+	}
+}
+
+// memberUp feeds MemberUp for a follower whose stream is open and whose
+// gossip node is alive (loop goroutine).
+func (c *Coordinator) memberUp(ctx context.Context, f *follower) {
+	f.up = true
+	h := f.hello
+	c.feed(ctx, MemberUp{ID: f.id, RingAddr: h.RingAddr, HasState: h.HasState,
+		Held: Position{Phase: int(h.GetHeld().GetPhase()), Step: h.GetHeld().GetStep()}, LastGeneration: h.LastGeneration})
+}
+
+// drop removes a follower and tells the machine (loop goroutine).
+func (c *Coordinator) drop(ctx context.Context, id, reason string) {
+	f := c.followers[id]
+	if f == nil {
+		return
+	}
+	delete(c.followers, id)
+	close(f.gone)
+	if f.up {
+		c.feed(ctx, MemberDown{ID: id, Reason: reason})
+	}
+}
+
+// gossipAlive says whether gossip currently lists the trainer.
+func (c *Coordinator) gossipAlive(id string) bool {
+	for _, p := range c.node.Members() {
+		if p.Name == id {
+			return true
+		}
+	}
+	return false
+}
+
+func toAPIPlan(p Plan) *api.Plan {
+	out := &api.Plan{Run: p.Run, Generation: p.Generation, Start: api.NewPosition(p.Start.Phase, p.Start.Step),
+		Checkpoint: p.Checkpoint, SourceRank: int32(p.SourceRank), CheckpointEvery: p.CheckpointEvery, Reason: p.Reason}
+	switch p.Kind {
+	case KindWait:
+		out.Kind = api.Plan_WAIT
+	case KindPause:
+		out.Kind = api.Plan_PAUSE
+	case KindRun:
+		out.Kind = api.Plan_RUN
+	case KindFinish:
+		out.Kind = api.Plan_FINISH
+	}
+	switch p.Source {
+	case SourceInit:
+		out.Source = api.Plan_INIT
+	case SourceCheckpoint:
+		out.Source = api.Plan_CHECKPOINT
+	case SourcePeer:
+		out.Source = api.Plan_PEER
+	}
+	for _, m := range p.Members {
+		pm := &api.PlanMember{TrainerId: m.ID, RingAddr: m.RingAddr}
+		for _, s := range m.Shards {
+			pm.Shards = append(pm.Shards, int32(s))
+		}
+		out.Members = append(out.Members, pm)
+	}
+	return out
+}
+
+func (c *Coordinator) status() *api.RunStatus {
+	cm := c.m.Committed()
+	st := &api.RunStatus{Run: c.opts.Run, Generation: c.m.Generation(), State: c.m.State().String(),
+		Committed: api.NewPosition(cm.Pos.Phase, cm.Pos.Step), CommittedCheckpoint: cm.Checkpoint,
+		Phases: int32(c.opts.Phases), StepsPerPhase: c.opts.StepsPerPhase, Done: c.m.Done()}
+	for _, m := range c.m.Members() {
+		st.Members = append(st.Members, &api.MemberStatus{TrainerId: m.ID, RingAddr: m.RingAddr,
+			Position: api.NewPosition(m.Pos.Phase, m.Pos.Step), Loss: m.Loss, SamplesPerSec: m.SamplesPerSec,
+			AllreduceFraction: m.AllReduceFraction})
+	}
+	return st
+}
+
+// service implements api.ControlServer on top of the loop.
+type service struct {
+	api.UnimplementedControlServer
+	c *Coordinator
+}
+
+func (s *service) Follow(h *api.Hello, stream grpc.ServerStreamingServer[api.Plan]) error {
+	c := s.c
+	var diffs []string
+	switch {
+	case h.TrainerId == "":
+		return status.Error(codes.InvalidArgument, "hello: trainer_id is empty")
+	case h.RingAddr == "":
+		return status.Errorf(codes.InvalidArgument, "hello from %s: ring_addr is empty", h.TrainerId)
+	}
+	if _, _, err := net.SplitHostPort(h.RingAddr); err != nil {
+		return status.Errorf(codes.InvalidArgument, "hello from %s: ring_addr %q: %v", h.TrainerId, h.RingAddr, err)
+	}
+	if h.ConfigHash != c.opts.ConfigHash {
+		diffs = append(diffs, fmt.Sprintf("config hash %s, the coordinator's is %s (start every process with the same config)", h.ConfigHash, c.opts.ConfigHash))
+	}
+	if h.Version != c.opts.Version {
+		diffs = append(diffs, fmt.Sprintf("binary version %q, the coordinator's is %q", h.Version, c.opts.Version))
+	}
+	if len(diffs) > 0 {
+		c.log.Warn("refused a trainer", "trainer", h.TrainerId, "why", diffs)
+		return status.Errorf(codes.FailedPrecondition, "trainer %s refused by run %s: %v", h.TrainerId, c.opts.Run, diffs)
+	}
+	f := &follower{id: h.TrainerId, hello: h, plans: make(chan *api.Plan, 1), gone: make(chan struct{})}
+	ctx := stream.Context()
+	err := c.call(ctx, func() {
+		if old := c.followers[f.id]; old != nil {
+			c.drop(ctx, f.id, "reconnected")
+		}
+		c.followers[f.id] = f
+		if c.gossipUp[f.id] || c.gossipAlive(f.id) {
+			c.gossipUp[f.id] = true
+			c.memberUp(ctx, f)
+		}
+		if c.m.Done() && !f.up {
+			c.memberUp(ctx, f)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_ = c.post(context.WithoutCancel(ctx), func() {
+			if c.followers[f.id] == f {
+				c.drop(ctx, f.id, "control stream ended")
+			}
+		})
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-f.gone:
+			// Deliver a final FINISH if one is waiting.
+			select {
+			case p := <-f.plans:
+				_ = stream.Send(p)
+			default:
+			}
+			return status.Error(codes.Unavailable, "dropped by the coordinator")
+		case p := <-f.plans:
+			if err := stream.Send(p); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (s *service) Report(ctx context.Context, r *api.Report) (*api.Ack, error) {
+	c := s.c
+	pos := Position{Phase: int(r.GetPosition().GetPhase()), Step: r.GetPosition().GetStep()}
+	var e Event
+	switch r.Kind {
+	case api.Report_HOLDING:
+		e = Holding{ID: r.TrainerId, Generation: r.Generation, HasState: r.HasState, Held: pos}
+	case api.Report_PROGRESS:
+		e = Progress{ID: r.TrainerId, Generation: r.Generation, Pos: pos, Loss: r.Loss,
+			SamplesPerSec: r.SamplesPerSec, AllReduceFraction: r.AllreduceFraction}
+	case api.Report_RING_FAILED:
+		e = RingFailed{ID: r.TrainerId, Generation: r.Generation, Suspect: r.Suspect, Err: r.Error}
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "report from %s: unknown kind %v", r.TrainerId, r.Kind)
+	}
+	err := c.post(ctx, func() {
+		if c.followers[r.TrainerId] == nil {
+			return
+		}
+		c.feed(ctx, e)
+		if _, ok := e.(Progress); ok && c.opts.OnProgress != nil {
+			c.opts.OnProgress(c.status())
+		}
+	})
+	if err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	return &api.Ack{}, nil
+}
+
+func (s *service) Commit(ctx context.Context, r *api.CommitRequest) (*api.CommitReply, error) {
+	c := s.c
+	id, err := storage.ParseID(r.Checkpoint)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "commit from %s: %v", r.TrainerId, err)
+	}
+	pos := Position{Phase: int(r.GetPosition().GetPhase()), Step: r.GetPosition().GetStep()}
+	blobs := make([]storage.BlobRef, len(r.Blobs))
+	for i, b := range r.Blobs {
+		blobs[i] = storage.BlobRef{Name: b.Name, Key: b.Key, Size: b.Size, SHA256: b.Sha256}
+	}
+	meta := storage.Meta{Phase: int(r.Phase), IPFIteration: int(r.IpfIteration), Direction: r.Direction,
+		Step: r.Step, PhaseEnd: r.PhaseEnd, ConfigHash: c.opts.ConfigHash}
+	var reply *api.CommitReply
+	var rerr error
+	err = c.call(ctx, func() {
+		outs := c.feed(ctx, CommitRequested{ID: r.TrainerId, Generation: r.Generation, Pos: pos, Checkpoint: r.Checkpoint})
+		for _, o := range outs {
+			switch o := o.(type) {
+			case RejectCommit:
+				rerr = status.Errorf(codes.FailedPrecondition, "commit of %s refused: %s", r.Checkpoint, o.Reason)
+			case ApproveCommit:
+				if _, err := c.ckpts.Commit(ctx, id, meta, blobs); err != nil {
+					rerr = status.Errorf(codes.Internal, "commit %s: %v", r.Checkpoint, err)
+					return
+				}
+				if res, err := c.ckpts.GC(ctx, 3); err != nil {
+					c.log.Warn("checkpoint gc", "err", err)
+				} else if len(res.Removed) > 0 {
+					c.log.Debug("checkpoint gc", "removed", len(res.Removed))
+				}
+				reply = &api.CommitReply{Checkpoint: r.Checkpoint}
+				c.feed(ctx, CheckpointCommitted{Pos: pos, Checkpoint: r.Checkpoint})
+			}
+		}
+		if reply == nil && rerr == nil {
+			rerr = status.Errorf(codes.Internal, "commit of %s: the state machine gave no answer", r.Checkpoint)
+		}
+	})
+	if err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	return reply, rerr
+}
+
+func (s *service) Status(ctx context.Context, _ *api.StatusRequest) (*api.RunStatus, error) {
+	st, err := s.c.Status(ctx)
+	if err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	return st, nil
+}

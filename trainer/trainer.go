@@ -1,0 +1,340 @@
+// Package trainer owns one trainer process of a distributed run: it joins
+// the run's gossip cluster, follows the coordinator's plans, forms the
+// all-reduce ring of each generation, obtains the training state (fresh,
+// from a checkpoint, or broadcast by a peer), runs the step loop (local
+// gradient on the virtual shards it owns, ring all-reduce, identical
+// optimiser step on every replica), builds or loads cache shards, writes
+// checkpoint blobs when it is rank 0, and reports progress.
+//
+// A trainer keeps its state in memory across generations and across a
+// lost coordinator, so a re-plan redoes at most the step in flight.
+package trainer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/sbtrain/sbtrain/allreduce"
+	"github.com/sbtrain/sbtrain/api"
+	"github.com/sbtrain/sbtrain/job"
+	"github.com/sbtrain/sbtrain/membership"
+	"github.com/sbtrain/sbtrain/storage"
+)
+
+// Options configure a trainer.
+type Options struct {
+	ID      string // unique in the run; ring order sorts by it
+	Run     string
+	Job     *job.Job
+	Store   storage.Store
+	Version string
+	// Join is the coordinator's gossip address (host:port).
+	Join string
+	// Host is the address this trainer binds its gossip and ring ports on.
+	Host string
+	// RingDeadline bounds every wait on a peer inside a collective.
+	RingDeadline time.Duration
+	// CoordinatorTimeout is how long the trainer looks for a coordinator
+	// (at start, and after losing one) before giving up.
+	CoordinatorTimeout time.Duration
+	// ReportEvery is the interval of progress reports.
+	ReportEvery time.Duration
+	Logger      *slog.Logger
+	// CrashAfterBlobs, for fault-injection tests, makes rank 0 kill its
+	// own process after writing the blobs of its n-th checkpoint and
+	// before asking for the commit (0 = never).
+	CrashAfterBlobs int
+}
+
+func (o *Options) fill() error {
+	switch {
+	case o.ID == "":
+		return errors.New("trainer id is empty")
+	case o.Job == nil:
+		return errors.New("trainer has no job")
+	case o.Store == nil:
+		return errors.New("trainer has no store")
+	case o.Join == "":
+		return errors.New("coordinator address (--join) is empty")
+	}
+	if err := storage.ValidateRunID(o.Run); err != nil {
+		return err
+	}
+	if o.Host == "" {
+		o.Host = "127.0.0.1"
+	}
+	if o.RingDeadline <= 0 {
+		o.RingDeadline = 10 * time.Second
+	}
+	if o.CoordinatorTimeout <= 0 {
+		o.CoordinatorTimeout = 60 * time.Second
+	}
+	if o.ReportEvery <= 0 {
+		o.ReportEvery = 500 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Trainer is one running trainer.
+type Trainer struct {
+	opts   Options
+	log    *slog.Logger
+	ep     *allreduce.Endpoint
+	node   *membership.Node
+	ckpts  *storage.Checkpoints
+	shards *shardCache
+
+	state      *job.State
+	lastGen    uint64
+	checkpoint int // checkpoints written, for CrashAfterBlobs
+}
+
+// Run joins the run and trains until the coordinator says the run is
+// finished (nil), ctx ends, or no coordinator can be reached.
+func Run(ctx context.Context, opts Options) error {
+	if err := opts.fill(); err != nil {
+		return fmt.Errorf("trainer: %w", err)
+	}
+	t := &Trainer{opts: opts, log: opts.Logger.With("trainer", opts.ID)}
+	var err error
+	if t.ckpts, err = storage.NewCheckpoints(opts.Store, opts.Run, t.log); err != nil {
+		return err
+	}
+	t.shards = newShardCache(opts.Store, opts.Run, opts.Job, t.log)
+	if t.ep, err = allreduce.Listen(allreduce.TCP{}, opts.Host+":0", opts.RingDeadline, t.log); err != nil {
+		return fmt.Errorf("trainer %s: ring endpoint: %w", opts.ID, err)
+	}
+	defer t.ep.Close()
+	t.node, err = membership.Start(ctx, membership.Options{
+		Name: opts.ID, BindAddr: opts.Host + ":0", Logger: t.log,
+		Meta: membership.Meta{Role: membership.RoleTrainer, Run: opts.Run, Ring: t.ep.Addr(),
+			ConfigHash: opts.Job.Hash, Version: opts.Version},
+	})
+	if err != nil {
+		return fmt.Errorf("trainer %s: gossip: %w", opts.ID, err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = t.node.Close(cctx)
+	}()
+	jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = t.node.Join(jctx, []string{opts.Join})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("trainer %s: join the coordinator at %s: %w", opts.ID, opts.Join, err)
+	}
+	t.log.Info("joined", "coordinator", opts.Join, "ring", t.ep.Addr(), "gossip", t.node.Addr())
+	return t.follow(ctx)
+}
+
+// follow connects to the coordinator and executes its plans; when the
+// coordinator is lost it keeps its state and looks for one again.
+func (t *Trainer) follow(ctx context.Context) error {
+	lostSince := time.Now()
+	for attempt := 0; ; attempt++ {
+		conn, plans, err := t.connect(ctx)
+		if err != nil {
+			var refused *refusedError
+			if errors.As(err, &refused) {
+				return err
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if time.Since(lostSince) > t.opts.CoordinatorTimeout {
+				return fmt.Errorf("trainer %s: no coordinator reachable through %s for %s: %w", t.opts.ID, t.opts.Join, t.opts.CoordinatorTimeout, err)
+			}
+			if attempt%10 == 0 {
+				t.log.Warn("looking for the coordinator", "join", t.opts.Join, "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(500 * time.Millisecond):
+			}
+			continue
+		}
+		done, err := t.execute(ctx, conn, plans)
+		conn.Close()
+		if done || ctx.Err() != nil {
+			return err
+		}
+		t.log.Warn("lost the coordinator; keeping state and reconnecting", "err", err)
+		lostSince = time.Now()
+	}
+}
+
+// refusedError is the coordinator refusing this trainer: final.
+type refusedError struct{ msg string }
+
+func (e *refusedError) Error() string { return e.msg }
+
+// planStream delivers the newest plan; older undelivered ones are dropped
+// because only the newest matters.
+type planStream struct {
+	latest chan *api.Plan
+	err    chan error
+}
+
+func (t *Trainer) connect(ctx context.Context) (*grpc.ClientConn, *planStream, error) {
+	_ = t.node.Join(ctx, []string{t.opts.Join}) // a restarted coordinator is a new gossip node
+	peer, ok := t.node.Find(membership.RoleCoordinator)
+	if !ok {
+		return nil, nil, fmt.Errorf("no coordinator among the gossip members")
+	}
+	conn, err := grpc.NewClient(peer.Meta.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("dial coordinator %s: %w", peer.Meta.GRPC, err)
+	}
+	hello := &api.Hello{TrainerId: t.opts.ID, ConfigHash: t.opts.Job.Hash, Version: t.opts.Version,
+		RingAddr: t.ep.Addr(), LastGeneration: t.lastGen}
+	if t.state != nil {
+		p := t.state.Position()
+		hello.HasState, hello.Held = true, &api.Position{Phase: int32(p.Phase), Step: p.Step}
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	stream, err := api.NewControlClient(conn).Follow(sctx, hello)
+	if err != nil {
+		cancel()
+		conn.Close()
+		return nil, nil, fmt.Errorf("follow coordinator %s: %w", peer.Meta.GRPC, err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		cancel()
+		conn.Close()
+		if s, ok := status.FromError(err); ok && (s.Code() == codes.FailedPrecondition || s.Code() == codes.InvalidArgument) {
+			return nil, nil, &refusedError{fmt.Sprintf("trainer %s: the coordinator refused it: %s", t.opts.ID, s.Message())}
+		}
+		return nil, nil, fmt.Errorf("follow coordinator %s: %w", peer.Meta.GRPC, err)
+	}
+	ps := &planStream{latest: make(chan *api.Plan, 1), err: make(chan error, 1)}
+	ps.latest <- first
+	go func() {
+		defer cancel()
+		for {
+			p, err := stream.Recv()
+			if err != nil {
+				ps.err <- err
+				return
+			}
+			select {
+			case <-ps.latest:
+			default:
+			}
+			ps.latest <- p
+		}
+	}()
+	return conn, ps, nil
+}
+
+// execute follows plans until FINISH (done), or the stream breaks.
+func (t *Trainer) execute(ctx context.Context, conn *grpc.ClientConn, ps *planStream) (done bool, err error) {
+	client := api.NewControlClient(conn)
+	var plan *api.Plan
+	for {
+		if plan == nil {
+			select {
+			case <-ctx.Done():
+				return true, ctx.Err()
+			case err := <-ps.err:
+				return false, err
+			case plan = <-ps.latest:
+			}
+		}
+		if plan.Generation > t.lastGen {
+			t.lastGen = plan.Generation
+		}
+		t.log.Info("plan", "generation", plan.Generation, "kind", plan.Kind.String(), "members", len(plan.Members),
+			"start", fmt.Sprintf("%d/%d", plan.GetStart().GetPhase(), plan.GetStart().GetStep()), "reason", plan.Reason)
+		switch plan.Kind {
+		case api.Plan_FINISH:
+			return true, nil
+		case api.Plan_WAIT:
+			plan = nil
+		case api.Plan_PAUSE:
+			rep := &api.Report{TrainerId: t.opts.ID, Generation: plan.Generation, Kind: api.Report_HOLDING}
+			if t.state != nil {
+				p := t.state.Position()
+				rep.HasState, rep.Position = true, &api.Position{Phase: int32(p.Phase), Step: p.Step}
+			}
+			if err := t.report(ctx, client, rep); err != nil {
+				return false, err
+			}
+			plan = nil
+		case api.Plan_RUN:
+			next, err := t.runPlan(ctx, client, plan, ps)
+			if err != nil {
+				if ctx.Err() != nil {
+					return true, ctx.Err()
+				}
+				if errors.Is(err, errStreamLost) {
+					return false, err
+				}
+				t.log.Warn("generation failed", "generation", plan.Generation, "err", err)
+				var pe *allreduce.PeerError
+				rep := &api.Report{TrainerId: t.opts.ID, Generation: plan.Generation, Kind: api.Report_RING_FAILED, Error: err.Error()}
+				if errors.As(err, &pe) && pe.Rank >= 0 && pe.Rank < len(plan.Members) {
+					rep.Suspect = plan.Members[pe.Rank].TrainerId
+				}
+				if rerr := t.report(ctx, client, rep); rerr != nil {
+					return false, rerr
+				}
+			}
+			plan = next
+		default:
+			return false, fmt.Errorf("plan of generation %d has unknown kind %v", plan.Generation, plan.Kind)
+		}
+	}
+}
+
+func (t *Trainer) report(ctx context.Context, client api.ControlClient, r *api.Report) error {
+	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if _, err := client.Report(rctx, r); err != nil {
+		return fmt.Errorf("report to the coordinator: %w", err)
+	}
+	return nil
+}
+
+var errStreamLost = errors.New("plan stream lost")
+
+// generationWatch cancels a generation's context when a newer plan
+// arrives or the stream breaks, which aborts a blocked collective.
+type generationWatch struct {
+	next    *api.Plan
+	lostErr error
+	mu      sync.Mutex
+}
+
+func (t *Trainer) watch(ctx context.Context, ps *planStream, cancel context.CancelFunc, w *generationWatch, stop <-chan struct{}) {
+	defer cancel()
+	select {
+	case p := <-ps.latest:
+		w.mu.Lock()
+		w.next = p
+		w.mu.Unlock()
+	case err := <-ps.err:
+		w.mu.Lock()
+		w.lostErr = err
+		w.mu.Unlock()
+	case <-stop:
+	case <-ctx.Done():
+	}
+}
+
+var _ = os.Getpid
