@@ -10,7 +10,7 @@ OPENBLAS := $(shell printf 'int main(void){return 0;}' | $(CC) -x c - -lopenblas
 TAGS    ?= $(OPENBLAS)
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
-RACE_PKGS := ./rng/... ./config/... ./allreduce/... ./storage/... ./cmd/...
+RACE_PKGS := ./rng/... ./config/... ./allreduce/... ./storage/... ./api/... ./membership/... ./coordinator/... ./trainer/... ./job/... ./cmd/...
 
 .PHONY: build test test-pure demo bench results lint proto minio minio-stop clean help
 
@@ -29,8 +29,8 @@ test: lint ## the whole test suite: both BLAS builds, race detector on the concu
 test-pure: ## the whole suite with the pure-Go BLAS
 	$(GO) test -count=1 ./...
 
-demo: build ## train the embedded default run in one process and write runs/demo
-	./$(BIN) train --out runs/demo
+demo: build ## train the embedded default run on a local cluster (coordinator + 2 trainers) into runs/demo
+	./$(BIN) local --workers 2 --out runs/demo
 
 bench: build ## one training step of the DSB 2D net at batch 512, OpenBLAS vs pure Go, on one core
 	GOMAXPROCS=1 OPENBLAS_NUM_THREADS=1 $(GO) test -run '^$$' -bench 'DSB2DStep|MLPStep' -benchtime 200x ./nn/

@@ -61,6 +61,8 @@ type Coordinator struct {
 	followers map[string]*follower
 	gossipUp  map[string]bool
 
+	firstRun time.Time     // when the first run plan went out; loop goroutine only
+	firstPos Position      // where it started
 	done     chan struct{} // closed when the run is finished
 	fatal    chan error    // lease lost, storage failure
 	stop     context.CancelFunc
@@ -209,6 +211,16 @@ func (c *Coordinator) Committed(ctx context.Context) (Committed, error) {
 	return out, err
 }
 
+// FirstRun is when this coordinator first asked its trainers to train
+// (zero before) and from which position: the start of training time, after
+// processes started, joined and waited for each other.
+func (c *Coordinator) FirstRun(ctx context.Context) (time.Time, Position, error) {
+	var t time.Time
+	var p Position
+	err := c.call(ctx, func() { t, p = c.firstRun, c.firstPos })
+	return t, p, err
+}
+
 // Status describes the run.
 func (c *Coordinator) Status(ctx context.Context) (*api.RunStatus, error) {
 	var out *api.RunStatus
@@ -282,6 +294,9 @@ func (c *Coordinator) feed(ctx context.Context, e Event) []Output {
 	for _, o := range outs {
 		switch o := o.(type) {
 		case Publish:
+			if o.Plan.Kind == KindRun && c.firstRun.IsZero() {
+				c.firstRun, c.firstPos = time.Now(), o.Plan.Start
+			}
 			p := toAPIPlan(o.Plan)
 			for _, id := range o.To {
 				if f := c.followers[id]; f != nil {
@@ -445,9 +460,21 @@ func (s *service) Follow(h *api.Hello, stream grpc.ServerStreamingServer[api.Pla
 	}
 	f := &follower{id: h.TrainerId, hello: h, plans: make(chan *api.Plan, 1), gone: make(chan struct{})}
 	ctx := stream.Context()
+	var dup error
 	err := c.call(ctx, func() {
 		if old := c.followers[f.id]; old != nil {
-			c.drop(ctx, f.id, "reconnected")
+			if old.hello.RingAddr != h.RingAddr {
+				// Another process with this ID still holds a stream: two
+				// trainers must not share a rank. A restarted trainer
+				// retries until its old stream is seen to end.
+				dup = status.Errorf(codes.AlreadyExists, "trainer id %s is in use by a live trainer (ring %s); give each trainer a unique --id",
+					f.id, old.hello.RingAddr)
+				return
+			}
+			// The same trainer on a new stream: the machine sees one
+			// MemberUp of a member already up, a reconnect.
+			delete(c.followers, f.id)
+			close(old.gone)
 		}
 		c.followers[f.id] = f
 		if c.gossipUp[f.id] || c.gossipAlive(f.id) {
@@ -460,6 +487,9 @@ func (s *service) Follow(h *api.Hello, stream grpc.ServerStreamingServer[api.Pla
 	})
 	if err != nil {
 		return err
+	}
+	if dup != nil {
+		return dup
 	}
 	defer func() {
 		_ = c.post(context.WithoutCancel(ctx), func() {

@@ -767,7 +767,12 @@ func (m *Machine) checkpointCommitted(s *step, e CheckpointCommitted) {
 		return
 	}
 	m.committed = Committed{Pos: pos, Checkpoint: e.Checkpoint}
-	s.log(slog.LevelInfo, "checkpoint committed", "position", pos.String(), "checkpoint", e.Checkpoint)
+	// Phase ends are milestones; periodic checkpoints would drown them.
+	level := slog.LevelDebug
+	if pos.Step == 0 {
+		level = slog.LevelInfo
+	}
+	s.log(level, "checkpoint committed", "position", pos.String(), "checkpoint", e.Checkpoint)
 	m.observe(s, pos)
 	if pos == m.end {
 		m.finish(s, fmt.Sprintf("run complete: checkpoint %s at the end %v", e.Checkpoint, pos))

@@ -29,6 +29,10 @@ type Metrics struct {
 	BLAS          string         `json:"blas"`
 	WallSeconds   float64        `json:"wall_seconds"`
 	SamplesPerSec float64        `json:"train_samples_per_sec"`
+	// Workers and AllReduceFraction describe a distributed run: trainer
+	// processes, and the mean share of step time spent in the all-reduce.
+	Workers           int      `json:"workers,omitempty"`
+	AllReduceFraction *float64 `json:"allreduce_fraction,omitempty"`
 	Phases        []PhaseSummary `json:"phases"`
 	Iterations    []*Figures     `json:"ipf_iterations,omitempty"`
 	Final         *Figures       `json:"final"`

@@ -79,3 +79,37 @@ func TestLeaseAfterKill(t *testing.T) {
 		}
 	})
 }
+
+// TestProcessAliveZombie: a holder that exited but was never reaped (its
+// parent does not wait) still answers signal 0, yet is dead.
+func TestProcessAliveZombie(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skipf("no /proc here: %v", err)
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		t.Skipf("no hostname: %v", err)
+	}
+	p, err := exec.LookPath("true")
+	if err != nil {
+		t.Skipf("no true: %v", err)
+	}
+	cmd := exec.Command(p)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	pid := cmd.Process.Pid
+	for i := 0; i < 200 && !zombie(pid); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !zombie(pid) {
+		t.Fatalf("child %d did not become a zombie within 2 s", pid)
+	}
+	if processAlive(host, pid) {
+		t.Errorf("processAlive(%q, %d) = true for an unreaped exited process", host, pid)
+	}
+	if !processAlive(host, os.Getpid()) || zombie(os.Getpid()) {
+		t.Error("this live process counts as dead")
+	}
+}

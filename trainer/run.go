@@ -3,7 +3,6 @@ package trainer
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
 	"syscall"
@@ -256,7 +255,10 @@ func (t *Trainer) writeCheckpoint(ctx context.Context, client api.ControlClient,
 	}
 	t.checkpoint++
 	if t.opts.CrashAfterBlobs > 0 && t.checkpoint == t.opts.CrashAfterBlobs {
-		t.log.Warn("fault injection: killing this process between the blobs and the commit", "checkpoint", id.String())
+		// The whole process group: with `sbtrain local` that is every
+		// process of the run, as when a machine loses power mid-write.
+		t.log.Warn("fault injection: killing the process group between the blobs and the commit", "checkpoint", id.String())
+		_ = syscall.Kill(-syscall.Getpgrp(), syscall.SIGKILL)
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -273,5 +275,3 @@ func (t *Trainer) writeCheckpoint(ctx context.Context, client api.ControlClient,
 	t.log.Info("checkpoint committed", "checkpoint", id.String(), "at", pos.String())
 	return nil
 }
-
-var _ = errors.New

@@ -15,13 +15,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/sbtrain/sbtrain/allreduce"
@@ -50,9 +50,10 @@ type Options struct {
 	// ReportEvery is the interval of progress reports.
 	ReportEvery time.Duration
 	Logger      *slog.Logger
-	// CrashAfterBlobs, for fault-injection tests, makes rank 0 kill its
-	// own process after writing the blobs of its n-th checkpoint and
-	// before asking for the commit (0 = never).
+	// CrashAfterBlobs, for fault-injection tests, makes rank 0 SIGKILL
+	// its process group (with `sbtrain local`: the whole run) after
+	// writing the blobs of its n-th checkpoint and before asking for the
+	// commit (0 = never).
 	CrashAfterBlobs int
 }
 
@@ -196,7 +197,9 @@ func (t *Trainer) connect(ctx context.Context) (*grpc.ClientConn, *planStream, e
 	if !ok {
 		return nil, nil, fmt.Errorf("no coordinator among the gossip members")
 	}
-	conn, err := grpc.NewClient(peer.Meta.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(peer.Meta.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// A coordinator whose machine vanished sends no FIN: pings find out.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 3 * time.Second, PermitWithoutStream: true}))
 	if err != nil {
 		return nil, nil, fmt.Errorf("dial coordinator %s: %w", peer.Meta.GRPC, err)
 	}
@@ -213,7 +216,13 @@ func (t *Trainer) connect(ctx context.Context) (*grpc.ClientConn, *planStream, e
 		conn.Close()
 		return nil, nil, fmt.Errorf("follow coordinator %s: %w", peer.Meta.GRPC, err)
 	}
+	// The first plan comes as soon as the coordinator has seen this trainer
+	// in gossip too; waiting longer means something is wrong.
+	noPlan := time.AfterFunc(t.opts.CoordinatorTimeout, cancel)
 	first, err := stream.Recv()
+	if !noPlan.Stop() && err != nil {
+		err = fmt.Errorf("no plan within %s: %w", t.opts.CoordinatorTimeout, err)
+	}
 	if err != nil {
 		cancel()
 		conn.Close()
@@ -336,5 +345,3 @@ func (t *Trainer) watch(ctx context.Context, ps *planStream, cancel context.Canc
 	case <-ctx.Done():
 	}
 }
-
-var _ = os.Getpid

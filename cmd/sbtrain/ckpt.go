@@ -51,6 +51,10 @@ func (f *storeFlags) open(ctx context.Context) (storage.Store, error) {
 	if f.url == "" {
 		return nil, usagef("--store is required (s3://bucket/prefix or file:///dir)")
 	}
+	var err error
+	if f.url, err = absStoreURL(f.url); err != nil {
+		return nil, err
+	}
 	opts := storage.Options{
 		Endpoint: f.endpoint, Region: f.region, PathStyle: f.pathStyle,
 		AccessKey: f.accessKey, SecretKey: f.secretKey, CreateBucket: f.createBucket,

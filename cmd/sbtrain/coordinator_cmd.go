@@ -64,15 +64,13 @@ func runCoordinator(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if rf.store.url, err = absStoreURL(rf.store.url); err != nil {
-		return err
-	}
 	store, err := rf.store.open(ctx)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
-	c, err := startCoordinator(ctx, j, run, store, cf, *gossip, *grpcAddr, nil)
+	watcher := newStatusPrinter(os.Stderr, j)
+	c, err := startCoordinator(ctx, j, run, store, cf, *gossip, *grpcAddr, watcher.print)
 	if err != nil {
 		return err
 	}
@@ -84,7 +82,9 @@ func runCoordinator(ctx context.Context, args []string) error {
 	if cf.out == "" {
 		return nil
 	}
-	return concludeRun(ctx, j, store, run, cf.out, time.Since(start), os.Stdout)
+	fig := runFigures{Wall: time.Since(start), AllReduce: watcher.allReduce()}
+	fig.measure(ctx, c)
+	return concludeRun(ctx, j, store, run, cf.out, fig, os.Stdout)
 }
 
 func startCoordinator(ctx context.Context, j *job.Job, run string, store storage.Store, cf coordFlags,
@@ -102,9 +102,30 @@ func startCoordinator(ctx context.Context, j *job.Job, run string, store storage
 	return c, err
 }
 
+// runFigures are what the processes of a distributed run measured.
+type runFigures struct {
+	Wall time.Duration // the whole command
+	// Train is from the first run plan to the end: samples/s counts it,
+	// not process start-up; 0 means unknown (Wall is used).
+	Train     time.Duration
+	Workers   int
+	AllReduce *float64 // mean share of step time in the all-reduce
+	// From is where this command's training started (a resumed run
+	// trained only the steps after it).
+	From coordinator.Position
+}
+
+// measure reads the training start from the coordinator; call it when the
+// run has just finished.
+func (f *runFigures) measure(ctx context.Context, c *coordinator.Coordinator) {
+	if first, from, err := c.FirstRun(ctx); err == nil && !first.IsZero() {
+		f.Train, f.From = time.Since(first), from
+	}
+}
+
 // concludeRun loads the run's final checkpoint, evaluates the model as
 // `sbtrain train` does and writes the same files.
-func concludeRun(ctx context.Context, j *job.Job, store storage.Store, run, out string, wall time.Duration, w io.Writer) error {
+func concludeRun(ctx context.Context, j *job.Job, store storage.Store, run, out string, fig runFigures, w io.Writer) error {
 	ckpts, err := storage.NewCheckpoints(store, run, slog.Default())
 	if err != nil {
 		return err
@@ -126,7 +147,8 @@ func concludeRun(ctx context.Context, j *job.Job, store storage.Store, run, out 
 		return err
 	}
 	cfg := j.Setup.Config
-	m := &experiment.Metrics{Name: cfg.Name, Method: cfg.Method, ConfigHash: j.Hash, BLAS: nn.BLAS(), WallSeconds: wall.Seconds()}
+	m := &experiment.Metrics{Name: cfg.Name, Method: cfg.Method, ConfigHash: j.Hash, BLAS: nn.BLAS(),
+		WallSeconds: fig.Wall.Seconds(), Workers: fig.Workers, AllReduceFraction: fig.AllReduce}
 	var rows int64
 	for p := 0; p < j.Phases(); p++ {
 		losses := st.Losses(p)
@@ -141,8 +163,14 @@ func concludeRun(ctx context.Context, j *job.Job, store storage.Store, run, out 
 		m.Phases = append(m.Phases, ps)
 		rows += int64(len(losses)) * int64(j.Batch())
 	}
-	if wall > 0 {
-		m.SamplesPerSec = float64(rows) / wall.Seconds()
+	// A resumed run only trained the steps after its checkpoint; its rate
+	// counts those alone.
+	if train := fig.Train; train > 0 || fig.Wall > 0 {
+		if train == 0 {
+			train = fig.Wall
+		}
+		done := (int64(fig.From.Phase)*j.StepsPerPhase() + fig.From.Step) * int64(j.Batch())
+		m.SamplesPerSec = float64(rows-done) / train.Seconds()
 	}
 	outcome, err := j.Setup.Conclude(ctx, model, m)
 	if err != nil {

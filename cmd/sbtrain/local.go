@@ -8,11 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/sbtrain/sbtrain/api"
+	"github.com/sbtrain/sbtrain/coordinator"
 	"github.com/sbtrain/sbtrain/job"
 	"github.com/sbtrain/sbtrain/nn"
 	"github.com/sbtrain/sbtrain/storage"
@@ -32,7 +34,7 @@ func runLocal(ctx context.Context, args []string) error {
 	fs.StringVar(&cf.out, "out", "", "directory for metrics.json, plots and networks (default runs/<run>)")
 	deadline := fs.Duration("ring-deadline", 10*time.Second, "trainers' longest wait on a silent peer inside a collective")
 	logDir := fs.String("logs", "", "directory for the trainers' logs (default <out>/logs)")
-	crash := fs.Int("crash-after-blobs", 0, "fault injection for tests: trainer rank 0 SIGKILLs itself after writing the blobs of its n-th checkpoint")
+	crash := fs.Int("crash-after-blobs", 0, "fault injection for tests: trainer rank 0 SIGKILLs the whole run (its process group) after writing the blobs of its n-th checkpoint, before the commit")
 	quiet := fs.Bool("quiet", false, "print only the final summary")
 	if done, err := parseFlags(fs, args); done {
 		return err
@@ -50,9 +52,6 @@ func runLocal(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if rf.store.url, err = absStoreURL(rf.store.url); err != nil {
-		return err
-	}
 	store, err := rf.store.open(ctx)
 	if err != nil {
 		return err
@@ -67,11 +66,12 @@ func runLocal(ctx context.Context, args []string) error {
 		return fmt.Errorf("trainer logs: %w", err)
 	}
 	start := time.Now()
-	var printer *statusPrinter
-	if !*quiet {
-		printer = newStatusPrinter(os.Stderr, j)
+	var progressOut io.Writer = os.Stderr
+	if *quiet {
+		progressOut = nil
 	}
-	c, err := startCoordinator(ctx, j, run, store, cf, "127.0.0.1:0", "127.0.0.1:0", printer.print)
+	watcher := newStatusPrinter(progressOut, j)
+	c, err := startCoordinator(ctx, j, run, store, cf, "127.0.0.1:0", "127.0.0.1:0", watcher.print)
 	if err != nil {
 		return err
 	}
@@ -103,7 +103,13 @@ func runLocal(ctx context.Context, args []string) error {
 			targs = append(targs, "--crash-after-blobs", fmt.Sprint(*crash))
 		}
 		logPath := filepath.Join(*logDir, fmt.Sprintf("trainer-%d.log", i))
-		cmd, err := startChild(tctx, exe, targs, rf.store.childEnv(), logPath)
+		env := rf.store.childEnv()
+		if os.Getenv("OPENBLAS_NUM_THREADS") == "" {
+			// N trainers on one machine: BLAS threads beyond the cores
+			// would only contend.
+			env = append(env, fmt.Sprintf("OPENBLAS_NUM_THREADS=%d", max(1, runtime.NumCPU()/cf.workers)))
+		}
+		cmd, err := startChild(tctx, exe, targs, env, logPath)
 		if err != nil {
 			return err
 		}
@@ -125,7 +131,7 @@ func runLocal(ctx context.Context, args []string) error {
 			if err != nil {
 				return err
 			}
-			return finishLocal(ctx, j, run, cf, start, c, exited, &running, store)
+			return finishLocal(ctx, j, run, cf, start, c, watcher, exited, &running, store)
 		case ex := <-exited:
 			cancel()
 			<-done
@@ -135,7 +141,7 @@ func runLocal(ctx context.Context, args []string) error {
 			}
 			if running == 0 {
 				if err := c.Wait(ctx); err == nil {
-					return finishLocal(ctx, j, run, cf, start, c, exited, &running, store)
+					return finishLocal(ctx, j, run, cf, start, c, watcher, exited, &running, store)
 				}
 				return fmt.Errorf("every trainer exited before the run finished; see the logs in %s", *logDir)
 			}
@@ -152,8 +158,12 @@ type trainerExit struct {
 // finishLocal waits briefly for the trainers to leave after FINISH, then
 // writes the run's results.
 func finishLocal(ctx context.Context, j *job.Job, run string, cf coordFlags, start time.Time,
-	c interface{ Close() error }, exited chan trainerExit, running *int, store storage.Store) error {
-	wall := time.Since(start)
+	c *coordinator.Coordinator, printer *statusPrinter, exited chan trainerExit, running *int, store storage.Store) error {
+	fig := runFigures{Wall: time.Since(start), Workers: cf.workers}
+	fig.measure(ctx, c)
+	if printer != nil {
+		fig.AllReduce = printer.allReduce()
+	}
 	timeout := time.After(10 * time.Second)
 	for *running > 0 {
 		select {
@@ -168,7 +178,7 @@ func finishLocal(ctx context.Context, j *job.Job, run string, cf coordFlags, sta
 		}
 	}
 	c.Close()
-	return concludeRun(ctx, j, store, run, cf.out, wall, os.Stdout)
+	return concludeRun(ctx, j, store, run, cf.out, fig, os.Stdout)
 }
 
 // startChild starts a trainer process whose output goes to logPath and
@@ -202,6 +212,21 @@ type statusPrinter struct {
 	lastPhase int32
 	first     *api.Position
 	mu        sync.Mutex
+	// Running mean of the members' all-reduce share over every report.
+	fracSum float64
+	fracN   int
+}
+
+// allReduce is the mean share of step time the trainers spent in the
+// all-reduce, nil before any report.
+func (p *statusPrinter) allReduce() *float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fracN == 0 {
+		return nil
+	}
+	f := p.fracSum / float64(p.fracN)
+	return &f
 }
 
 func newStatusPrinter(w io.Writer, j *job.Job) *statusPrinter {
@@ -209,11 +234,20 @@ func newStatusPrinter(w io.Writer, j *job.Job) *statusPrinter {
 }
 
 func (p *statusPrinter) print(st *api.RunStatus) {
-	if p == nil || len(st.Members) == 0 {
+	if len(st.Members) == 0 {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	for _, m := range st.Members {
+		if m.SamplesPerSec > 0 {
+			p.fracSum += m.AllreduceFraction
+			p.fracN++
+		}
+	}
+	if p.w == nil {
+		return
+	}
 	lead := st.Members[0]
 	for _, m := range st.Members {
 		if lead.GetPosition().Less(m.GetPosition()) {

@@ -78,7 +78,7 @@ func runTrainer(ctx context.Context, args []string) error {
 	bind := fs.String("host", "127.0.0.1", "address to bind the gossip and ring ports on (ports are picked free)")
 	deadline := fs.Duration("ring-deadline", 10*time.Second, "longest wait on a silent peer inside a collective before blaming it")
 	coordTimeout := fs.Duration("coordinator-timeout", 60*time.Second, "how long to look for a coordinator (at start and after losing it) before giving up")
-	crash := fs.Int("crash-after-blobs", 0, "fault injection for tests: as rank 0, SIGKILL this process after writing the blobs of its n-th checkpoint, before the commit (0 = never)")
+	crash := fs.Int("crash-after-blobs", 0, "fault injection for tests: as rank 0, SIGKILL this process group after writing the blobs of its n-th checkpoint, before the commit (0 = never)")
 	if done, err := parseFlags(fs, args); done {
 		return err
 	}
@@ -93,9 +93,6 @@ func runTrainer(ctx context.Context, args []string) error {
 	}
 	j, run, err := rf.load()
 	if err != nil {
-		return err
-	}
-	if rf.store.url, err = absStoreURL(rf.store.url); err != nil {
 		return err
 	}
 	store, err := rf.store.open(ctx)

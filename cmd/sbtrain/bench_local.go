@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sbtrain/sbtrain/config"
+	"github.com/sbtrain/sbtrain/experiment"
+	"github.com/sbtrain/sbtrain/nn"
+)
+
+func init() {
+	registerBenchmark(&benchmark{name: "local", summary: "training samples/s of `local` with N trainer processes against `train` in one process", run: runBenchLocal})
+}
+
+func runBenchLocal(ctx context.Context, args []string) error {
+	fs := newFlagSet("bench local", "[--config FILE] [--workers 1,2,4] [--steps N] [--iterations K]")
+	cfgPath := fs.String("config", "", "run config (YAML); empty uses the embedded default")
+	workersFlag := fs.String("workers", "1,2,4", "comma-separated trainer counts to measure")
+	steps := fs.Int("steps", 300, "override train.steps (steps per phase) to keep the benchmark short; 0 keeps the config's")
+	iterations := fs.Int("iterations", 2, "override dsb.iterations; 0 keeps the config's")
+	dir := fs.String("dir", "", "working directory for stores and outputs (default: a temporary one, removed after)")
+	if done, err := parseFlags(fs, args); done {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments %q", fs.Args())
+	}
+	var workers []int
+	for _, w := range strings.Split(*workersFlag, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(w))
+		if err != nil || n < 1 || n > 64 {
+			return usagef("--workers %q: want comma-separated counts in 1..64", *workersFlag)
+		}
+		workers = append(workers, n)
+	}
+	if *steps < 0 || *iterations < 0 {
+		return usagef("--steps and --iterations must be >= 0")
+	}
+	var cfg *config.Config
+	var err error
+	if *cfgPath == "" {
+		cfg, err = config.Default()
+	} else {
+		cfg, err = config.Load(*cfgPath)
+	}
+	if err != nil {
+		return usageError{err}
+	}
+	if *steps > 0 {
+		cfg.Train.Steps = *steps
+	}
+	if *iterations > 0 && cfg.Method == "dsb" {
+		cfg.DSB.Iterations = *iterations
+	}
+	cfg.Name = "bench-local"
+	y := cfg.YAML()
+	if _, err := config.Parse(y, "benchmark config"); err != nil {
+		return usagef("config with the overrides: %w", err)
+	}
+	work := *dir
+	if work == "" {
+		if work, err = os.MkdirTemp("", "sbtrain-bench-local-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(work)
+	}
+	if work, err = filepath.Abs(work); err != nil {
+		return err
+	}
+	cfgFile := filepath.Join(work, "config.yaml")
+	if err := os.WriteFile(cfgFile, y, 0o644); err != nil {
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("# %s (%s), %d phases x %d steps, batch %d, BLAS %s\n", cfg.Name, cfg.Method, phasesOf(cfg), cfg.Train.Steps, cfg.Train.Batch, blasLine())
+	fmt.Printf("# %-8s %8s %14s %9s %16s %8s\n", "mode", "workers", "samples/s", "vs train", "all-reduce share", "wall s")
+	base, err := benchChild(ctx, exe, filepath.Join(work, "train"), "train", "--config", cfgFile, "--quiet", "--out", filepath.Join(work, "train"))
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  %-8s %8d %14.0f %9s %16s %8.1f\n", "train", 1, base.SamplesPerSec, "1.00x", "-", base.WallSeconds)
+	for _, n := range workers {
+		out := filepath.Join(work, fmt.Sprintf("local-%d", n))
+		m, err := benchChild(ctx, exe, out, "local", "--config", cfgFile, "--workers", strconv.Itoa(n), "--quiet",
+			"--store", "file://"+filepath.Join(work, fmt.Sprintf("store-%d", n)), "--out", out)
+		if err != nil {
+			return err
+		}
+		share := "-"
+		if m.AllReduceFraction != nil {
+			share = fmt.Sprintf("%.1f%%", 100**m.AllReduceFraction)
+		}
+		fmt.Printf("  %-8s %8d %14.0f %8.2fx %16s %8.1f\n", "local", n, m.SamplesPerSec, m.SamplesPerSec/base.SamplesPerSec, share, m.WallSeconds)
+	}
+	return nil
+}
+
+func phasesOf(cfg *config.Config) int {
+	if cfg.Method == "dsb" {
+		return 2 * cfg.DSB.Iterations
+	}
+	return 1
+}
+
+func blasLine() string {
+	if v := os.Getenv("OPENBLAS_NUM_THREADS"); v != "" {
+		return fmt.Sprintf("%s, OPENBLAS_NUM_THREADS=%s", nn.BLAS(), v)
+	}
+	return nn.BLAS()
+}
+
+// benchChild runs this binary with args and reads the metrics.json it
+// writes into out.
+func benchChild(ctx context.Context, exe, out string, args ...string) (*experiment.Metrics, error) {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, exe, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		tail := stderr.String()
+		if len(tail) > 2000 {
+			tail = tail[len(tail)-2000:]
+		}
+		return nil, fmt.Errorf("sbtrain %s: %w\n%s", strings.Join(args, " "), err, tail)
+	}
+	b, err := os.ReadFile(filepath.Join(out, experiment.MetricsFile))
+	if err != nil {
+		return nil, err
+	}
+	var m experiment.Metrics
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(out, experiment.MetricsFile), err)
+	}
+	return &m, nil
+}
