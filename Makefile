@@ -10,12 +10,20 @@ OPENBLAS := $(shell printf 'int main(void){return 0;}' | $(CC) -x c - -lopenblas
 TAGS    ?= $(OPENBLAS)
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
-RACE_PKGS := ./rng/... ./config/... ./allreduce/... ./storage/... ./api/... ./membership/... ./coordinator/... ./trainer/... ./job/... ./cmd/...
+# Kubernetes: the image, the kind cluster and the overlay to deploy.
+IMAGE   ?= sbtrain:dev
+KIND    ?= kind
+KUBECTL ?= kubectl
+KIND_CLUSTER ?= sbtrain
+OVERLAY ?= kind
+NAMESPACE ?= sbtrain
+RACE_PKGS := ./rng/... ./config/... ./allreduce/... ./storage/... ./api/... ./membership/... ./coordinator/... ./dashboard/... ./trainer/... ./job/... ./cmd/...
 
-.PHONY: build test test-pure demo bench results lint proto minio minio-stop clean help
+.PHONY: build test test-pure demo bench results lint proto minio minio-stop clean help \
+	image kind-up kind-load deploy status logs kind-down k8s-validate
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build bin/sbtrain (with OpenBLAS when available)
 	$(GO) build -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sbtrain
@@ -58,6 +66,41 @@ minio: ## start a MinIO server on 127.0.0.1 for the S3 tests (builds it once)
 
 minio-stop: ## stop the MinIO server started by 'make minio'
 	.ci/minio.sh stop
+
+image: ## build the container image IMAGE (default sbtrain:dev; needs a Docker engine)
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+kind-up: ## create the kind cluster from k8s/kind/cluster.yaml (needs kind and Docker)
+	@if $(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)'; then \
+		echo "kind cluster $(KIND_CLUSTER) already exists"; \
+	else \
+		$(KIND) create cluster --name $(KIND_CLUSTER) --config k8s/kind/cluster.yaml --wait 120s; \
+	fi
+
+kind-load: ## load the image IMAGE onto the kind cluster's nodes
+	$(KIND) load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+
+deploy: ## apply k8s/overlays/OVERLAY (kind, the default, or cluster); again to resume or rescale
+	$(KUBECTL) apply -k k8s/overlays/$(OVERLAY)
+
+status: ## show the run's pods, jobs and services, and the coordinator's last progress lines
+	$(KUBECTL) -n $(NAMESPACE) get deployments,jobs,pods,services,pvc -o wide
+	@$(KUBECTL) -n $(NAMESPACE) logs deployment/sbtrain-coordinator --tail=5 2>/dev/null || true
+
+logs: ## follow the logs of the coordinator and every trainer
+	$(KUBECTL) -n $(NAMESPACE) logs -f --prefix --max-log-requests 64 --tail=20 \
+		-l 'app.kubernetes.io/name=sbtrain,app.kubernetes.io/component in (coordinator,trainer)'
+
+kind-down: ## delete the kind cluster, and MinIO's data with it
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
+
+k8s-validate: ## check k8s/: render, decode strictly, cross-check with the binary, dry-run on a real kube-apiserver
+	@if [ -n "$$SBTRAIN_TEST_KUBE_APISERVER" ]; then \
+		$(GO) test -count=1 ./k8s/; \
+	else \
+		eval "$$(.ci/kube-apiserver.sh start)" && \
+		{ $(GO) test -count=1 ./k8s/; rc=$$?; .ci/kube-apiserver.sh stop; exit $$rc; }; \
+	fi
 
 clean: ## remove build outputs
 	rm -rf bin

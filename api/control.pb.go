@@ -524,8 +524,16 @@ type Report struct {
 	AllreduceFraction float64 `protobuf:"fixed64,8,opt,name=allreduce_fraction,json=allreduceFraction,proto3" json:"allreduce_fraction,omitempty"`
 	Error             string  `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
 	Suspect           string  `protobuf:"bytes,10,opt,name=suspect,proto3" json:"suspect,omitempty"` // trainer id a RING_FAILED report blames, if known
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// PROGRESS only, over the steps since the previous progress report:
+	// how many (steps), their summed wall time (step_seconds), the part of it
+	// spent in the all-reduce (allreduce_seconds) and the payload bytes this
+	// trainer sent in those all-reduces (allreduce_bytes).
+	Steps            int64   `protobuf:"varint,11,opt,name=steps,proto3" json:"steps,omitempty"`
+	StepSeconds      float64 `protobuf:"fixed64,12,opt,name=step_seconds,json=stepSeconds,proto3" json:"step_seconds,omitempty"`
+	AllreduceSeconds float64 `protobuf:"fixed64,13,opt,name=allreduce_seconds,json=allreduceSeconds,proto3" json:"allreduce_seconds,omitempty"`
+	AllreduceBytes   int64   `protobuf:"varint,14,opt,name=allreduce_bytes,json=allreduceBytes,proto3" json:"allreduce_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Report) Reset() {
@@ -626,6 +634,34 @@ func (x *Report) GetSuspect() string {
 		return x.Suspect
 	}
 	return ""
+}
+
+func (x *Report) GetSteps() int64 {
+	if x != nil {
+		return x.Steps
+	}
+	return 0
+}
+
+func (x *Report) GetStepSeconds() float64 {
+	if x != nil {
+		return x.StepSeconds
+	}
+	return 0
+}
+
+func (x *Report) GetAllreduceSeconds() float64 {
+	if x != nil {
+		return x.AllreduceSeconds
+	}
+	return 0
+}
+
+func (x *Report) GetAllreduceBytes() int64 {
+	if x != nil {
+		return x.AllreduceBytes
+	}
+	return 0
 }
 
 type Ack struct {
@@ -739,13 +775,17 @@ type CommitRequest struct {
 	Position   *Position              `protobuf:"bytes,3,opt,name=position,proto3" json:"position,omitempty"`
 	// The checkpoint directory the blobs were written under, as storage
 	// named it (storage.ID.String()).
-	Checkpoint    string  `protobuf:"bytes,4,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
-	Blobs         []*Blob `protobuf:"bytes,5,rep,name=blobs,proto3" json:"blobs,omitempty"`
-	Phase         int32   `protobuf:"varint,6,opt,name=phase,proto3" json:"phase,omitempty"` // storage.Meta fields
-	IpfIteration  int32   `protobuf:"varint,7,opt,name=ipf_iteration,json=ipfIteration,proto3" json:"ipf_iteration,omitempty"`
-	Direction     string  `protobuf:"bytes,8,opt,name=direction,proto3" json:"direction,omitempty"`
-	Step          int64   `protobuf:"varint,9,opt,name=step,proto3" json:"step,omitempty"`
-	PhaseEnd      bool    `protobuf:"varint,10,opt,name=phase_end,json=phaseEnd,proto3" json:"phase_end,omitempty"`
+	Checkpoint   string  `protobuf:"bytes,4,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	Blobs        []*Blob `protobuf:"bytes,5,rep,name=blobs,proto3" json:"blobs,omitempty"`
+	Phase        int32   `protobuf:"varint,6,opt,name=phase,proto3" json:"phase,omitempty"` // storage.Meta fields
+	IpfIteration int32   `protobuf:"varint,7,opt,name=ipf_iteration,json=ipfIteration,proto3" json:"ipf_iteration,omitempty"`
+	Direction    string  `protobuf:"bytes,8,opt,name=direction,proto3" json:"direction,omitempty"`
+	Step         int64   `protobuf:"varint,9,opt,name=step,proto3" json:"step,omitempty"`
+	PhaseEnd     bool    `protobuf:"varint,10,opt,name=phase_end,json=phaseEnd,proto3" json:"phase_end,omitempty"`
+	// What writing the blobs cost the trainer: their total size and the
+	// seconds from encoding the state to the last blob stored.
+	Bytes         int64   `protobuf:"varint,11,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	WriteSeconds  float64 `protobuf:"fixed64,12,opt,name=write_seconds,json=writeSeconds,proto3" json:"write_seconds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -848,6 +888,20 @@ func (x *CommitRequest) GetPhaseEnd() bool {
 		return x.PhaseEnd
 	}
 	return false
+}
+
+func (x *CommitRequest) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *CommitRequest) GetWriteSeconds() float64 {
+	if x != nil {
+		return x.WriteSeconds
+	}
+	return 0
 }
 
 type CommitReply struct {
@@ -1175,7 +1229,7 @@ const file_control_proto_rawDesc = "" +
 	"\x04INIT\x10\x01\x12\x0e\n" +
 	"\n" +
 	"CHECKPOINT\x10\x02\x12\b\n" +
-	"\x04PEER\x10\x03\"\xb8\x03\n" +
+	"\x04PEER\x10\x03\"\xc7\x04\n" +
 	"\x06Report\x12\x1d\n" +
 	"\n" +
 	"trainer_id\x18\x01 \x01(\tR\ttrainerId\x12\x1e\n" +
@@ -1190,7 +1244,11 @@ const file_control_proto_rawDesc = "" +
 	"\x12allreduce_fraction\x18\b \x01(\x01R\x11allreduceFraction\x12\x14\n" +
 	"\x05error\x18\t \x01(\tR\x05error\x12\x18\n" +
 	"\asuspect\x18\n" +
-	" \x01(\tR\asuspect\"H\n" +
+	" \x01(\tR\asuspect\x12\x14\n" +
+	"\x05steps\x18\v \x01(\x03R\x05steps\x12!\n" +
+	"\fstep_seconds\x18\f \x01(\x01R\vstepSeconds\x12+\n" +
+	"\x11allreduce_seconds\x18\r \x01(\x01R\x10allreduceSeconds\x12'\n" +
+	"\x0fallreduce_bytes\x18\x0e \x01(\x03R\x0eallreduceBytes\"H\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aHOLDING\x10\x01\x12\f\n" +
@@ -1201,7 +1259,7 @@ const file_control_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"\xe2\x02\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"\x9d\x03\n" +
 	"\rCommitRequest\x12\x1d\n" +
 	"\n" +
 	"trainer_id\x18\x01 \x01(\tR\ttrainerId\x12\x1e\n" +
@@ -1218,7 +1276,9 @@ const file_control_proto_rawDesc = "" +
 	"\tdirection\x18\b \x01(\tR\tdirection\x12\x12\n" +
 	"\x04step\x18\t \x01(\x03R\x04step\x12\x1b\n" +
 	"\tphase_end\x18\n" +
-	" \x01(\bR\bphaseEnd\"-\n" +
+	" \x01(\bR\bphaseEnd\x12\x14\n" +
+	"\x05bytes\x18\v \x01(\x03R\x05bytes\x12#\n" +
+	"\rwrite_seconds\x18\f \x01(\x01R\fwriteSeconds\"-\n" +
 	"\vCommitReply\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\tR\n" +

@@ -1,6 +1,9 @@
 // Package coordinator owns the run: a state machine that turns membership
 // and trainer events into plans, the gRPC control service, gossip
-// membership, checkpoint commits and recovery from storage.
+// membership, checkpoint commits and recovery from storage. It also tells
+// the run's dashboard (package dashboard, served on Options.HTTPAddr) what
+// happens, and appends every progress report and commit to the run's
+// metrics.jsonl in storage (see MetricsRecord and ReadMetrics).
 //
 // The state machine (Machine) is pure: it does no I/O, reads no clock,
 // starts no goroutines and draws no random numbers. The server feeds it one

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sbtrain/sbtrain/api"
+	"github.com/sbtrain/sbtrain/dashboard"
 	"github.com/sbtrain/sbtrain/membership"
 	"github.com/sbtrain/sbtrain/storage"
 )
@@ -42,6 +43,20 @@ type Options struct {
 	// OnProgress, if set, is called from the event loop after every
 	// progress report with the run's status (keep it quick).
 	OnProgress func(*api.RunStatus)
+	// Method and PhaseNames describe the run to people (dashboard,
+	// metrics.jsonl); PhaseNames has one name per phase, or is nil for
+	// "phase 0", "phase 1", ...
+	Method     string
+	PhaseNames []string
+	// HTTPAddr is host:port to serve the dashboard and /metrics on (port 0
+	// picks one); empty serves none.
+	HTTPAddr string
+	// OnCommit, if set, is called after every committed checkpoint with
+	// its name and run position, from a goroutine of the coordinator's
+	// own, one call at a time: while a call runs, only the newest further
+	// commit waits for the next. Close cancels ctx and waits for the call
+	// in progress. The command uses it to draw the samples plot.
+	OnCommit func(ctx context.Context, checkpoint string, pos Position)
 }
 
 // Coordinator is a running coordinator: it holds the run's lease, serves
@@ -54,6 +69,12 @@ type Coordinator struct {
 	node  *membership.Node
 	grpc  *grpc.Server
 	lis   net.Listener
+	// dash is the dashboard, web its server; both nil without HTTPAddr.
+	dash *dashboard.Dashboard
+	web  *dashboard.Server
+	mlog *metricsLog
+	// commits carries the newest commit to the OnCommit goroutine.
+	commits chan commitNote
 
 	events chan func() // run on the loop goroutine, which owns m
 	m      *Machine
@@ -61,6 +82,7 @@ type Coordinator struct {
 	followers map[string]*follower
 	gossipUp  map[string]bool
 
+	dashGen  uint64        // the newest plan shown on the dashboard; loop goroutine only
 	firstRun time.Time     // when the first run plan went out; loop goroutine only
 	firstPos Position      // where it started
 	done     chan struct{} // closed when the run is finished
@@ -69,6 +91,12 @@ type Coordinator struct {
 	wg       sync.WaitGroup
 	closed   sync.Once
 	closeErr error
+}
+
+// commitNote is a committed checkpoint for OnCommit.
+type commitNote struct {
+	checkpoint string
+	pos        Position
 }
 
 // follower is one open Follow stream.
@@ -96,9 +124,15 @@ func Start(ctx context.Context, opts Options) (*Coordinator, error) {
 	if opts.GRPCAddr == "" {
 		opts.GRPCAddr = "127.0.0.1:0"
 	}
+	if len(opts.PhaseNames) != opts.Phases {
+		opts.PhaseNames = make([]string, max(0, opts.Phases))
+		for i := range opts.PhaseNames {
+			opts.PhaseNames[i] = fmt.Sprintf("phase %d", i)
+		}
+	}
 	c := &Coordinator{opts: opts, log: opts.Logger.With("role", "coordinator"),
 		events: make(chan func(), 256), followers: map[string]*follower{}, gossipUp: map[string]bool{},
-		done: make(chan struct{}), fatal: make(chan error, 4)}
+		done: make(chan struct{}), fatal: make(chan error, 4), commits: make(chan commitNote, 1)}
 	var err error
 	if c.ckpts, err = storage.NewCheckpoints(opts.Store, opts.Run, c.log); err != nil {
 		return nil, err
@@ -108,11 +142,24 @@ func Start(ctx context.Context, opts Options) (*Coordinator, error) {
 		return nil, fmt.Errorf("coordinator: listen for gRPC on %s: %w", opts.GRPCAddr, err)
 	}
 	c.lis = lis
+	var httpLis net.Listener
+	if opts.HTTPAddr != "" {
+		if httpLis, err = net.Listen("tcp", opts.HTTPAddr); err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("coordinator: listen for the dashboard on %s: %w", opts.HTTPAddr, err)
+		}
+	}
+	closeListeners := func() {
+		lis.Close()
+		if httpLis != nil {
+			httpLis.Close()
+		}
+	}
 	host, _ := os.Hostname()
 	c.lease, err = storage.AcquireLease(ctx, opts.Store, opts.Run,
 		fmt.Sprintf("coordinator@%s (grpc %s)", host, lis.Addr()), storage.LeaseOptions{TTL: opts.LeaseTTL, Logger: c.log})
 	if err != nil {
-		lis.Close()
+		closeListeners()
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
 	committed, err := c.recover(ctx)
@@ -120,8 +167,11 @@ func Start(ctx context.Context, opts Options) (*Coordinator, error) {
 		c.m, err = NewMachine(Config{Run: opts.Run, Phases: opts.Phases, StepsPerPhase: opts.StepsPerPhase, Shards: opts.Shards,
 			MinWorkers: opts.MinWorkers, CheckpointEvery: opts.CheckpointEvery, FirstGeneration: uint64(time.Now().Unix()) << 20}, committed)
 	}
+	if err == nil {
+		c.mlog, err = openMetricsLog(ctx, opts.Store, opts.Run, c.log)
+	}
 	if err != nil {
-		lis.Close()
+		closeListeners()
 		_ = c.lease.Release(context.WithoutCancel(ctx))
 		return nil, err
 	}
@@ -134,23 +184,33 @@ func Start(ctx context.Context, opts Options) (*Coordinator, error) {
 	})
 	if err != nil {
 		cancel()
-		lis.Close()
+		closeListeners()
 		_ = c.lease.Release(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("coordinator: gossip on %s: %w", opts.GossipAddr, err)
+	}
+	c.mlog.add(MetricsRecord{Time: time.Now(), Kind: RecordRun, Run: opts.Run, Method: opts.Method,
+		PhaseNames: opts.PhaseNames, StepsPerPhase: opts.StepsPerPhase, Phase: committed.Pos.Phase, Step: committed.Pos.Step})
+	if httpLis != nil {
+		c.dash = dashboard.New(dashboard.Options{Run: opts.Run, Method: opts.Method, PhaseNames: opts.PhaseNames,
+			StepsPerPhase: opts.StepsPerPhase, Logger: c.log})
+		c.dash.SetState(c.m.State().String())
+		c.web = dashboard.Serve(c.dash, httpLis)
 	}
 	c.grpc = grpc.NewServer(grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Second, Timeout: 2 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}))
 	api.RegisterControlServer(c.grpc, &service{c: c})
-	c.wg.Add(4)
+	c.wg.Add(6)
 	go func() { defer c.wg.Done(); _ = c.grpc.Serve(lis) }()
 	go func() { defer c.wg.Done(); c.loop(lctx) }()
 	go func() { defer c.wg.Done(); c.watchGossip(lctx) }()
+	go func() { defer c.wg.Done(); c.mlog.keepFlushing(lctx) }()
+	go func() { defer c.wg.Done(); c.commitHooks(lctx) }()
 	go func() {
 		defer c.wg.Done()
 		c.lease.Keep(lctx, 0, func(err error) { c.fatal <- fmt.Errorf("coordinator lost the lease of run %s: %w", opts.Run, err) })
 	}()
 	c.log.Info("coordinator started", "run", opts.Run, "gossip", c.node.Addr(), "grpc", lis.Addr().String(),
-		"committed", committed.Pos.String(), "checkpoint", committed.Checkpoint, "min_workers", opts.MinWorkers)
+		"dashboard", c.DashboardURL(), "committed", committed.Pos.String(), "checkpoint", committed.Checkpoint, "min_workers", opts.MinWorkers)
 	if c.m.Done() {
 		c.log.Info("run already finished", "checkpoint", committed.Checkpoint)
 	}
@@ -190,6 +250,19 @@ func (c *Coordinator) GossipAddr() string { return c.node.Addr() }
 
 // GRPCAddr is the control service's address.
 func (c *Coordinator) GRPCAddr() string { return c.lis.Addr().String() }
+
+// DashboardURL is the dashboard's address, http://host:port/, or "" when
+// Options.HTTPAddr was empty.
+func (c *Coordinator) DashboardURL() string {
+	if c.web == nil {
+		return ""
+	}
+	return c.web.URL()
+}
+
+// Dashboard is the run's dashboard, nil when Options.HTTPAddr was empty.
+// The command hands it the samples plot (Dashboard.SetSamples).
+func (c *Coordinator) Dashboard() *dashboard.Dashboard { return c.dash }
 
 // Wait blocks until the run is finished (nil), the coordinator fails, or
 // ctx ends.
@@ -246,7 +319,23 @@ func (c *Coordinator) Close() error {
 		defer cancel()
 		_ = c.node.Close(ctx)
 		c.wg.Wait()
-		c.closeErr = c.lease.Release(ctx)
+		if c.web != nil {
+			wctx, wcancel := context.WithTimeout(context.Background(), 3*time.Second)
+			if err := c.web.Shutdown(wctx); err != nil {
+				c.log.Warn("dashboard shutdown", "err", err)
+			}
+			wcancel()
+		}
+		// The loop has stopped, so nothing is added after this flush,
+		// which writes while the lease is still held.
+		fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := c.mlog.flush(fctx); err != nil {
+			c.log.Warn("metrics.jsonl", "err", err)
+		}
+		fcancel()
+		rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
+		c.closeErr = c.lease.Release(rctx)
+		rcancel()
 	})
 	return c.closeErr
 }
@@ -291,11 +380,26 @@ func (c *Coordinator) loop(ctx context.Context) {
 // feed steps the machine and carries out its outputs (loop goroutine).
 func (c *Coordinator) feed(ctx context.Context, e Event) []Output {
 	outs := c.m.Step(e)
+	if c.dash != nil {
+		switch e := e.(type) {
+		case MemberUp:
+			if c.m.hasMember(e.ID) {
+				c.dash.MemberJoined(e.ID, e.RingAddr)
+			}
+		case MemberDown:
+			c.dash.MemberLeft(e.ID, e.Reason)
+		}
+	}
 	for _, o := range outs {
 		switch o := o.(type) {
 		case Publish:
 			if o.Plan.Kind == KindRun && c.firstRun.IsZero() {
 				c.firstRun, c.firstPos = time.Now(), o.Plan.Start
+			}
+			if c.dash != nil && o.Plan.Generation != c.dashGen {
+				// A plan sent again to one member is not news.
+				c.dashGen = o.Plan.Generation
+				c.dash.PlanPublished(toDashboardPlan(o.Plan))
 			}
 			p := toAPIPlan(o.Plan)
 			for _, id := range o.To {
@@ -317,7 +421,78 @@ func (c *Coordinator) feed(ctx context.Context, e Event) []Output {
 			}
 		}
 	}
+	if c.dash != nil {
+		c.dash.SetState(c.m.State().String())
+	}
 	return outs
+}
+
+// progressed shows an accepted progress report on the dashboard and in
+// metrics.jsonl (loop goroutine).
+func (c *Coordinator) progressed(r *api.Report, e Progress) {
+	pos, err := c.m.cfg.normalize(e.Pos)
+	if err != nil || c.m.State() != StateRunning || e.Generation != c.m.Generation() || !c.m.hasMember(e.ID) {
+		return // the machine ignored it
+	}
+	// The loss is that of the last step the report covers: a report at
+	// the start of a phase closes the previous one.
+	last := pos
+	if last.Step == 0 && last.Phase > 0 {
+		last = Position{Phase: last.Phase - 1, Step: c.opts.StepsPerPhase}
+	}
+	loss := r.Loss
+	c.mlog.add(MetricsRecord{Time: time.Now(), Kind: RecordProgress, Trainer: e.ID, Generation: e.Generation,
+		Phase: last.Phase, Step: last.Step, Loss: &loss, SamplesPerSec: r.SamplesPerSec, Steps: r.Steps,
+		StepSeconds: r.StepSeconds, AllReduceSeconds: r.AllreduceSeconds, AllReduceBytes: r.AllreduceBytes})
+	if c.dash != nil {
+		c.dash.Progress(dashboard.Progress{Trainer: e.ID, Generation: e.Generation,
+			Pos: dashboard.Position{Phase: pos.Phase, Step: pos.Step}, Loss: r.Loss, SamplesPerSec: r.SamplesPerSec,
+			Steps: r.Steps, StepSeconds: r.StepSeconds, AllReduceSeconds: r.AllreduceSeconds, AllReduceBytes: r.AllreduceBytes})
+	}
+}
+
+// checkpointed shows a committed checkpoint on the dashboard and in
+// metrics.jsonl, and hands it to OnCommit (loop goroutine).
+func (c *Coordinator) checkpointed(r *api.CommitRequest, pos Position, commitTime time.Duration) {
+	var size int64
+	for _, b := range r.Blobs {
+		size += b.Size
+	}
+	if r.Bytes > 0 {
+		size = r.Bytes
+	}
+	secs := r.WriteSeconds + commitTime.Seconds()
+	c.mlog.add(MetricsRecord{Time: time.Now(), Kind: RecordCheckpoint, Trainer: r.TrainerId, Generation: r.Generation,
+		Phase: pos.Phase, Step: pos.Step, Checkpoint: r.Checkpoint, Bytes: size, Seconds: secs})
+	if c.dash != nil {
+		c.dash.CheckpointCommitted(dashboard.Checkpoint{Name: r.Checkpoint, Pos: dashboard.Position{Phase: pos.Phase, Step: pos.Step},
+			Bytes: size, Seconds: secs})
+	}
+	if c.opts.OnCommit != nil {
+		// The loop is the only sender: after the drain the send cannot
+		// block, and an older waiting commit is superseded.
+		select {
+		case <-c.commits:
+		default:
+		}
+		c.commits <- commitNote{checkpoint: r.Checkpoint, pos: pos}
+	}
+}
+
+// commitHooks calls OnCommit for the newest commit, one at a time, until
+// ctx ends.
+func (c *Coordinator) commitHooks(ctx context.Context) {
+	if c.opts.OnCommit == nil {
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case n := <-c.commits:
+			c.opts.OnCommit(ctx, n.checkpoint, n.pos)
+		}
+	}
 }
 
 func (c *Coordinator) watchGossip(ctx context.Context) {
@@ -384,6 +559,18 @@ func (c *Coordinator) gossipAlive(id string) bool {
 		}
 	}
 	return false
+}
+
+func toDashboardPlan(p Plan) dashboard.Plan {
+	out := dashboard.Plan{Generation: p.Generation, Kind: p.Kind.String(), Reason: p.Reason, Checkpoint: p.Checkpoint,
+		Start: dashboard.Position{Phase: p.Start.Phase, Step: p.Start.Step}, Members: make([]dashboard.PlanMember, len(p.Members))}
+	if p.Kind == KindRun {
+		out.Source = p.Source.String()
+	}
+	for i, m := range p.Members {
+		out.Members[i] = dashboard.PlanMember{ID: m.ID, RingAddr: m.RingAddr, Shards: m.Shards}
+	}
+	return out
 }
 
 func toAPIPlan(p Plan) *api.Plan {
@@ -538,8 +725,11 @@ func (s *service) Report(ctx context.Context, r *api.Report) (*api.Ack, error) {
 			return
 		}
 		c.feed(ctx, e)
-		if _, ok := e.(Progress); ok && c.opts.OnProgress != nil {
-			c.opts.OnProgress(c.status())
+		if p, ok := e.(Progress); ok {
+			c.progressed(r, p)
+			if c.opts.OnProgress != nil {
+				c.opts.OnProgress(c.status())
+			}
 		}
 	})
 	if err != nil {
@@ -570,6 +760,7 @@ func (s *service) Commit(ctx context.Context, r *api.CommitRequest) (*api.Commit
 			case RejectCommit:
 				rerr = status.Errorf(codes.FailedPrecondition, "commit of %s refused: %s", r.Checkpoint, o.Reason)
 			case ApproveCommit:
+				began := time.Now()
 				if _, err := c.ckpts.Commit(ctx, id, meta, blobs); err != nil {
 					rerr = status.Errorf(codes.Internal, "commit %s: %v", r.Checkpoint, err)
 					return
@@ -579,8 +770,10 @@ func (s *service) Commit(ctx context.Context, r *api.CommitRequest) (*api.Commit
 				} else if len(res.Removed) > 0 {
 					c.log.Debug("checkpoint gc", "removed", len(res.Removed))
 				}
+				took := time.Since(began)
 				reply = &api.CommitReply{Checkpoint: r.Checkpoint}
 				c.feed(ctx, CheckpointCommitted{Pos: pos, Checkpoint: r.Checkpoint})
+				c.checkpointed(r, o.Pos, took)
 			}
 		}
 		if reply == nil && rerr == nil {

@@ -461,6 +461,12 @@ func (m *Machine) Members() []MemberStatus {
 	return out
 }
 
+// hasMember reports whether id is a current member.
+func (m *Machine) hasMember(id string) bool {
+	_, ok := m.members[id]
+	return ok
+}
+
 // Step feeds one event to the machine and returns what the server must do,
 // in order.
 func (m *Machine) Step(e Event) []Output {

@@ -311,38 +311,57 @@ type Curve struct {
 // with more than 200 points is drawn faint, with its moving average (window
 // of 2% of its length) on top.
 func PlotLoss(w io.Writer, curves []Curve, title string) error {
+	if err := plotCurves(w, curves, title, "step", "loss", true); err != nil {
+		return fmt.Errorf("plot loss: %w", err)
+	}
+	return nil
+}
+
+// PlotLines writes a PNG of named curves on linear axes, styled as
+// PlotLoss (long curves faint with a moving average on top): throughput
+// or step time over a run, say.
+func PlotLines(w io.Writer, curves []Curve, title, xLabel, yLabel string) error {
+	if err := plotCurves(w, curves, title, xLabel, yLabel, false); err != nil {
+		return fmt.Errorf("plot %s: %w", yLabel, err)
+	}
+	return nil
+}
+
+// plotCurves draws curves; with allowLog the y axis is logarithmic when
+// every value is positive and they span more than a factor of 10.
+func plotCurves(w io.Writer, curves []Curve, title, xLabel, yLabel string, allowLog bool) error {
 	if len(curves) == 0 {
-		return fmt.Errorf("plot loss: no curves")
+		return fmt.Errorf("no curves")
 	}
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for _, c := range curves {
 		if len(c.Y) == 0 {
-			return fmt.Errorf("plot loss: curve %q is empty", c.Name)
+			return fmt.Errorf("curve %q is empty", c.Name)
 		}
 		if c.X != nil && len(c.X) != len(c.Y) {
-			return fmt.Errorf("plot loss: curve %q has %d x values and %d y values, want equal", c.Name, len(c.X), len(c.Y))
+			return fmt.Errorf("curve %q has %d x values and %d y values, want equal", c.Name, len(c.X), len(c.Y))
 		}
 		for i, v := range c.Y {
 			if math.IsNaN(v) || math.IsInf(v, 0) {
-				return fmt.Errorf("plot loss: curve %q value %d is %v", c.Name, i, v)
+				return fmt.Errorf("curve %q value %d is %v", c.Name, i, v)
 			}
 			lo, hi = math.Min(lo, v), math.Max(hi, v)
 		}
 		for i, v := range c.X {
 			if math.IsNaN(v) || math.IsInf(v, 0) {
-				return fmt.Errorf("plot loss: curve %q x value %d is %v", c.Name, i, v)
+				return fmt.Errorf("curve %q x value %d is %v", c.Name, i, v)
 			}
 		}
 	}
-	logY := lo > 0 && hi/lo > 10
-	p := newPlot(title, "step", "loss")
+	logY := allowLog && lo > 0 && hi/lo > 10
+	p := newPlot(title, xLabel, yLabel)
 	p.Legend.Left = false
 	p.X.Tick.Marker = niceTicks{}
 	p.Y.Tick.Marker = niceTicks{}
 	if logY {
 		p.Y.Scale = plot.LogScale{}
 		p.Y.Tick.Marker = logTicks{}
-		p.Y.Label.Text = "loss (log scale)"
+		p.Y.Label.Text = yLabel + " (log scale)"
 	}
 	for i, c := range curves {
 		pts := make(plotter.XYs, len(c.Y))
@@ -355,7 +374,7 @@ func PlotLoss(w io.Writer, curves []Curve, title string) error {
 		col := curveColors[i%len(curveColors)]
 		raw, err := plotter.NewLine(pts)
 		if err != nil {
-			return fmt.Errorf("plot loss: curve %q: %w", c.Name, err)
+			return fmt.Errorf("curve %q: %w", c.Name, err)
 		}
 		raw.LineStyle.Color = col
 		raw.LineStyle.Width = vg.Points(1.2)
@@ -367,7 +386,7 @@ func PlotLoss(w io.Writer, curves []Curve, title string) error {
 			raw.LineStyle.Width = vg.Points(0.6)
 			smooth, err := plotter.NewLine(movingAverage(pts, max(3, len(pts)/50)))
 			if err != nil {
-				return fmt.Errorf("plot loss: curve %q: %w", c.Name, err)
+				return fmt.Errorf("curve %q: %w", c.Name, err)
 			}
 			smooth.LineStyle.Color = col
 			smooth.LineStyle.Width = vg.Points(1.6)

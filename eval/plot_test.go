@@ -136,6 +136,22 @@ func TestPlotLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkPNG(t, "loss-linear", b.Bytes(), 800, 500)
+
+	// PlotLines: linear axes even over a wide positive range.
+	b.Reset()
+	secs := make([]float64, 400)
+	for i := range secs {
+		secs[i] = 0.5 * float64(i)
+	}
+	rate := noisy(400, 1000)
+	if err := PlotLines(&b, []Curve{{Name: "t0", X: secs, Y: rate}, {Name: "t1", X: secs, Y: noisy(400, 900)}},
+		"throughput", "seconds", "samples/s"); err != nil {
+		t.Fatal(err)
+	}
+	checkPNG(t, "lines", b.Bytes(), 800, 500)
+	if err := PlotLines(io.Discard, nil, "x", "s", "samples/s"); err == nil || !strings.Contains(err.Error(), "plot samples/s: no curves") {
+		t.Errorf("PlotLines of nothing: %v", err)
+	}
 }
 
 func TestPlotErrors(t *testing.T) {

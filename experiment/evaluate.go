@@ -73,12 +73,7 @@ func (s *Setup) NewEvaluator() (*Evaluator, error) {
 	e := &Evaluator{
 		setup:   s,
 		heldOut: eval.Cloud{Data: dataset.Draw(s.Data, seed, rng.PurposeHeldOut, []uint64{heldOutData}, 0, n), Dim: s.Dim},
-		start:   dataset.Draw(s.Prior, seed, rng.PurposeHeldOut, []uint64{heldOutPrior}, 0, n),
-	}
-	if s.Config.Method == "si" {
-		if p, err := s.path(); err == nil && p.OneSided() {
-			e.start = dataset.Draw(standardNormal(s.Dim), seed, rng.PurposeHeldOut, []uint64{heldOutPrior}, 0, n)
-		}
+		start:   s.heldOutStart(n),
 	}
 	other := eval.Cloud{Data: dataset.Draw(s.Data, seed, rng.PurposeHeldOut, []uint64{heldOutBaseline}, 0, n), Dim: s.Dim}
 	var err error
@@ -86,6 +81,38 @@ func (s *Setup) NewEvaluator() (*Evaluator, error) {
 		return nil, fmt.Errorf("baseline distances: %w", err)
 	}
 	return e, nil
+}
+
+// heldOutStart is the first n held-out prior points generation starts
+// from: prior draws, or N(0, I) for a one-sided interpolant.
+func (s *Setup) heldOutStart(n int) []float32 {
+	prior := s.Prior
+	if s.Config.Method == "si" {
+		if p, err := s.path(); err == nil && p.OneSided() {
+			prior = standardNormal(s.Dim)
+		}
+	}
+	return dataset.Draw(prior, s.Config.Seed, rng.PurposeHeldOut, []uint64{heldOutPrior}, 0, n)
+}
+
+// Preview generates from the first n held-out prior points (the rows
+// Evaluate starts from) and returns the first n held-out data points with
+// the result: a quick look at a model during training, without the
+// distances and figures of Evaluate.
+func (s *Setup) Preview(ctx context.Context, m Model, n int) (data, generated eval.Cloud, err error) {
+	if n < 1 {
+		return eval.Cloud{}, eval.Cloud{}, fmt.Errorf("preview of %d points", n)
+	}
+	gen, err := m.Generate(ctx, s.heldOutStart(n), s.Config.Seed, false)
+	if err != nil {
+		return eval.Cloud{}, eval.Cloud{}, err
+	}
+	generated = eval.Cloud{Data: gen.End, Dim: s.Dim}
+	if err := generated.Check("generated samples"); err != nil {
+		return eval.Cloud{}, eval.Cloud{}, err
+	}
+	data = eval.Cloud{Data: dataset.Draw(s.Data, s.Config.Seed, rng.PurposeHeldOut, []uint64{heldOutData}, 0, n), Dim: s.Dim}
+	return data, generated, nil
 }
 
 // HeldOut is the held-out data cloud.

@@ -267,6 +267,21 @@ func (s *State) closePhase() {
 	s.pos = Position{Phase: s.pos.Phase + 1}
 }
 
+// SamplingModel is the model the networks finished so far make, for a
+// look during training: the finished run's Model, or after a DSB phase the
+// newest finished backward network (with the forward one, if any). It
+// fails before the first phase has finished.
+func (s *State) SamplingModel() (experiment.Model, error) {
+	if s.Done() {
+		return s.Model()
+	}
+	if s.si != nil || s.fin.B == nil {
+		return nil, fmt.Errorf("model: no network has finished at %v", s.pos)
+	}
+	fin := s.fin // ModelFromDSB copies the networks it keeps
+	return s.job.Setup.ModelFromDSB(&fin)
+}
+
 // Model is the trained model of a finished run, with its sampling
 // weights, as `sbtrain train` would have produced it.
 func (s *State) Model() (experiment.Model, error) {

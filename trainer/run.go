@@ -190,8 +190,10 @@ func (t *Trainer) steps(ctx context.Context, client api.ControlClient, ring *all
 	st := t.state
 	every := plan.CheckpointEvery
 	lastReport := time.Now()
+	// Sums over the steps since the last progress report.
 	var stepSec, reduceSec float64
-	var samples int
+	var samples, steps int
+	var reduceBytes int64
 	var loss float64
 	if st.Done() && ring.Rank() == 0 {
 		// The run ended before the final checkpoint was committed.
@@ -213,7 +215,9 @@ func (t *Trainer) steps(ctx context.Context, client api.ControlClient, ring *all
 		}
 		stepSec += time.Since(t0).Seconds()
 		reduceSec += t2.Sub(t1).Seconds()
+		reduceBytes += ring.LastStats().BytesSent
 		samples += t.opts.Job.Batch()
+		steps++
 		pos := st.Position()
 		if ring.Rank() == 0 && (pos.Step == 0 || every > 0 && pos.Step%every == 0) {
 			if err := t.writeCheckpoint(ctx, client, plan); err != nil {
@@ -223,14 +227,15 @@ func (t *Trainer) steps(ctx context.Context, client api.ControlClient, ring *all
 		if time.Since(lastReport) >= t.opts.ReportEvery || st.Done() {
 			rep := &api.Report{TrainerId: t.opts.ID, Generation: plan.Generation, Kind: api.Report_PROGRESS,
 				HasState: true, Position: toAPI(pos), Loss: loss,
-				SamplesPerSec: float64(samples) / time.Since(lastReport).Seconds()}
+				SamplesPerSec: float64(samples) / time.Since(lastReport).Seconds(),
+				Steps:         int64(steps), StepSeconds: stepSec, AllreduceSeconds: reduceSec, AllreduceBytes: reduceBytes}
 			if stepSec > 0 {
 				rep.AllreduceFraction = reduceSec / stepSec
 			}
 			if err := t.report(ctx, client, rep); err != nil {
 				return err
 			}
-			lastReport, stepSec, reduceSec, samples = time.Now(), 0, 0, 0
+			lastReport, stepSec, reduceSec, samples, steps, reduceBytes = time.Now(), 0, 0, 0, 0, 0
 		}
 	}
 	return nil
@@ -241,6 +246,7 @@ func (t *Trainer) steps(ctx context.Context, client api.ControlClient, ring *all
 func (t *Trainer) writeCheckpoint(ctx context.Context, client api.ControlClient, plan *api.Plan) error {
 	pos := t.state.Position()
 	meta := t.opts.Job.CheckpointMeta(pos)
+	began := time.Now()
 	b, err := t.state.Encode()
 	if err != nil {
 		return err
@@ -253,6 +259,7 @@ func (t *Trainer) writeCheckpoint(ctx context.Context, client api.ControlClient,
 	if err != nil {
 		return fmt.Errorf("checkpoint %s: %w", id, err)
 	}
+	written := time.Since(began)
 	t.checkpoint++
 	if t.opts.CrashAfterBlobs > 0 && t.checkpoint == t.opts.CrashAfterBlobs {
 		// The whole process group: with `sbtrain local` that is every
@@ -267,7 +274,7 @@ func (t *Trainer) writeCheckpoint(ctx context.Context, client api.ControlClient,
 		TrainerId: t.opts.ID, Generation: plan.Generation, Position: toAPI(pos), Checkpoint: id.String(),
 		Blobs: []*api.Blob{{Name: ref.Name, Key: ref.Key, Size: ref.Size, Sha256: ref.SHA256}},
 		Phase: int32(meta.Phase), IpfIteration: int32(meta.IPFIteration), Direction: meta.Direction,
-		Step: meta.Step, PhaseEnd: meta.PhaseEnd,
+		Step: meta.Step, PhaseEnd: meta.PhaseEnd, Bytes: ref.Size, WriteSeconds: written.Seconds(),
 	})
 	if err != nil {
 		return fmt.Errorf("commit checkpoint %s at %v: %w", id, pos, err)

@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -40,8 +42,14 @@ type Options struct {
 	Version string
 	// Join is the coordinator's gossip address (host:port).
 	Join string
-	// Host is the address this trainer binds its gossip and ring ports on.
+	// Host is the address this trainer binds its gossip and ring ports on,
+	// and advertises to its peers, so it must be one they can reach (in a
+	// pod: the pod IP).
 	Host string
+	// GossipPort and RingPort fix the gossip (TCP and UDP) and ring ports,
+	// for a pod whose ports are declared; 0 picks free ones.
+	GossipPort int
+	RingPort   int
 	// RingDeadline bounds every wait on a peer inside a collective.
 	RingDeadline time.Duration
 	// CoordinatorTimeout is how long the trainer looks for a coordinator
@@ -73,6 +81,17 @@ func (o *Options) fill() error {
 	}
 	if o.Host == "" {
 		o.Host = "127.0.0.1"
+	}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"gossip", o.GossipPort}, {"ring", o.RingPort}} {
+		if p.v < 0 || p.v > 65535 {
+			return fmt.Errorf("%s port %d: want 0 (any free port) to 65535", p.name, p.v)
+		}
+	}
+	if o.GossipPort != 0 && o.GossipPort == o.RingPort {
+		return fmt.Errorf("gossip and ring ports are both %d: they need one each", o.GossipPort)
 	}
 	if o.RingDeadline <= 0 {
 		o.RingDeadline = 10 * time.Second
@@ -115,12 +134,13 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	t.shards = newShardCache(opts.Store, opts.Run, opts.Job, t.log)
-	if t.ep, err = allreduce.Listen(allreduce.TCP{}, opts.Host+":0", opts.RingDeadline, t.log); err != nil {
+	ringAddr := net.JoinHostPort(opts.Host, strconv.Itoa(opts.RingPort))
+	if t.ep, err = allreduce.Listen(allreduce.TCP{}, ringAddr, opts.RingDeadline, t.log); err != nil {
 		return fmt.Errorf("trainer %s: ring endpoint: %w", opts.ID, err)
 	}
 	defer t.ep.Close()
 	t.node, err = membership.Start(ctx, membership.Options{
-		Name: opts.ID, BindAddr: opts.Host + ":0", Logger: t.log,
+		Name: opts.ID, BindAddr: net.JoinHostPort(opts.Host, strconv.Itoa(opts.GossipPort)), Logger: t.log,
 		Meta: membership.Meta{Role: membership.RoleTrainer, Run: opts.Run, Ring: t.ep.Addr(),
 			ConfigHash: opts.Job.Hash, Version: opts.Version},
 	})
@@ -132,14 +152,41 @@ func Run(ctx context.Context, opts Options) error {
 		defer cancel()
 		_ = t.node.Close(cctx)
 	}()
-	jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err = t.node.Join(jctx, []string{opts.Join})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("trainer %s: join the coordinator at %s: %w", opts.ID, opts.Join, err)
+	if err := t.join(ctx); err != nil {
+		return err
 	}
 	t.log.Info("joined", "coordinator", opts.Join, "ring", t.ep.Addr(), "gossip", t.node.Addr())
 	return t.follow(ctx)
+}
+
+// join joins the coordinator's gossip cluster, retrying for up to
+// CoordinatorTimeout: a trainer may start before its coordinator (pods of a
+// Job and a Deployment start in any order), and failing at once would burn
+// a retry of the trainer for no fault of its own.
+func (t *Trainer) join(ctx context.Context) error {
+	start := time.Now()
+	for attempt := 0; ; attempt++ {
+		jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := t.node.Join(jctx, []string{t.opts.Join})
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Since(start) > t.opts.CoordinatorTimeout {
+			return fmt.Errorf("trainer %s: join the coordinator at %s: no answer for %s: %w", t.opts.ID, t.opts.Join, t.opts.CoordinatorTimeout, err)
+		}
+		if attempt%10 == 0 {
+			t.log.Warn("waiting for the coordinator's gossip", "join", t.opts.Join, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // follow connects to the coordinator and executes its plans; when the

@@ -27,6 +27,7 @@ type coordFlags struct {
 	checkpointEvery int64
 	leaseTTL        time.Duration
 	out             string
+	http            string // dashboard address; empty = none
 }
 
 func (f *coordFlags) validate() error {
@@ -51,7 +52,12 @@ func runCoordinator(ctx context.Context, args []string) error {
 	fs.Int64Var(&cf.checkpointEvery, "checkpoint-every", 100, "checkpoint every N steps as well as at every phase end (0 = phase ends only)")
 	fs.DurationVar(&cf.leaseTTL, "lease-ttl", 15*time.Second, "how long the run's lease outlives a coordinator that stopped renewing it")
 	fs.StringVar(&cf.out, "out", "", "when the run finishes, write metrics.json, plots and networks here (empty = don't)")
+	fs.StringVar(&cf.http, "http", "", "serve the dashboard and Prometheus /metrics on this address, e.g. 127.0.0.1:8080, or :8080 for every interface (no authentication; empty = don't)")
+	lf := addLogFlags(fs)
 	if done, err := parseFlags(fs, args); done {
+		return err
+	}
+	if err := lf.apply(); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -76,6 +82,9 @@ func runCoordinator(ctx context.Context, args []string) error {
 	}
 	defer c.Close()
 	fmt.Fprintf(os.Stderr, "coordinator of run %s: trainers join %s\n", run, c.GossipAddr())
+	if u := c.DashboardURL(); u != "" {
+		fmt.Fprintf(os.Stderr, "dashboard: %s\n", u)
+	}
 	if err := c.Wait(ctx); err != nil {
 		return err
 	}
@@ -87,19 +96,40 @@ func runCoordinator(ctx context.Context, args []string) error {
 	return concludeRun(ctx, j, store, run, cf.out, fig, os.Stdout)
 }
 
+// startCoordinator starts the run's coordinator; with cf.http it serves
+// the dashboard, whose samples plot is redrawn at every phase end.
 func startCoordinator(ctx context.Context, j *job.Job, run string, store storage.Store, cf coordFlags,
 	gossip, grpcAddr string, onProgress func(*api.RunStatus)) (*coordinator.Coordinator, error) {
-	c, err := coordinator.Start(ctx, coordinator.Options{
+	names := make([]string, j.Phases())
+	for p := range names {
+		names[p] = j.PhaseName(p)
+	}
+	opts := coordinator.Options{
 		Run: run, ConfigHash: j.Hash, Version: version,
 		Phases: j.Phases(), StepsPerPhase: j.StepsPerPhase(), Shards: j.Shards(),
 		MinWorkers: cf.workers, CheckpointEvery: cf.checkpointEvery, Store: store,
 		GossipAddr: gossip, GRPCAddr: grpcAddr, LeaseTTL: cf.leaseTTL, Logger: slog.Default(),
-		OnProgress: onProgress,
-	})
+		OnProgress: onProgress, Method: j.Method(), PhaseNames: names, HTTPAddr: cf.http,
+	}
+	var samples *liveSamples
+	if cf.http != "" {
+		var err error
+		if samples, err = newLiveSamples(j, store, run); err != nil {
+			return nil, err
+		}
+		opts.OnCommit = samples.onCommit
+	}
+	c, err := coordinator.Start(ctx, opts)
 	if errors.Is(err, storage.ErrLeaseHeld) {
 		return nil, fmt.Errorf("%w (another coordinator is running this run; stop it first, or start this one with another --run)", err)
 	}
-	return c, err
+	if err != nil {
+		return nil, err
+	}
+	if samples != nil {
+		samples.dash.Store(c.Dashboard())
+	}
+	return c, nil
 }
 
 // runFigures are what the processes of a distributed run measured.

@@ -35,8 +35,13 @@ func runLocal(ctx context.Context, args []string) error {
 	deadline := fs.Duration("ring-deadline", 10*time.Second, "trainers' longest wait on a silent peer inside a collective")
 	logDir := fs.String("logs", "", "directory for the trainers' logs (default <out>/logs)")
 	crash := fs.Int("crash-after-blobs", 0, "fault injection for tests: trainer rank 0 SIGKILLs the whole run (its process group) after writing the blobs of its n-th checkpoint, before the commit")
-	quiet := fs.Bool("quiet", false, "print only the final summary")
+	quiet := fs.Bool("quiet", false, "print only the dashboard's address and the final summary")
+	fs.StringVar(&cf.http, "http", "127.0.0.1:0", "serve the dashboard and Prometheus /metrics on this address; port 0 picks a free one (empty = don't)")
+	lf := addLogFlags(fs)
 	if done, err := parseFlags(fs, args); done {
+		return err
+	}
+	if err := lf.apply(); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -76,6 +81,9 @@ func runLocal(ctx context.Context, args []string) error {
 		return err
 	}
 	defer c.Close()
+	if u := c.DashboardURL(); u != "" {
+		fmt.Fprintf(os.Stderr, "dashboard: %s\n", u)
+	}
 	slog.Info("local run", "run", run, "workers", cf.workers, "store", rf.store.url, "blas", nn.BLAS(),
 		"trainer_logs", *logDir)
 
@@ -92,6 +100,7 @@ func runLocal(ctx context.Context, args []string) error {
 		targs := []string{"trainer", "--join", c.GossipAddr(), "--id", fmt.Sprintf("trainer-%d", i),
 			"--run", run, "--store", rf.store.url, "--ring-deadline", deadline.String(), "--coordinator-timeout", "20s"}
 		targs = append(targs, rf.store.childFlags()...)
+		targs = append(targs, lf.childFlags()...)
 		if rf.config != "" {
 			abs, err := filepath.Abs(rf.config)
 			if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,7 +60,9 @@ func (f *runFlags) load() (*job.Job, string, error) {
 // see one unambiguous location.
 func absStoreURL(u string) (string, error) {
 	rest, ok := strings.CutPrefix(u, "file://")
-	if !ok || strings.HasPrefix(rest, "/") {
+	// Only ./ and ../ mark a relative path: file://host/dir stays the
+	// error the store gives it.
+	if !ok || !(rest == "." || rest == ".." || strings.HasPrefix(rest, "./") || strings.HasPrefix(rest, "../")) {
 		return u, nil
 	}
 	abs, err := filepath.Abs(rest)
@@ -75,11 +78,17 @@ func runTrainer(ctx context.Context, args []string) error {
 	join := fs.String("join", "", "the coordinator's gossip address host:port (required)")
 	host, _ := os.Hostname()
 	id := fs.String("id", fmt.Sprintf("%s-%d", host, os.Getpid()), "trainer ID, unique in the run (ring order sorts by it)")
-	bind := fs.String("host", "127.0.0.1", "address to bind the gossip and ring ports on (ports are picked free)")
+	bind := fs.String("host", "127.0.0.1", "IP address to bind the gossip and ring ports on; peers reach this trainer there (in a pod: the pod IP)")
+	gossipPort := fs.Int("gossip-port", 0, "gossip port, TCP and UDP (0 = any free port)")
+	ringPort := fs.Int("ring-port", 0, "all-reduce ring port (0 = any free port)")
 	deadline := fs.Duration("ring-deadline", 10*time.Second, "longest wait on a silent peer inside a collective before blaming it")
 	coordTimeout := fs.Duration("coordinator-timeout", 60*time.Second, "how long to look for a coordinator (at start and after losing it) before giving up")
 	crash := fs.Int("crash-after-blobs", 0, "fault injection for tests: as rank 0, SIGKILL this process group after writing the blobs of its n-th checkpoint, before the commit (0 = never)")
+	lf := addLogFlags(fs)
 	if done, err := parseFlags(fs, args); done {
+		return err
+	}
+	if err := lf.apply(); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -87,6 +96,23 @@ func runTrainer(ctx context.Context, args []string) error {
 	}
 	if *join == "" {
 		return usagef("--join is required: the coordinator's gossip address, e.g. 127.0.0.1:7946")
+	}
+	if _, port, err := net.SplitHostPort(*join); err != nil || port == "" {
+		return usagef("--join %q: want host:port", *join)
+	}
+	if net.ParseIP(*bind) == nil {
+		return usagef("--host %q: want an IP address", *bind)
+	}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"gossip-port", *gossipPort}, {"ring-port", *ringPort}} {
+		if p.v < 0 || p.v > 65535 {
+			return usagef("--%s %d: want 0 (any free port) to 65535", p.name, p.v)
+		}
+	}
+	if *gossipPort != 0 && *gossipPort == *ringPort {
+		return usagef("--gossip-port and --ring-port are both %d: they need one each", *gossipPort)
 	}
 	if *deadline <= 0 || *coordTimeout <= 0 {
 		return usagef("--ring-deadline and --coordinator-timeout must be positive")
@@ -101,6 +127,7 @@ func runTrainer(ctx context.Context, args []string) error {
 	}
 	return trainer.Run(ctx, trainer.Options{
 		ID: *id, Run: run, Job: j, Store: store, Version: version, Join: *join, Host: *bind,
+		GossipPort: *gossipPort, RingPort: *ringPort,
 		RingDeadline: *deadline, CoordinatorTimeout: *coordTimeout, CrashAfterBlobs: *crash,
 	})
 }

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"flag"
+	"log/slog"
+	"os"
+)
+
+// logFlags is --log-format, shared by the processes of a distributed run.
+type logFlags struct {
+	format string
+}
+
+func addLogFlags(fs *flag.FlagSet) *logFlags {
+	f := &logFlags{}
+	fs.StringVar(&f.format, "log-format", "text", "log format on stderr: text, or json (one object a line, for log collectors)")
+	return f
+}
+
+// apply checks the flag and installs the chosen handler as slog's default.
+// text keeps slog's default output.
+func (f *logFlags) apply() error {
+	switch f.format {
+	case "text":
+		return nil
+	case "json":
+		slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, nil)))
+		return nil
+	}
+	return usagef("--log-format %q: want text or json", f.format)
+}
+
+// childFlags passes the format on to child processes.
+func (f *logFlags) childFlags() []string { return []string{"--log-format", f.format} }
