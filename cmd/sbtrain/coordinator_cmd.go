@@ -76,6 +76,7 @@ func runCoordinator(ctx context.Context, args []string) error {
 	}
 	start := time.Now()
 	watcher := newStatusPrinter(os.Stderr, j)
+	defer watcher.captureLog()()
 	c, err := startCoordinator(ctx, j, run, store, cf, *gossip, *grpcAddr, watcher.print)
 	if err != nil {
 		return err
@@ -93,6 +94,7 @@ func runCoordinator(ctx context.Context, args []string) error {
 	}
 	fig := runFigures{Wall: time.Since(start), AllReduce: watcher.allReduce()}
 	fig.measure(ctx, c)
+	watcher.finish()
 	return concludeRun(ctx, j, store, run, cf.out, fig, os.Stdout)
 }
 

@@ -76,6 +76,7 @@ func runLocal(ctx context.Context, args []string) error {
 		progressOut = nil
 	}
 	watcher := newStatusPrinter(progressOut, j)
+	defer watcher.captureLog()()
 	c, err := startCoordinator(ctx, j, run, store, cf, "127.0.0.1:0", "127.0.0.1:0", watcher.print)
 	if err != nil {
 		return err
@@ -170,9 +171,7 @@ func finishLocal(ctx context.Context, j *job.Job, run string, cf coordFlags, sta
 	c *coordinator.Coordinator, printer *statusPrinter, exited chan trainerExit, running *int, store storage.Store) error {
 	fig := runFigures{Wall: time.Since(start), Workers: cf.workers}
 	fig.measure(ctx, c)
-	if printer != nil {
-		fig.AllReduce = printer.allReduce()
-	}
+	fig.AllReduce = printer.allReduce()
 	timeout := time.After(10 * time.Second)
 	for *running > 0 {
 		select {
@@ -187,6 +186,7 @@ func finishLocal(ctx context.Context, j *job.Job, run string, cf coordFlags, sta
 		}
 	}
 	c.Close()
+	printer.finish()
 	return concludeRun(ctx, j, store, run, cf.out, fig, os.Stdout)
 }
 
@@ -211,10 +211,11 @@ func startChild(ctx context.Context, exe string, args, env []string, logPath str
 	return cmd, nil
 }
 
-// statusPrinter prints the run's progress at most every 2 s and at every
-// phase change.
+// statusPrinter prints the run's progress: on a terminal as a bar per
+// phase, redrawn at most every barEvery; elsewhere as a line at most every
+// plainEvery. Both print at every phase change.
 type statusPrinter struct {
-	w         io.Writer
+	out       *progressLine // nil: no progress, only the all-reduce share
 	j         *job.Job
 	start     time.Time
 	last      time.Time
@@ -239,7 +240,7 @@ func (p *statusPrinter) allReduce() *float64 {
 }
 
 func newStatusPrinter(w io.Writer, j *job.Job) *statusPrinter {
-	return &statusPrinter{w: w, j: j, start: time.Now(), lastPhase: -1}
+	return &statusPrinter{out: newProgressLine(w), j: j, start: time.Now(), lastPhase: -1}
 }
 
 func (p *statusPrinter) print(st *api.RunStatus) {
@@ -254,7 +255,7 @@ func (p *statusPrinter) print(st *api.RunStatus) {
 			p.fracN++
 		}
 	}
-	if p.w == nil {
+	if p.out == nil {
 		return
 	}
 	lead := st.Members[0]
@@ -265,7 +266,7 @@ func (p *statusPrinter) print(st *api.RunStatus) {
 	}
 	pos := lead.GetPosition()
 	now := time.Now()
-	if pos.GetPhase() == p.lastPhase && now.Sub(p.last) < 2*time.Second {
+	if pos.GetPhase() == p.lastPhase && now.Sub(p.last) < p.out.every() {
 		return
 	}
 	p.last, p.lastPhase = now, pos.GetPhase()
@@ -285,12 +286,31 @@ func (p *statusPrinter) print(st *api.RunStatus) {
 	if d := done - startDone; d > 0 {
 		eta = (time.Duration(float64(left) * float64(now.Sub(p.start)) / float64(d))).Round(time.Second).String()
 	}
-	phase := int(pos.GetPhase())
+	u := progressUpdate{phase: int(pos.GetPhase()), step: pos.GetStep(), total: steps,
+		rest: []string{fmt.Sprintf("loss %.4g", lead.Loss), fmt.Sprintf("%.0f samples/s", rate),
+			fmt.Sprintf("%d workers", len(st.Members)), fmt.Sprintf("all-reduce %.0f%%", 100*frac),
+			fmt.Sprintf("gen %d", st.Generation%(1<<20)), "elapsed " + now.Sub(p.start).Round(time.Second).String(), "ETA " + eta}}
+	if p.out.tty && u.step == 0 && u.phase > 0 {
+		// {p+1, 0} is the end of phase p: its bar full, not a new empty
+		// one (the plain line keeps the position as it is).
+		u.phase, u.step = u.phase-1, steps
+	}
+	u.label = p.phaseLabel(u.phase)
+	p.out.print(u)
+}
+
+// phaseLabel is "name i/n" of a phase index, "done n/n" past the last.
+func (p *statusPrinter) phaseLabel(phase int) string {
 	name := "done"
 	if phase < p.j.Phases() {
 		name = p.j.PhaseName(phase)
 	}
-	fmt.Fprintf(p.w, "[%s %d/%d] step %d/%d  loss %.4g  %.0f samples/s  %d workers  all-reduce %.0f%%  gen %d  elapsed %s  ETA %s\n",
-		name, min(phase+1, p.j.Phases()), p.j.Phases(), pos.GetStep(), steps, lead.Loss, rate, len(st.Members), 100*frac,
-		st.Generation, now.Sub(p.start).Round(time.Second), eta)
+	return fmt.Sprintf("%s %d/%d", name, min(phase+1, p.j.Phases()), p.j.Phases())
 }
+
+// finish ends the progress bar's line (see progressLine.finish).
+func (p *statusPrinter) finish() { p.out.finish() }
+
+// captureLog routes log lines around the progress bar (see
+// progressLine.captureLog).
+func (p *statusPrinter) captureLog() func() { return p.out.captureLog() }

@@ -2,8 +2,8 @@ package main
 
 import (
 	"flag"
+	"log"
 	"log/slog"
-	"os"
 )
 
 // logFlags is --log-format, shared by the processes of a distributed run.
@@ -24,11 +24,17 @@ func (f *logFlags) apply() error {
 	case "text":
 		return nil
 	case "json":
-		slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, nil)))
+		slog.SetDefault(slog.New(slog.NewJSONHandler(logWriter{}, nil)))
 		return nil
 	}
 	return usagef("--log-format %q: want text or json", f.format)
 }
+
+// logWriter writes where the log package writes (stderr unless a progress
+// bar has taken it, see progressLine.captureLog), as the text handler does.
+type logWriter struct{}
+
+func (logWriter) Write(p []byte) (int, error) { return log.Writer().Write(p) }
 
 // childFlags passes the format on to child processes.
 func (f *logFlags) childFlags() []string { return []string{"--log-format", f.format} }

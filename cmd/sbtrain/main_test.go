@@ -35,6 +35,10 @@ func TestBadInputExitsTwoWithOneLine(t *testing.T) {
 		{"missing data file", []string{"train", "--config", write("nofile.yaml", "method: dsb\ndata: {name: points, path: "+filepath.Join(dir, "nope.csv")+"}\nprior: {name: gaussian, dim: 2}\n")}, "nope.csv"},
 		{"point file of wrong dimension", []string{"train", "--config", write("dim.yaml", "method: dsb\ndata: {name: points, path: "+points3D+"}\nprior: {name: gaussian, dim: 2}\n")}, "prior: dimension 2 differs from data dimension 3"},
 		{"eval without run", []string{"eval"}, "--run is required"},
+		{"trainer join without a port", []string{"trainer", "--join", "coordinator"}, `--join "coordinator": want host:port`},
+		{"trainer host not an IP", []string{"trainer", "--join", "127.0.0.1:7946", "--host", "localhost"}, `--host "localhost": want an IP address`},
+		{"trainer ports out of range", []string{"trainer", "--join", "127.0.0.1:7946", "--ring-port", "70000"}, "--ring-port 70000: want 0 (any free port) to 65535"},
+		{"trainer ports clash", []string{"trainer", "--join", "127.0.0.1:7946", "--gossip-port", "7946", "--ring-port", "7946"}, "--gossip-port and --ring-port are both 7946"},
 		{"sample of a missing run", []string{"sample", "--run", filepath.Join(dir, "norun")}, "norun"},
 	}
 	for _, c := range cases {

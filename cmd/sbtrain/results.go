@@ -152,7 +152,10 @@ func runResults(ctx context.Context, args []string) error {
 		}
 		fmt.Fprintf(os.Stderr, "results: training %s\n", path)
 		start := time.Now()
-		outcome, err := experiment.Train(ctx, setup, newProgressPrinter(os.Stderr).print)
+		progress := newProgressPrinter(os.Stderr)
+		restoreLog := progress.captureLog()
+		outcome, err := experiment.Train(ctx, setup, progress.print)
+		restoreLog()
 		if err != nil {
 			return fmt.Errorf("example %s: %w", path, err)
 		}

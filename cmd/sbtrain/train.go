@@ -34,11 +34,14 @@ func runTrain(ctx context.Context, args []string) error {
 	}
 	cfg := setup.Config
 	slog.Info("training", "name", cfg.Name, "method", cfg.Method, "dim", setup.Dim, "blas", nn.BLAS(), "config_hash", cfg.Hash(), "out", *out)
-	var report func(experiment.Progress)
-	if !*quiet {
-		report = newProgressPrinter(os.Stderr).print
+	var progressOut io.Writer = os.Stderr
+	if *quiet {
+		progressOut = nil
 	}
-	outcome, err := experiment.Train(ctx, setup, report)
+	progress := newProgressPrinter(progressOut)
+	defer progress.captureLog()()
+	outcome, err := experiment.Train(ctx, setup, progress.print)
+	progress.finish()
 	if err != nil {
 		return err
 	}
@@ -74,23 +77,26 @@ func loadSetup(path string) (*experiment.Setup, error) {
 	return setup, nil
 }
 
-// progressPrinter prints one line per phase end and at most one every
-// few seconds in between, with the phase's and the run's ETA.
+// progressPrinter prints training progress: on a terminal as a bar per
+// phase redrawn in place, elsewhere as a line at most every plainEvery;
+// both at every phase end, with the run's ETA.
 type progressPrinter struct {
-	w     io.Writer
-	every time.Duration
+	out   *progressLine
 	last  time.Time
 	start time.Time
 }
 
 func newProgressPrinter(w io.Writer) *progressPrinter {
-	return &progressPrinter{w: w, every: 2 * time.Second, start: time.Now()}
+	return &progressPrinter{out: newProgressLine(w), start: time.Now()}
 }
 
 func (p *progressPrinter) print(pr experiment.Progress) {
+	if p.out == nil {
+		return
+	}
 	now := time.Now()
 	end := pr.Step == pr.Steps
-	if !end && now.Sub(p.last) < p.every {
+	if !end && now.Sub(p.last) < p.out.every() {
 		return
 	}
 	p.last = now
@@ -99,10 +105,20 @@ func (p *progressPrinter) print(pr experiment.Progress) {
 	done := pr.PhaseIndex*pr.Steps + pr.Step
 	left := pr.Phases*pr.Steps - done
 	eta := time.Duration(float64(left) * float64(now.Sub(p.start)) / float64(done)).Round(time.Second)
-	fmt.Fprintf(p.w, "[%s %d/%d] step %d/%d  loss %.4g  %.0f samples/s  elapsed %s  ETA %s\n",
-		pr.Phase, pr.PhaseIndex+1, pr.Phases, pr.Step, pr.Steps, pr.Loss, pr.SamplesPerSec,
-		now.Sub(p.start).Round(time.Second), eta)
+	p.out.print(progressUpdate{
+		label: fmt.Sprintf("%s %d/%d", pr.Phase, pr.PhaseIndex+1, pr.Phases),
+		phase: pr.PhaseIndex, step: int64(pr.Step), total: int64(pr.Steps),
+		rest: []string{fmt.Sprintf("loss %.4g", pr.Loss), fmt.Sprintf("%.0f samples/s", pr.SamplesPerSec),
+			"elapsed " + now.Sub(p.start).Round(time.Second).String(), "ETA " + eta.String()},
+	})
 }
+
+// finish ends the progress bar's line (see progressLine.finish).
+func (p *progressPrinter) finish() { p.out.finish() }
+
+// captureLog routes log lines around the progress bar (see
+// progressLine.captureLog).
+func (p *progressPrinter) captureLog() func() { return p.out.captureLog() }
 
 func printSummary(w io.Writer, m *experiment.Metrics) {
 	fmt.Fprintf(w, "%s (%s): %.1fs, %.0f training samples/s, BLAS %s\n", m.Name, m.Method, m.WallSeconds, m.SamplesPerSec, m.BLAS)

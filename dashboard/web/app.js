@@ -73,7 +73,7 @@
     text('live', st.live + ' live');
     const gone = st.members.length - st.live;
     text('members-sub', gone > 0 ? gone + ' gone' : 'none gone');
-    text('generation', String(st.generation));
+    text('generation', shortGen(st.generation));
     const lastPlan = st.timeline.length ? st.timeline[st.timeline.length - 1] : null;
     text('plan-kind', lastPlan ? lastPlan.kind + ' plan' : 'no plan yet');
     if (st.last_checkpoint) {
@@ -160,7 +160,7 @@
     for (const e of shown) {
       const li = el('li');
       li.append(el('span', 'kind ' + e.kind, e.kind));
-      let s = 'gen ' + e.generation + ' · ' + new Date(e.time).toLocaleTimeString() + ' · ' + (e.members.length ? e.members.join(', ') : 'no members');
+      let s = 'gen ' + shortGen(e.generation) + ' · ' + new Date(e.time).toLocaleTimeString() + ' · ' + (e.members.length ? e.members.join(', ') : 'no members');
       if (e.kind === 'run' && e.start) s += ' · from ' + e.start.phase + ':' + e.start.step + ' (' + e.source + ')';
       li.append(document.createTextNode(s));
       if (e.reason) li.append(el('div', 'muted', e.reason));
@@ -284,3 +284,10 @@
   // Keep "last report … ago" fresh between updates.
   setInterval(() => { if (last) renderMembers(last); }, 5000);
 })();
+
+// Generations are (coordinator start in unix seconds) << 20 + a counter,
+// so they keep rising across coordinator restarts; people read the
+// counter. The full number stays in data-generation.
+function shortGen(g) {
+  return String(g % 1048576);
+}
