@@ -23,19 +23,19 @@ type Progress struct {
 
 // Metrics is what metrics.json holds.
 type Metrics struct {
-	Name          string         `json:"name"`
-	Method        string         `json:"method"`
-	ConfigHash    string         `json:"config_hash"`
-	BLAS          string         `json:"blas"`
-	WallSeconds   float64        `json:"wall_seconds"`
-	SamplesPerSec float64        `json:"train_samples_per_sec"`
+	Name          string  `json:"name"`
+	Method        string  `json:"method"`
+	ConfigHash    string  `json:"config_hash"`
+	BLAS          string  `json:"blas"`
+	WallSeconds   float64 `json:"wall_seconds"`
+	SamplesPerSec float64 `json:"train_samples_per_sec"`
 	// Workers and AllReduceFraction describe a distributed run: trainer
 	// processes, and the mean share of step time spent in the all-reduce.
-	Workers           int      `json:"workers,omitempty"`
-	AllReduceFraction *float64 `json:"allreduce_fraction,omitempty"`
-	Phases        []PhaseSummary `json:"phases"`
-	Iterations    []*Figures     `json:"ipf_iterations,omitempty"`
-	Final         *Figures       `json:"final"`
+	Workers           int            `json:"workers,omitempty"`
+	AllReduceFraction *float64       `json:"allreduce_fraction,omitempty"`
+	Phases            []PhaseSummary `json:"phases"`
+	Iterations        []*Figures     `json:"ipf_iterations,omitempty"`
+	Final             *Figures       `json:"final"`
 }
 
 // PhaseSummary is one training phase.
