@@ -54,14 +54,8 @@ func runCoordinator(ctx context.Context, args []string) error {
 	fs.StringVar(&cf.out, "out", "", "when the run finishes, write metrics.json, plots and networks here (empty = don't)")
 	fs.StringVar(&cf.http, "http", "", "serve the dashboard and Prometheus /metrics on this address, e.g. 127.0.0.1:8080, or :8080 for every interface (no authentication; empty = don't)")
 	lf := addLogFlags(fs)
-	if done, err := parseFlags(fs, args); done {
+	if done, err := parseProcessFlags(fs, args, lf); done {
 		return err
-	}
-	if err := lf.apply(); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected arguments %q", fs.Args())
 	}
 	if err := cf.validate(); err != nil {
 		return err

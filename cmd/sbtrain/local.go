@@ -38,14 +38,8 @@ func runLocal(ctx context.Context, args []string) error {
 	quiet := fs.Bool("quiet", false, "print only the dashboard's address and the final summary")
 	fs.StringVar(&cf.http, "http", "127.0.0.1:0", "serve the dashboard and Prometheus /metrics on this address; port 0 picks a free one (empty = don't)")
 	lf := addLogFlags(fs)
-	if done, err := parseFlags(fs, args); done {
+	if done, err := parseProcessFlags(fs, args, lf); done {
 		return err
-	}
-	if err := lf.apply(); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected arguments %q", fs.Args())
 	}
 	if err := cf.validate(); err != nil {
 		return err

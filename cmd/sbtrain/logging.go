@@ -38,3 +38,18 @@ func (logWriter) Write(p []byte) (int, error) { return log.Writer().Write(p) }
 
 // childFlags passes the format on to child processes.
 func (f *logFlags) childFlags() []string { return []string{"--log-format", f.format} }
+
+// parseProcessFlags is parseFlags for the commands of a distributed run:
+// it also sets up logging and refuses positional arguments.
+func parseProcessFlags(fs *flag.FlagSet, args []string, lf *logFlags) (done bool, err error) {
+	if done, err := parseFlags(fs, args); done {
+		return true, err
+	}
+	if err := lf.apply(); err != nil {
+		return true, err
+	}
+	if fs.NArg() > 0 {
+		return true, usagef("unexpected arguments %q", fs.Args())
+	}
+	return false, nil
+}

@@ -85,14 +85,8 @@ func runTrainer(ctx context.Context, args []string) error {
 	coordTimeout := fs.Duration("coordinator-timeout", 60*time.Second, "how long to look for a coordinator (at start and after losing it) before giving up")
 	crash := fs.Int("crash-after-blobs", 0, "fault injection for tests: as rank 0, SIGKILL this process group after writing the blobs of its n-th checkpoint, before the commit (0 = never)")
 	lf := addLogFlags(fs)
-	if done, err := parseFlags(fs, args); done {
+	if done, err := parseProcessFlags(fs, args, lf); done {
 		return err
-	}
-	if err := lf.apply(); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected arguments %q", fs.Args())
 	}
 	if *join == "" {
 		return usagef("--join is required: the coordinator's gossip address, e.g. 127.0.0.1:7946")
