@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 	"unsafe"
 )
@@ -49,6 +50,9 @@ type Config struct {
 const (
 	defaultDeadline = 10 * time.Second
 	defaultSegment  = 1 << 20
+	// addPiece is the most the reduce-scatter reads before adding: the
+	// received bytes are added while still in the L2 cache.
+	addPiece = 256 << 10
 )
 
 // Stats describe one operation, for metrics.
@@ -76,6 +80,10 @@ type Ring struct {
 	out net.Conn // to next
 	in  net.Conn // from prev
 	br  *bufio.Reader
+	// rawIn and rawOut reach the sockets of in and out (TCP, on Linux)
+	// for readRaw and writeRaw; nil where there are none, and then reads
+	// and writes go through the net.Conns.
+	rawIn, rawOut syscall.RawConn
 
 	opMu    sync.Mutex // one operation at a time
 	seq     uint64
@@ -83,6 +91,7 @@ type Ring struct {
 	closed  bool
 	scratch []byte
 	hdr     [headerSize]byte
+	rh      header
 	recvd   uint32 // data frames received in the current operation
 	last    Stats
 
@@ -138,6 +147,12 @@ func NewRing(ctx context.Context, cfg Config) (*Ring, error) {
 	if err := r.connect(ctx); err != nil {
 		cfg.Endpoint.unregister(r)
 		return nil, err
+	}
+	if rawIO {
+		r.rawIn, r.rawOut = rawConn(r.in), rawConn(r.out)
+		if r.rawIn == nil || r.rawOut == nil {
+			r.rawIn, r.rawOut = nil, nil
+		}
 	}
 	r.wg.Add(1)
 	go r.sender()
@@ -522,11 +537,14 @@ func (r *Ring) sender() {
 			return err
 		}
 		var err error
-		if fw != nil {
+		switch {
+		case r.rawOut != nil:
+			err = writeRaw(r.rawOut, hbuf[:], payload)
+		case fw != nil:
 			err = fw.WriteFrame(hbuf[:], payload)
-		} else if len(payload) == 0 {
+		case len(payload) == 0:
 			_, err = r.out.Write(hbuf[:])
-		} else {
+		default:
 			bufs := net.Buffers{hbuf[:], payload}
 			_, err = bufs.WriteTo(r.out)
 		}
@@ -630,41 +648,112 @@ type expect struct {
 // lands in dst. Heartbeats only reset the deadline; older generations are
 // skipped; aborts and any disagreement end the operation.
 func (r *Ring) recv(want expect, dst []byte) error {
-	var h header
+	h, err := r.recvHeader(&want)
+	if err != nil {
+		return err
+	}
+	if err := r.readFull(dst); err != nil {
+		return r.readErr(err)
+	}
+	if r.cfg.PayloadChecksum && h.payloadCRC != crc32.Checksum(dst, castagnoli) {
+		return r.peerErr(r.prev, want.op.String(), fmt.Errorf("%w: payload checksum of step %d segment %d", ErrCorrupt, h.step, h.segment))
+	}
+	r.recvd++
+	return nil
+}
+
+// recvAdd is recv for the reduce-scatter phase, adding the payload into
+// dst. It is read in pieces of at most len(r.scratch) bytes, each added
+// while still in the cache, instead of landing whole in a scratch segment
+// that the add then reads back from memory. With PayloadChecksum the
+// scratch holds a whole segment, checked before anything is added.
+func (r *Ring) recvAdd(want expect, dst []float32) error {
+	h, err := r.recvHeader(&want)
+	if err != nil {
+		return err
+	}
+	piece := len(r.scratch) / 4
+	for a := 0; a < len(dst); a += piece {
+		b := min(a+piece, len(dst))
+		in := r.scratch[:4*(b-a)]
+		if err := r.readFull(in); err != nil {
+			return r.readErr(err)
+		}
+		if r.cfg.PayloadChecksum && h.payloadCRC != crc32.Checksum(in, castagnoli) {
+			return r.peerErr(r.prev, want.op.String(), fmt.Errorf("%w: payload checksum of step %d segment %d", ErrCorrupt, h.step, h.segment))
+		}
+		addInto(dst[a:b], in)
+	}
+	r.recvd++
+	return nil
+}
+
+// recvHeader reads frames from prev until the header of the expected data
+// frame, and checks it; its payload is still to be read.
+func (r *Ring) recvHeader(want *expect) (*header, error) {
+	h := &r.rh
 	for {
-		if err := r.readHeader(&h); err != nil {
-			return err
+		if err := r.readHeader(h); err != nil {
+			return nil, err
 		}
 		if h.generation < r.cfg.Generation {
 			if _, err := r.br.Discard(int(h.length)); err != nil {
-				return r.readErr(err)
+				return nil, r.readErr(err)
 			}
 			continue
 		}
 		if h.generation > r.cfg.Generation {
-			return &GenerationError{Rank: r.prev, Member: r.cfg.Members[r.prev], Ours: r.cfg.Generation, Theirs: h.generation}
+			return nil, &GenerationError{Rank: r.prev, Member: r.cfg.Members[r.prev], Ours: r.cfg.Generation, Theirs: h.generation}
 		}
 		switch h.kind {
 		case kindHeartbeat:
 			if h.seq == r.seq && h.aux > r.recvd {
-				return r.peerErr(r.prev, want.op.String(), fmt.Errorf("%w: it sent %d frames in this operation, %d arrived", ErrLost, h.aux, r.recvd))
+				return nil, r.peerErr(r.prev, want.op.String(), fmt.Errorf("%w: it sent %d frames in this operation, %d arrived", ErrLost, h.aux, r.recvd))
 			}
 			continue
 		case kindAbort:
-			return r.readAbort(&h)
+			return nil, r.readAbort(h)
 		}
-		if err := r.check(&h, &want); err != nil {
-			return r.peerErr(r.prev, want.op.String(), err)
+		if err := r.check(h, want); err != nil {
+			return nil, r.peerErr(r.prev, want.op.String(), err)
 		}
-		if _, err := io.ReadFull(r.br, dst); err != nil {
-			return r.readErr(err)
-		}
-		if r.cfg.PayloadChecksum && h.payloadCRC != crc32.Checksum(dst, castagnoli) {
-			return r.peerErr(r.prev, want.op.String(), fmt.Errorf("%w: payload checksum of step %d segment %d", ErrCorrupt, h.step, h.segment))
-		}
-		r.recvd++
+		return h, nil
+	}
+}
+
+// readFull fills p from prev: first from what the handshake's reader holds
+// (nothing, once a ring runs), then straight from the connection, so that
+// payloads land in their destination without passing through a buffer.
+func (r *Ring) readFull(p []byte) error {
+	n := 0
+	if b := r.br.Buffered(); b > 0 {
+		n, _ = r.br.Read(p[:min(b, len(p))])
+	}
+	if n == len(p) {
 		return nil
 	}
+	if r.rawIn != nil {
+		err := readRaw(r.rawIn, p[n:])
+		if err == io.EOF && n > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	_, err := io.ReadFull(r.in, p[n:])
+	return err
+}
+
+// rawConn returns c's syscall.RawConn, or nil.
+func rawConn(c net.Conn) syscall.RawConn {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
 }
 
 func (r *Ring) check(h *header, w *expect) error {
@@ -695,15 +784,9 @@ func (r *Ring) readHeader(h *header) error {
 	if err := r.interrupted(); err != nil {
 		return err
 	}
-	// With nothing buffered, read the header straight from the connection:
-	// through the empty bufio.Reader it would pull up to 64 KiB of the
-	// payload along and copy it once more, where the payload read that
-	// follows lands directly in its destination.
-	var src io.Reader = r.br
-	if r.br.Buffered() == 0 {
-		src = r.in
-	}
-	if _, err := io.ReadFull(src, r.hdr[:]); err != nil {
+	// Exactly the header: through a bufio.Reader it would pull part of the
+	// payload along and copy it once more.
+	if err := r.readFull(r.hdr[:]); err != nil {
 		return r.readErr(err)
 	}
 	if err := h.decode(r.hdr[:]); err != nil {
@@ -762,7 +845,7 @@ func (r *Ring) readAbort(h *header) error {
 		return r.peerErr(r.prev, r.last.Op, fmt.Errorf("%w: abort frame of %d bytes", ErrCorrupt, h.length))
 	}
 	p := make([]byte, h.length)
-	if _, err := io.ReadFull(r.br, p); err != nil {
+	if err := r.readFull(p); err != nil {
 		return r.readErr(err)
 	}
 	culprit := int(binary.LittleEndian.Uint32(p[0:]))
@@ -812,8 +895,12 @@ func (r *Ring) mod(i int) int { return ((i % r.n) + r.n) % r.n }
 func (r *Ring) allReduce(op opKind, buf []float32) error {
 	n, l := r.n, len(buf)
 	seg := r.segBytes / 4
-	if cap(r.scratch) < r.segBytes {
-		r.scratch = make([]byte, r.segBytes)
+	pb := min(r.segBytes, addPiece)
+	if r.cfg.PayloadChecksum {
+		pb = r.segBytes // the whole segment, checked before it is added
+	}
+	if len(r.scratch) != pb {
+		r.scratch = make([]byte, pb)
 	}
 	data := floatBytes(buf)
 	mk := func(step uint32, j int, lo int, hi int) header {
@@ -837,11 +924,9 @@ func (r *Ring) allReduce(op opKind, buf []float32) error {
 		}
 		for j := range segments(lo, hi, seg) {
 			a, b := lo+j*seg, min(lo+(j+1)*seg, hi)
-			in := r.scratch[:4*(b-a)]
-			if err := r.recv(expect{op: op, total: uint64(l), step: uint32(s), segment: uint32(j), offset: uint64(a), length: len(in)}, in); err != nil {
+			if err := r.recvAdd(expect{op: op, total: uint64(l), step: uint32(s), segment: uint32(j), offset: uint64(a), length: 4 * (b - a)}, buf[a:b]); err != nil {
 				return err
 			}
-			addInto(buf[a:b], in)
 			r.enqueue(mk(fwd, j, a, b), data[4*a:4*b])
 		}
 	}
