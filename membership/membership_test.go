@@ -143,9 +143,17 @@ func TestClusterSeesMetas(t *testing.T) {
 			t.Fatalf("%s: found a chef", n.Name())
 		}
 	}
-	// The coordinator was told about each trainer, with its meta.
-	for _, name := range []string{"trainer-1", "trainer-2"} {
-		e := waitEvent(t, nodes[0], seeWithin, func(e Event) bool { return e.Peer.Name == name })
+	// The coordinator was told about each trainer, with its meta, in
+	// whichever order gossip delivered them.
+	seen := map[string]Event{}
+	for len(seen) < 2 {
+		e := waitEvent(t, nodes[0], seeWithin, func(e Event) bool {
+			_, dup := seen[e.Peer.Name]
+			return !dup && (e.Peer.Name == "trainer-1" || e.Peer.Name == "trainer-2")
+		})
+		seen[e.Peer.Name] = e
+	}
+	for name, e := range seen {
 		if e.Kind != Up || e.Err != nil || e.Peer.Meta != want[name] {
 			t.Fatalf("coordinator's event for %s: %+v", name, e)
 		}
