@@ -40,7 +40,11 @@ func runAllReduceWorker(ctx context.Context, args []string) error {
 	checksum := fs.Bool("checksum", false, "add a CRC-32C to every payload")
 	sockBuf := fs.Int("sockbuf", 0, "SO_SNDBUF and SO_RCVBUF bytes; 0 keeps the kernel's autotuning")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this worker to `file`")
+	cpus := addCPUsFlag(fs)
 	if done, err := parseFlags(fs, args); done {
+		return err
+	}
+	if err := bindCPUs(*cpus); err != nil {
 		return err
 	}
 	if *cpuProfile != "" {

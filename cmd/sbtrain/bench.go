@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sbtrain/sbtrain/internal/cpuset"
 )
 
 // benchmark is one named benchmark of `sbtrain bench NAME [flags]`.
@@ -181,11 +183,43 @@ func tcpLoopback(ctx context.Context, total int64) (float64, error) {
 	return float64(total) / r.end.Sub(start).Seconds() / 1e9, nil
 }
 
+// reference is the spread of several single-stream transfers.
+type reference struct {
+	median, lo, hi float64 // GB/s
+	runs           int
+}
+
+func (r reference) String() string {
+	if r.runs == 1 {
+		return fmt.Sprintf("%.3f GB/s", r.median)
+	}
+	return fmt.Sprintf("%.3f GB/s, the median of %d transfers (min %.3f, max %.3f)", r.median, r.runs, r.lo, r.hi)
+}
+
+// tcpReference runs tcpLoopback runs times, back to back.
+func tcpReference(ctx context.Context, total int64, runs int) (reference, error) {
+	gbs := make([]float64, runs)
+	for i := range gbs {
+		v, err := tcpLoopback(ctx, total)
+		if err != nil {
+			return reference{}, err
+		}
+		gbs[i] = v
+	}
+	sort.Float64s(gbs)
+	median := gbs[runs/2]
+	if runs%2 == 0 {
+		median = (gbs[runs/2-1] + gbs[runs/2]) / 2
+	}
+	return reference{median: median, lo: gbs[0], hi: gbs[runs-1], runs: runs}, nil
+}
+
 func runBenchAllReduce(ctx context.Context, args []string) error {
 	fs := newFlagSet("bench allreduce", "[flags]")
 	workers := fs.Int("workers", 2, "number of local worker processes (ring members)")
 	sizes := fs.String("sizes", "1KiB:256MiB", "buffer sizes MIN:MAX in bytes, doubling")
-	tcpBytes := fs.String("tcp-bytes", "1GiB", "bytes of the single-stream TCP loopback reference transfer")
+	tcpBytes := fs.String("tcp-bytes", "256MiB", "bytes of each single-stream TCP loopback reference transfer")
+	tcpRuns := fs.Int("tcp-runs", 5, "reference transfers before and after the sweep; the reference is their median, since one transfer's throughput swings widely on a shared machine")
 	budget := fs.String("budget", "1GiB", "bytes reduced per size: iterations = budget/size, clamped to [min-iters, max-iters]")
 	minIters := fs.Int("min-iters", 3, "fewest timed iterations per size")
 	maxIters := fs.Int("max-iters", 500, "most timed iterations per size")
@@ -193,7 +227,8 @@ func runBenchAllReduce(ctx context.Context, args []string) error {
 	deadline := fs.Duration("deadline", 30*time.Second, "peer silence deadline")
 	checksum := fs.Bool("checksum", false, "add a CRC-32C to every payload")
 	profile := fs.String("cpuprofile", "", "write worker i's CPU profile to `prefix`.i")
-	procsPer := fs.Int("worker-procs", 0, "GOMAXPROCS of each worker; 0 means max(1, CPUs/workers), so that workers sharing cores do not spin against each other")
+	procsPer := fs.Int("worker-procs", 0, "GOMAXPROCS of each worker; 0 means its share of the CPUs, at least 1, so that workers sharing cores do not spin against each other")
+	bind := fs.Bool("bind", true, "bind worker i to its share of the CPUs (CPU i mod CPUs when workers outnumber them), as MPI launchers bind ranks to cores; false leaves placement to the scheduler")
 	sockBuf := fs.String("sockbuf", "0", "SO_SNDBUF and SO_RCVBUF of ring links; 0 keeps the kernel's autotuning")
 	if done, err := parseFlags(fs, args); done {
 		return err
@@ -209,7 +244,9 @@ func runBenchAllReduce(ctx context.Context, args []string) error {
 	if err != nil || tb <= 0 {
 		return usagef("--tcp-bytes %q: want a positive size", *tcpBytes)
 	}
-	nearBytes := max(tb/4, 4<<20)
+	if *tcpRuns < 1 || *tcpRuns > 100 {
+		return usagef("--tcp-runs %d: want 1..100", *tcpRuns)
+	}
 	bb, err := parseSize(*budget)
 	if err != nil || bb <= 0 {
 		return usagef("--budget %q: want a positive size", *budget)
@@ -227,14 +264,26 @@ func runBenchAllReduce(ctx context.Context, args []string) error {
 	}
 
 	cpu0 := cpuTime()
-	ref, err := tcpLoopback(ctx, tb)
+	ref, err := tcpReference(ctx, tb, *tcpRuns)
 	if err != nil {
 		return err
 	}
-	refCPU := float64((cpuTime() - cpu0).Nanoseconds()) / float64(tb)
+	refCPU := float64((cpuTime() - cpu0).Nanoseconds()) / float64(tb) / float64(*tcpRuns)
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find own executable: %w", err)
+	}
+	shares, err := cpuShares(*workers, *bind)
+	if err != nil {
+		return err
+	}
+	placement := "unbound"
+	if *bind {
+		var parts []string
+		for _, s := range shares {
+			parts = append(parts, cpuset.Format(s))
+		}
+		placement = "bound to CPUs " + strings.Join(parts, " | ")
 	}
 	gomaxprocs := *procsPer
 	if gomaxprocs <= 0 {
@@ -253,6 +302,9 @@ func runBenchAllReduce(ctx context.Context, args []string) error {
 			"--segment", strconv.FormatInt(seg, 10), "--deadline", deadline.String(), "--checksum=" + strconv.FormatBool(*checksum), "--sockbuf", strconv.FormatInt(sb, 10)}
 		if *profile != "" {
 			wargs = append(wargs, "--cpuprofile", fmt.Sprintf("%s.%d", *profile, i))
+		}
+		if shares[i] != nil {
+			wargs = append(wargs, "--cpus", cpuset.Format(shares[i]))
 		}
 		p, err := startBenchWorker(ctx, self, wargs, gomaxprocs)
 		if err != nil {
@@ -277,17 +329,17 @@ func runBenchAllReduce(ctx context.Context, args []string) error {
 
 	n := *workers
 	factor := 2 * float64(n-1) / float64(n)
-	fmt.Printf("# sbtrain bench allreduce: %d worker processes on 127.0.0.1 (GOMAXPROCS %d each, %d CPUs), in-place sum of float32, segment %s, payload checksum %v, socket buffers %s\n",
-		n, gomaxprocs, runtime.NumCPU(), formatSize(seg), *checksum, map[bool]string{true: "autotuned", false: formatSize(sb)}[sb == 0])
-	fmt.Printf("# TCP loopback reference: %.3f GB/s (one stream, %s in 4 MiB writes, same machine, same run)\n", ref, formatSize(tb))
+	fmt.Printf("# sbtrain bench allreduce: %d worker processes on 127.0.0.1 (GOMAXPROCS %d each, %d CPUs, %s), in-place sum of float32, segment %s, payload checksum %v, socket buffers %s\n",
+		n, gomaxprocs, runtime.NumCPU(), placement, formatSize(seg), *checksum, map[bool]string{true: "autotuned", false: formatSize(sb)}[sb == 0])
+	fmt.Printf("# TCP loopback reference: %s (one stream, unbound, %s in 4 MiB writes per transfer, same machine, same run)\n", ref, formatSize(tb))
 	fmt.Printf("# busbw = algbw * 2(N-1)/N = algbw * %.3f\n", factor)
 	fmt.Printf("# cpu(ns/B): CPU per worker per byte it sent; the reference used %.3f ns/B\n", refCPU)
-	fmt.Printf("# TCPnow: a %s reference taken just before the row, with the workers idle\n", formatSize(nearBytes))
+	fmt.Printf("# TCPnow: one %s transfer just before the row, with the workers idle\n", formatSize(tb))
 	fmt.Printf("#%11s %12s %12s %12s %12s %10s %8s %10s %10s %10s\n", "size(B)", "count", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "busbw/TCP", "#wrong", "cpu(ns/B)", "TCPnow", "bus/TCPnow")
 	for _, s := range szs {
 		// A reference next to each row: on a shared machine the baseline
 		// moves during a sweep, and the first one alone can mislead.
-		near, err := tcpLoopback(ctx, nearBytes)
+		near, err := tcpLoopback(ctx, tb)
 		if err != nil {
 			return err
 		}
@@ -318,7 +370,7 @@ func runBenchAllReduce(ctx context.Context, args []string) error {
 		// cpu(ns/B): CPU of all workers per byte each one sent, against the
 		// reference's CPU per byte moved; loopback copies make both CPU-bound.
 		sent := float64(s) * max(factor, 1) // a one-member ring sends nothing; count the buffer once
-		fmt.Printf("%12d %12d %12.1f %12.3f %12.3f %10.3f %8d %10.3f %10.3f %10.3f\n", s, s/4, float64(worst.Nanoseconds())/1e3, alg, bus, bus/ref, wrong, float64(cpu.Nanoseconds())/float64(n)/sent, near, bus/near)
+		fmt.Printf("%12d %12d %12.1f %12.3f %12.3f %10.3f %8d %10.3f %10.3f %10.3f\n", s, s/4, float64(worst.Nanoseconds())/1e3, alg, bus, bus/ref.median, wrong, float64(cpu.Nanoseconds())/float64(n)/sent, near, bus/near)
 	}
 	for i, p := range procs {
 		if _, err := p.next("DONE", time.Minute); err != nil {
@@ -327,11 +379,11 @@ func runBenchAllReduce(ctx context.Context, args []string) error {
 	}
 	// The machine may be shared: a second reference shows how much the
 	// baseline moved during the sweep.
-	after, err := tcpLoopback(ctx, tb)
+	after, err := tcpReference(ctx, tb, *tcpRuns)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("# TCP loopback reference after the sweep: %.3f GB/s\n", after)
+	fmt.Printf("# TCP loopback reference after the sweep: %s\n", after)
 	return nil
 }
 

@@ -27,6 +27,7 @@ func runBenchLocal(ctx context.Context, args []string) error {
 	steps := fs.Int("steps", 300, "override train.steps (steps per phase) to keep the benchmark short; 0 keeps the config's")
 	iterations := fs.Int("iterations", 2, "override dsb.iterations; 0 keeps the config's")
 	dir := fs.String("dir", "", "working directory for stores and outputs (default: a temporary one, removed after)")
+	bind := fs.Bool("bind", true, "passed to local: bind each trainer to its share of the CPUs")
 	if done, err := parseFlags(fs, args); done {
 		return err
 	}
@@ -92,7 +93,7 @@ func runBenchLocal(ctx context.Context, args []string) error {
 	fmt.Printf("  %-8s %8d %14.0f %9s %16s %8.1f\n", "train", 1, base.SamplesPerSec, "1.00x", "-", base.WallSeconds)
 	for _, n := range workers {
 		out := filepath.Join(work, fmt.Sprintf("local-%d", n))
-		m, err := benchChild(ctx, exe, out, "local", "--config", cfgFile, "--workers", strconv.Itoa(n), "--quiet",
+		m, err := benchChild(ctx, exe, out, "local", "--config", cfgFile, "--workers", strconv.Itoa(n), "--quiet", "--bind="+strconv.FormatBool(*bind),
 			"--store", "file://"+filepath.Join(work, fmt.Sprintf("store-%d", n)), "--out", out)
 		if err != nil {
 			return err

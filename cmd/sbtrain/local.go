@@ -15,6 +15,7 @@ import (
 
 	"github.com/sbtrain/sbtrain/api"
 	"github.com/sbtrain/sbtrain/coordinator"
+	"github.com/sbtrain/sbtrain/internal/cpuset"
 	"github.com/sbtrain/sbtrain/job"
 	"github.com/sbtrain/sbtrain/nn"
 	"github.com/sbtrain/sbtrain/storage"
@@ -36,6 +37,7 @@ func runLocal(ctx context.Context, args []string) error {
 	logDir := fs.String("logs", "", "directory for the trainers' logs (default <out>/logs)")
 	crash := fs.Int("crash-after-blobs", 0, "fault injection for tests: trainer rank 0 SIGKILLs the whole run (its process group) after writing the blobs of its n-th checkpoint, before the commit")
 	quiet := fs.Bool("quiet", false, "print only the dashboard's address and the final summary")
+	bind := fs.Bool("bind", true, "bind trainer i to its share of the CPUs (CPU i mod CPUs when trainers outnumber them), so the scheduler stops moving them between cores; false leaves placement to the scheduler")
 	fs.StringVar(&cf.http, "http", "127.0.0.1:0", "serve the dashboard and Prometheus /metrics on this address; port 0 picks a free one (empty = don't)")
 	lf := addLogFlags(fs)
 	if done, err := parseProcessFlags(fs, args, lf); done {
@@ -86,6 +88,10 @@ func runLocal(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("find this binary to start trainers: %w", err)
 	}
+	shares, err := cpuShares(cf.workers, *bind)
+	if err != nil {
+		return err
+	}
 	tctx, stopTrainers := context.WithCancel(ctx)
 	defer stopTrainers()
 	exited := make(chan trainerExit, cf.workers)
@@ -105,6 +111,9 @@ func runLocal(ctx context.Context, args []string) error {
 		}
 		if *crash > 0 {
 			targs = append(targs, "--crash-after-blobs", fmt.Sprint(*crash))
+		}
+		if shares[i] != nil {
+			targs = append(targs, "--cpus", cpuset.Format(shares[i]))
 		}
 		logPath := filepath.Join(*logDir, fmt.Sprintf("trainer-%d.log", i))
 		env := rf.store.childEnv()

@@ -39,6 +39,8 @@ func TestBadInputExitsTwoWithOneLine(t *testing.T) {
 		{"trainer host not an IP", []string{"trainer", "--join", "127.0.0.1:7946", "--host", "localhost"}, `--host "localhost": want an IP address`},
 		{"trainer ports out of range", []string{"trainer", "--join", "127.0.0.1:7946", "--ring-port", "70000"}, "--ring-port 70000: want 0 (any free port) to 65535"},
 		{"trainer ports clash", []string{"trainer", "--join", "127.0.0.1:7946", "--gossip-port", "7946", "--ring-port", "7946"}, "--gossip-port and --ring-port are both 7946"},
+		{"trainer cpus not a list", []string{"trainer", "--join", "127.0.0.1:7946", "--cpus", "0-x"}, `--cpus: cpu list "0-x"`},
+		{"trainer cpus out of range", []string{"trainer", "--join", "127.0.0.1:7946", "--cpus", "4096"}, `--cpus: cpu list "4096"`},
 		{"sample of a missing run", []string{"sample", "--run", filepath.Join(dir, "norun")}, "norun"},
 	}
 	for _, c := range cases {

@@ -84,8 +84,12 @@ func runTrainer(ctx context.Context, args []string) error {
 	deadline := fs.Duration("ring-deadline", 10*time.Second, "longest wait on a silent peer inside a collective before blaming it")
 	coordTimeout := fs.Duration("coordinator-timeout", 60*time.Second, "how long to look for a coordinator (at start and after losing it) before giving up")
 	crash := fs.Int("crash-after-blobs", 0, "fault injection for tests: as rank 0, SIGKILL this process group after writing the blobs of its n-th checkpoint, before the commit (0 = never)")
+	cpus := addCPUsFlag(fs)
 	lf := addLogFlags(fs)
 	if done, err := parseProcessFlags(fs, args, lf); done {
+		return err
+	}
+	if err := bindCPUs(*cpus); err != nil {
 		return err
 	}
 	if *join == "" {
