@@ -17,7 +17,7 @@ KUBECTL ?= kubectl
 KIND_CLUSTER ?= sbtrain
 OVERLAY ?= kind
 NAMESPACE ?= sbtrain
-RACE_PKGS := ./rng/... ./config/... ./allreduce/... ./storage/... ./api/... ./membership/... ./coordinator/... ./dashboard/... ./trainer/... ./job/... ./cmd/...
+RACE_PKGS := ./rng/... ./internal/... ./config/... ./allreduce/... ./storage/... ./api/... ./membership/... ./coordinator/... ./dashboard/... ./trainer/... ./job/... ./cmd/...
 
 .PHONY: build test test-pure demo bench results lint proto minio minio-stop clean help \
 	image kind-up kind-load deploy status logs kind-down k8s-validate
