@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -227,7 +228,7 @@ func runBenchAllReduce(ctx context.Context, args []string) error {
 	deadline := fs.Duration("deadline", 30*time.Second, "peer silence deadline")
 	checksum := fs.Bool("checksum", false, "add a CRC-32C to every payload")
 	profile := fs.String("cpuprofile", "", "write worker i's CPU profile to `prefix`.i")
-	procsPer := fs.Int("worker-procs", 0, "GOMAXPROCS of each worker; 0 means its share of the CPUs, at least 1, so that workers sharing cores do not spin against each other")
+	procsPer := fs.Int("worker-procs", 0, "GOMAXPROCS of each worker; 0 means the number of CPUs it is bound to (unbound: CPUs/workers, at least 1), so that workers sharing cores do not spin against each other")
 	bind := fs.Bool("bind", true, "bind worker i to its share of the CPUs (CPU i mod CPUs when workers outnumber them), as MPI launchers bind ranks to cores; false leaves placement to the scheduler")
 	sockBuf := fs.String("sockbuf", "0", "SO_SNDBUF and SO_RCVBUF of ring links; 0 keeps the kernel's autotuning")
 	if done, err := parseFlags(fs, args); done {
@@ -285,9 +286,20 @@ func runBenchAllReduce(ctx context.Context, args []string) error {
 		}
 		placement = "bound to CPUs " + strings.Join(parts, " | ")
 	}
-	gomaxprocs := *procsPer
-	if gomaxprocs <= 0 {
-		gomaxprocs = max(1, runtime.NumCPU() / *workers)
+	maxProcs := make([]int, *workers)
+	for i := range maxProcs {
+		switch {
+		case *procsPer > 0:
+			maxProcs[i] = *procsPer
+		case shares[i] != nil:
+			maxProcs[i] = len(shares[i])
+		default:
+			maxProcs[i] = max(1, runtime.NumCPU() / *workers)
+		}
+	}
+	procsText := strconv.Itoa(maxProcs[0])
+	if slices.Min(maxProcs) != slices.Max(maxProcs) {
+		procsText = fmt.Sprint(maxProcs)
 	}
 	var plan []string
 	for _, s := range szs {
@@ -306,7 +318,7 @@ func runBenchAllReduce(ctx context.Context, args []string) error {
 		if shares[i] != nil {
 			wargs = append(wargs, "--cpus", cpuset.Format(shares[i]))
 		}
-		p, err := startBenchWorker(ctx, self, wargs, gomaxprocs)
+		p, err := startBenchWorker(ctx, self, wargs, maxProcs[i])
 		if err != nil {
 			return err
 		}
@@ -329,8 +341,8 @@ func runBenchAllReduce(ctx context.Context, args []string) error {
 
 	n := *workers
 	factor := 2 * float64(n-1) / float64(n)
-	fmt.Printf("# sbtrain bench allreduce: %d worker processes on 127.0.0.1 (GOMAXPROCS %d each, %d CPUs, %s), in-place sum of float32, segment %s, payload checksum %v, socket buffers %s\n",
-		n, gomaxprocs, runtime.NumCPU(), placement, formatSize(seg), *checksum, map[bool]string{true: "autotuned", false: formatSize(sb)}[sb == 0])
+	fmt.Printf("# sbtrain bench allreduce: %d worker processes on 127.0.0.1 (GOMAXPROCS %s each, %d CPUs, %s), in-place sum of float32, segment %s, payload checksum %v, socket buffers %s\n",
+		n, procsText, runtime.NumCPU(), placement, formatSize(seg), *checksum, map[bool]string{true: "autotuned", false: formatSize(sb)}[sb == 0])
 	fmt.Printf("# TCP loopback reference: %s (one stream, unbound, %s in 4 MiB writes per transfer, same machine, same run)\n", ref, formatSize(tb))
 	fmt.Printf("# busbw = algbw * 2(N-1)/N = algbw * %.3f\n", factor)
 	fmt.Printf("# cpu(ns/B): CPU per worker per byte it sent; the reference used %.3f ns/B\n", refCPU)

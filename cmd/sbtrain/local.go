@@ -120,7 +120,11 @@ func runLocal(ctx context.Context, args []string) error {
 		if os.Getenv("OPENBLAS_NUM_THREADS") == "" {
 			// N trainers on one machine: BLAS threads beyond the cores
 			// would only contend.
-			env = append(env, fmt.Sprintf("OPENBLAS_NUM_THREADS=%d", max(1, runtime.NumCPU()/cf.workers)))
+			threads := max(1, runtime.NumCPU()/cf.workers)
+			if shares[i] != nil {
+				threads = len(shares[i])
+			}
+			env = append(env, fmt.Sprintf("OPENBLAS_NUM_THREADS=%d", threads))
 		}
 		cmd, err := startChild(tctx, exe, targs, env, logPath)
 		if err != nil {

@@ -22,10 +22,10 @@ var ErrUnsupported = errors.New("binding to CPUs is supported on Linux only")
 const maxCPU = 1024
 
 // Share returns the CPUs worker i of n gets out of all: a contiguous block
-// of len(all)/n CPUs while there are at least as many CPUs as workers, and
-// otherwise CPU i mod len(all), so that neighbours in rank order, which
-// are neighbours on a ring, sit on different cores and run at the same
-// time.
+// of len(all)/n CPUs, rounded so that the blocks cover all, while there are
+// at least as many CPUs as workers; otherwise CPU i mod len(all), so that
+// neighbours in rank order, which are neighbours on a ring, sit on
+// different cores and run at the same time.
 func Share(all []int, i, n int) []int {
 	if len(all) == 0 || n < 1 || i < 0 || i >= n {
 		return nil
@@ -33,8 +33,7 @@ func Share(all []int, i, n int) []int {
 	if n > len(all) {
 		return []int{all[i%len(all)]}
 	}
-	per := len(all) / n
-	return slices.Clone(all[i*per : (i+1)*per])
+	return slices.Clone(all[i*len(all)/n : (i+1)*len(all)/n])
 }
 
 // Format writes cpus as a list of numbers and ranges, like "0-3,6".
