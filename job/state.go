@@ -45,7 +45,9 @@ type State struct {
 	// SI: the whole phase.
 	si *si.Trainer
 
-	buf []float32
+	// buf is the all-reduce buffer Gradient returns; part, SI's gradient of
+	// one row range. Both are reused from step to step.
+	buf, part []float32
 }
 
 // Init is the state at the start of the run: networks from the run seed.
@@ -199,7 +201,10 @@ func (s *State) Gradient(ctx context.Context, owned []int, src ShardSource) ([]f
 // shards are merged so one replica makes one call per contiguous block.
 func (s *State) siGradient(step int, owned []int) error {
 	g := s.si.GradLen()
-	part := make([]float32, g)
+	if len(s.part) != g {
+		s.part = make([]float32, g)
+	}
+	part := s.part
 	for k := 0; k < len(owned); {
 		from, to := s.job.ShardRange(owned[k])
 		k++

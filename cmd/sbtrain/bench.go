@@ -288,13 +288,9 @@ func runBenchAllReduce(ctx context.Context, args []string) error {
 	}
 	maxProcs := make([]int, *workers)
 	for i := range maxProcs {
-		switch {
-		case *procsPer > 0:
+		maxProcs[i] = childThreads(shares[i], *workers)
+		if *procsPer > 0 {
 			maxProcs[i] = *procsPer
-		case shares[i] != nil:
-			maxProcs[i] = len(shares[i])
-		default:
-			maxProcs[i] = max(1, runtime.NumCPU() / *workers)
 		}
 	}
 	procsText := strconv.Itoa(maxProcs[0])

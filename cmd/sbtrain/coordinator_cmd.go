@@ -60,11 +60,7 @@ func runCoordinator(ctx context.Context, args []string) error {
 	if err := cf.validate(); err != nil {
 		return err
 	}
-	j, run, err := rf.load()
-	if err != nil {
-		return err
-	}
-	store, err := rf.store.open(ctx)
+	j, run, store, err := rf.open(ctx)
 	if err != nil {
 		return err
 	}

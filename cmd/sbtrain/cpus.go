@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"runtime"
 
 	"github.com/sbtrain/sbtrain/internal/cpuset"
 )
@@ -31,6 +32,15 @@ func bindCPUs(list string) error {
 		return usagef("--cpus: %v", err)
 	}
 	return nil
+}
+
+// childThreads is how many threads a child process should run: the CPUs
+// of its share, or, unbound, its part of the machine.
+func childThreads(share []int, children int) int {
+	if share != nil {
+		return len(share)
+	}
+	return max(1, runtime.NumCPU()/children)
 }
 
 // cpuShares splits the CPUs this process may use among n children with

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -49,11 +48,7 @@ func runLocal(ctx context.Context, args []string) error {
 	if cf.workers > 64 {
 		return usagef("--workers %d: local runs at most 64 trainers", cf.workers)
 	}
-	j, run, err := rf.load()
-	if err != nil {
-		return err
-	}
-	store, err := rf.store.open(ctx)
+	j, run, store, err := rf.open(ctx)
 	if err != nil {
 		return err
 	}
@@ -120,11 +115,7 @@ func runLocal(ctx context.Context, args []string) error {
 		if os.Getenv("OPENBLAS_NUM_THREADS") == "" {
 			// N trainers on one machine: BLAS threads beyond the cores
 			// would only contend.
-			threads := max(1, runtime.NumCPU()/cf.workers)
-			if shares[i] != nil {
-				threads = len(shares[i])
-			}
-			env = append(env, fmt.Sprintf("OPENBLAS_NUM_THREADS=%d", threads))
+			env = append(env, fmt.Sprintf("OPENBLAS_NUM_THREADS=%d", childThreads(shares[i], cf.workers)))
 		}
 		cmd, err := startChild(tctx, exe, targs, env, logPath)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sbtrain/sbtrain/job"
+	"github.com/sbtrain/sbtrain/storage"
 	"github.com/sbtrain/sbtrain/trainer"
 )
 
@@ -38,21 +39,26 @@ func addRunFlags(fs *flag.FlagSet, defaultStore string) *runFlags {
 	return f
 }
 
-// load reads the config, builds the job and resolves the run ID.
-func (f *runFlags) load() (*job.Job, string, error) {
+// open reads the config, builds the job, resolves the run ID and opens
+// the store.
+func (f *runFlags) open(ctx context.Context) (*job.Job, string, storage.Store, error) {
 	setup, err := loadSetup(f.config)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	j, err := job.New(setup.Config)
 	if err != nil {
-		return nil, "", usagef("config %s: %w", f.config, err)
+		return nil, "", nil, usagef("config %s: %w", f.config, err)
 	}
 	run := f.run
 	if run == "" {
 		run = setup.Config.Name
 	}
-	return j, run, nil
+	store, err := f.store.open(ctx)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return j, run, store, nil
 }
 
 // absStoreURL turns file://./dir (relative to the working directory) into
@@ -115,11 +121,7 @@ func runTrainer(ctx context.Context, args []string) error {
 	if *deadline <= 0 || *coordTimeout <= 0 {
 		return usagef("--ring-deadline and --coordinator-timeout must be positive")
 	}
-	j, run, err := rf.load()
-	if err != nil {
-		return err
-	}
-	store, err := rf.store.open(ctx)
+	j, run, store, err := rf.open(ctx)
 	if err != nil {
 		return err
 	}

@@ -16,13 +16,18 @@ func Allowed() ([]int, error) {
 	if err := unix.SchedGetaffinity(0, &set); err != nil {
 		return nil, fmt.Errorf("read CPU affinity: %w", err)
 	}
+	return cpusOf(&set), nil
+}
+
+// cpusOf lists the CPUs in set, ascending.
+func cpusOf(set *unix.CPUSet) []int {
 	var cpus []int
 	for c := range maxCPU {
 		if set.IsSet(c) {
 			cpus = append(cpus, c)
 		}
 	}
-	return cpus, nil
+	return cpus
 }
 
 // Bind restricts every thread of this process, and the threads it starts

@@ -3,7 +3,6 @@ package cpuset
 import (
 	"os"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,13 +27,7 @@ func threadAffinities(t *testing.T) map[int]string {
 		if unix.SchedGetaffinity(tid, &set) != nil {
 			continue
 		}
-		var cpus []int
-		for c := range maxCPU {
-			if set.IsSet(c) {
-				cpus = append(cpus, c)
-			}
-		}
-		out[tid] = Format(cpus)
+		out[tid] = Format(cpusOf(&set))
 	}
 	return out
 }
@@ -55,15 +48,9 @@ func TestBindEveryThread(t *testing.T) {
 	})
 	// Threads parked in syscalls and locked goroutines are threads too.
 	release := make(chan struct{})
-	ready := make(chan struct{})
+	defer close(release)
 	for range 3 {
-		go func() {
-			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
-			ready <- struct{}{}
-			<-release
-		}()
-		<-ready
+		startLockedThread(release)
 	}
 	one := allowed[len(allowed)-1:]
 	if err := Bind(one); err != nil {
@@ -75,19 +62,25 @@ func TestBindEveryThread(t *testing.T) {
 		}
 	}
 	// A thread started after Bind inherits it.
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		ready <- struct{}{}
-		<-release
-	}()
-	<-ready
+	startLockedThread(release)
 	for tid, got := range threadAffinities(t) {
 		if got != Format(one) {
 			t.Errorf("after a new thread: thread %d runs on CPUs %s, want %s", tid, got, Format(one))
 		}
 	}
-	close(release)
+}
+
+// startLockedThread starts a goroutine that holds an OS thread of its own
+// until release is closed, and returns once it holds it.
+func startLockedThread(release <-chan struct{}) {
+	ready := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		close(ready)
+		<-release
+	}()
+	<-ready
 }
 
 func TestBindRejects(t *testing.T) {
@@ -108,15 +101,9 @@ func TestBindRejects(t *testing.T) {
 			t.Errorf("Bind(%v) = %v, want an error containing %q", tc.cpus, err, tc.want)
 		}
 	}
-	if got := threadAffinities(t); slices.ContainsFunc(mapValues(got), func(s string) bool { return s != Format(allowed) }) {
-		t.Errorf("a refused Bind changed thread affinities: %v", got)
+	for tid, got := range threadAffinities(t) {
+		if got != Format(allowed) {
+			t.Errorf("a refused Bind changed thread %d to CPUs %s, want %s", tid, got, Format(allowed))
+		}
 	}
-}
-
-func mapValues(m map[int]string) []string {
-	var out []string
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
 }
