@@ -60,10 +60,19 @@ type Dataset struct {
 
 // Model is the network architecture, for every network of the run.
 type Model struct {
-	Arch       string `yaml:"arch" json:"arch"`
+	Arch       string `yaml:"arch" json:"arch"` // mlp, dsb2d or unet
 	Hidden     []int  `yaml:"hidden,omitempty" json:"hidden,omitempty"`
 	TimeEmbed  int    `yaml:"time_embed" json:"time_embed"`
 	Activation string `yaml:"activation" json:"activation"`
+	// Channels are the unet's feature channels, one per resolution level.
+	Channels []int `yaml:"channels,omitempty" json:"channels,omitempty"`
+	// Groups is the unet's GroupNorm group count; every channel count must
+	// be a multiple of it.
+	Groups int `yaml:"groups,omitempty" json:"groups,omitempty"`
+	// Image is the unet's input shape [C, H, W]. Image datasets give it;
+	// it must be set for data given as flat vectors (points files,
+	// Gaussians), and its product must equal the data dimension.
+	Image []int `yaml:"image,omitempty" json:"image,omitempty"`
 }
 
 // Train is the optimiser and step budget of each phase.
@@ -180,6 +189,13 @@ func (c *Config) SetDefaults() {
 	if m.Arch == "dsb2d" && m.TimeEmbed == 0 {
 		m.TimeEmbed = 16
 	}
+	if m.Arch == "unet" {
+		if len(m.Channels) == 0 {
+			m.Channels = []int{32, 64, 64}
+		}
+		setInt(&m.Groups, 8)
+		setInt(&m.TimeEmbed, 32)
+	}
 	if m.Activation == "" {
 		if m.Arch == "dsb2d" {
 			m.Activation = "leakyrelu"
@@ -262,8 +278,10 @@ func (c *Config) Validate() error {
 
 	switch c.Model.Arch {
 	case "mlp", "dsb2d":
+	case "unet":
+		c.Model.validateUNet(bad)
 	default:
-		bad("model.arch", "%q, want mlp or dsb2d", c.Model.Arch)
+		bad("model.arch", "%q, want mlp, dsb2d or unet", c.Model.Arch)
 	}
 	for i, h := range c.Model.Hidden {
 		if h <= 0 {
@@ -355,6 +373,53 @@ func rejectExplicitZeros(b []byte) error {
 		return errors.New(strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// maxImageSide bounds an image side so that a typo cannot size gigabytes.
+const maxImageSide = 4096
+
+func (m Model) validateUNet(bad func(string, string, ...any)) {
+	if m.Activation != "silu" {
+		bad("model.activation", "%q: the unet uses silu", m.Activation)
+	}
+	if len(m.Hidden) > 0 {
+		bad("model.hidden", "set for arch unet, which has channels instead")
+	}
+	if m.Groups < 1 {
+		bad("model.groups", "%d, want > 0", m.Groups)
+	}
+	if len(m.Channels) > 8 {
+		bad("model.channels", "%d levels, want at most 8", len(m.Channels))
+	}
+	for i, ch := range m.Channels {
+		switch {
+		case ch <= 0 || ch > 4096:
+			bad(fmt.Sprintf("model.channels[%d]", i), "%d, want 1..4096", ch)
+		case m.Groups > 0 && ch%m.Groups != 0:
+			bad(fmt.Sprintf("model.channels[%d]", i), "%d is not divisible by model.groups = %d", ch, m.Groups)
+		}
+	}
+	if len(m.Image) == 0 {
+		return // an image dataset gives the shape; experiment checks it is there
+	}
+	if len(m.Image) != 3 {
+		bad("model.image", "%v, want [C, H, W]", m.Image)
+		return
+	}
+	for i, v := range m.Image {
+		if v <= 0 || v > maxImageSide {
+			bad(fmt.Sprintf("model.image[%d]", i), "%d, want 1..%d", v, maxImageSide)
+			return
+		}
+	}
+	if len(m.Channels) > 0 {
+		levels := len(m.Channels)
+		div := 1 << (levels - 1)
+		if m.Image[1]%div != 0 || m.Image[2]%div != 0 {
+			bad("model.image", "%dx%d is not divisible by 2^(levels-1) = %d for %d levels of model.channels",
+				m.Image[1], m.Image[2], div, levels)
+		}
+	}
 }
 
 func (c *Config) validateDSB(bad func(string, string, ...any)) {

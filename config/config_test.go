@@ -1,6 +1,7 @@
 package config
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -52,6 +53,13 @@ func TestBadInputNamesTheField(t *testing.T) {
 		{"ema", minimalDSB + "train: {ema_decay: 1.5}\n", "train.ema_decay"},
 		{"si sampler", "method: si\ndata: {name: moons}\nprior: {name: gaussian}\nsi: {sampler: leapfrog}\n", "si.sampler"},
 		{"sde without denoiser", "method: si\ndata: {name: moons}\nprior: {name: gaussian}\nsi: {sampler: sde, gamma: sqrt}\n", "si.sampler: sde needs the score"},
+		{"unet groups", minimalDSB + "model: {arch: unet, channels: [32, 60], image: [1, 28, 28]}\n", "model.channels[1]: 60 is not divisible by model.groups = 8"},
+		{"unet image size", minimalDSB + "model: {arch: unet, channels: [16, 32, 32], image: [1, 30, 30]}\n", "model.image: 30x30 is not divisible by 2^(levels-1) = 4"},
+		{"unet image rank", minimalDSB + "model: {arch: unet, image: [28, 28]}\n", "model.image: [28 28], want [C, H, W]"},
+		{"unet activation", minimalDSB + "model: {arch: unet, activation: relu}\n", "model.activation: \"relu\": the unet uses silu"},
+		{"unet hidden", minimalDSB + "model: {arch: unet, hidden: [64]}\n", "model.hidden: set for arch unet"},
+		{"unet channel bound", minimalDSB + "model: {arch: unet, channels: [8, 0]}\n", "model.channels[1]: 0, want 1..4096"},
+		{"unknown arch", minimalDSB + "model: {arch: resnet}\n", `model.arch: "resnet", want mlp, dsb2d or unet`},
 		{"two documents", minimalDSB + "---\nmethod: si\n", "more than one YAML document"},
 		{"empty", "", "empty file"},
 	}
@@ -104,5 +112,17 @@ func TestEncodedConfigOmitsUnsetDatasetFields(t *testing.T) {
 	}
 	if y := string(c.YAML()); strings.Contains(y, " mean:") || strings.Contains(y, " jitter:") {
 		t.Fatalf("unset dataset fields are written, so they would read back as set:\n%s", y)
+	}
+}
+
+func TestUNetDefaultsAreUNetSmall(t *testing.T) {
+	c, err := Parse([]byte(minimalDSB+"model: {arch: unet, image: [1, 28, 28]}\n"), "run.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := c.Model
+	if !slices.Equal(m.Channels, []int{32, 64, 64}) || m.Groups != 8 || m.TimeEmbed != 32 || m.Activation != "silu" {
+		t.Fatalf("unet defaults: channels %v, groups %d, time_embed %d, activation %q; want [32 64 64], 8, 32, silu",
+			m.Channels, m.Groups, m.TimeEmbed, m.Activation)
 	}
 }
