@@ -201,3 +201,28 @@ func signScaleGo(dst, src, z []float32, neg float32) {
 		dst[i] = src[i] * factor[math.Float32bits(v)>>31]
 	}
 }
+
+// adamCoef holds one Adam step's scalars: b1, b2 and their complements,
+// lr/(1-b1^t), sqrt(1-b2^t) and eps.
+type adamCoef struct {
+	b1, c1, b2, c2, stepSize, sqrtBC2, eps float64
+}
+
+// adamGo is Adam.Step's update, per element in float64:
+// m = b1 m + (1-b1) g; v = b2 v + (1-b2) g g; p -= step m / (sqrt(v)/sqrtBC2 + eps),
+// with m and v stored back as float32. The conversions forbid fused
+// multiply-adds, so that every platform, and the assembly (which does the
+// same IEEE operations in the same order, exactly rounded), gives the same
+// bits: replicas stay bit-identical whichever kernel each one runs.
+func adamGo(params, grads, m, v []float32, c adamCoef) {
+	grads, m, v = grads[:len(params)], m[:len(params)], v[:len(params)]
+	for i, g32 := range grads {
+		g := float64(g32)
+		mi := float64(c.b1*float64(m[i])) + float64(c.c1*g)
+		vi := float64(c.b2*float64(v[i])) + float64(float64(c.c2*g)*g)
+		m[i] = float32(mi)
+		v[i] = float32(vi)
+		denom := math.Sqrt(vi)/c.sqrtBC2 + c.eps
+		params[i] = float32(float64(params[i]) - float64(c.stepSize*mi)/denom)
+	}
+}

@@ -31,6 +31,9 @@ func tanhGradAVX2(grad, a *float32, n int)
 //go:noescape
 func signScaleAVX2(dst, src, z *float32, n int, neg float32)
 
+//go:noescape
+func adamAVX2(params, grads, m, v *float32, n int, b1, c1, b2, c2, stepSize, sqrtBC2, eps float64)
+
 // Each wrapper runs the assembly on the whole blocks of 8 and the last
 // len%8 elements through a padded copy, not through the Go kernel, so that
 // an element's result does not depend on where it sits in the slice
@@ -224,5 +227,28 @@ func signScaleVec(dst, src, z []float32, neg float32) {
 		signScaleAsm(dst, src, z, neg)
 	} else {
 		signScaleGo(dst, src, z, neg)
+	}
+}
+
+// adamAsm runs the assembly on blocks of 4 (float64 lanes) and the Go
+// kernel on the rest: the two give the same bits.
+func adamAsm(params, grads, m, v []float32, c adamCoef) {
+	n := len(params)
+	if n == 0 {
+		return
+	}
+	_, _, _ = grads[n-1], m[n-1], v[n-1]
+	k := n &^ 3
+	if k > 0 {
+		adamAVX2(&params[0], &grads[0], &m[0], &v[0], k, c.b1, c.c1, c.b2, c.c2, c.stepSize, c.sqrtBC2, c.eps)
+	}
+	adamGo(params[k:], grads[k:n], m[k:n], v[k:n], c)
+}
+
+func adamVec(params, grads, m, v []float32, c adamCoef) {
+	if useAVX2FMA {
+		adamAsm(params, grads, m, v, c)
+	} else {
+		adamGo(params, grads, m, v, c)
 	}
 }

@@ -8,7 +8,7 @@ package nn
 func kernelSets() []kernelSet {
 	ks := []kernelSet{goKernels}
 	if useAVX2FMA {
-		ks = append(ks, kernelSet{"avx2", expAsm, sigmoidAsm, siluAsm, siluGradAsm, tanhAsm, tanhGradAsm, signScaleAsm})
+		ks = append(ks, kernelSet{"avx2", expAsm, sigmoidAsm, siluAsm, siluGradAsm, tanhAsm, tanhGradAsm, signScaleAsm, adamAsm})
 	}
 	return append(ks, dispatchKernels)
 }

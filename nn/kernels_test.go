@@ -15,11 +15,12 @@ type kernelSet struct {
 	tanh      func(dst, x []float32)
 	tanhGrad  func(g, a []float32)
 	signScale func(dst, src, z []float32, neg float32)
+	adam      func(params, grads, m, v []float32, c adamCoef)
 }
 
-var goKernels = kernelSet{"go", expGo, sigmoidGo, siluGo, siluGradGo, tanhGo, tanhGradGo, signScaleGo}
+var goKernels = kernelSet{"go", expGo, sigmoidGo, siluGo, siluGradGo, tanhGo, tanhGradGo, signScaleGo, adamGo}
 
-var dispatchKernels = kernelSet{"dispatch", expVec, sigmoidVec, siluVec, siluGradVec, tanhVec, tanhGradVec, signScaleVec}
+var dispatchKernels = kernelSet{"dispatch", expVec, sigmoidVec, siluVec, siluGradVec, tanhVec, tanhGradVec, signScaleVec, adamVec}
 
 // The bounds documented in kernels.go: relative error against float64
 // where the result is a normal float32, and an absolute one below that
@@ -431,9 +432,77 @@ func TestGradKernelsExact(t *testing.T) {
 	}
 }
 
+// adamScalar is Adam.Step's loop as it was before the kernels, the
+// reference for their bits.
+func adamScalar(params, grads, m, v []float32, b1, b2, lr, eps float64, t int64) {
+	bc1 := 1 - math.Pow(b1, float64(t))
+	bc2 := 1 - math.Pow(b2, float64(t))
+	stepSize := lr / bc1
+	sqrtBC2 := math.Sqrt(bc2)
+	for i, g32 := range grads {
+		g := float64(g32)
+		mi := b1*float64(m[i]) + (1-b1)*g
+		vi := b2*float64(v[i]) + (1-b2)*g*g
+		m[i] = float32(mi)
+		v[i] = float32(vi)
+		denom := math.Sqrt(vi)/sqrtBC2 + eps
+		params[i] = float32(float64(params[i]) - stepSize*mi/denom)
+	}
+}
+
+// TestAdamKernelsBitwise: every Adam kernel, on lengths 0..70 at offsets
+// 0..3, over several steps, gives exactly the bits of the scalar float64
+// loop, so replicas stay bit-identical whichever kernel each runs, and
+// nothing outside the slices changes.
+func TestAdamKernelsBitwise(t *testing.T) {
+	const guard = -7.25
+	for _, k := range kernelSets() {
+		for n := 0; n <= 70; n++ {
+			for off := 0; off < 4; off++ {
+				buf := func(inside []float32) []float32 {
+					b := make([]float32, 80)
+					for i := range b {
+						b[i] = guard
+					}
+					copy(b[off:], inside)
+					return b
+				}
+				p, m, v := buf(kernelInputs(n, uint32(3*n+off))), buf(make([]float32, n)), buf(make([]float32, n))
+				wp, wm, wv := append([]float32(nil), p...), append([]float32(nil), m...), append([]float32(nil), v...)
+				a := NewAdam(n, 1e-3)
+				for step := int64(1); step <= 3; step++ {
+					g := kernelInputs(n, uint32(100*n+10*off+int(step)))
+					if n > 0 {
+						g[0] *= 1e-20 // a v far below float32's normal range
+					}
+					a.T = step
+					bc1 := 1 - math.Pow(a.Beta1, float64(step))
+					bc2 := 1 - math.Pow(a.Beta2, float64(step))
+					c := adamCoef{a.Beta1, 1 - a.Beta1, a.Beta2, 1 - a.Beta2, a.LR / bc1, math.Sqrt(bc2), a.Eps}
+					k.adam(p[off:off+n], g, m[off:off+n], v[off:off+n], c)
+					adamScalar(wp[off:off+n], g, wm[off:off+n], wv[off:off+n], a.Beta1, a.Beta2, a.LR, a.Eps, step)
+				}
+				for i := range p {
+					if i < off || i >= off+n {
+						if p[i] != guard || m[i] != guard || v[i] != guard {
+							t.Fatalf("%s n=%d off=%d: wrote index %d outside the slices", k.name, n, off, i-off)
+						}
+						continue
+					}
+					if math.Float32bits(p[i]) != math.Float32bits(wp[i]) || math.Float32bits(m[i]) != math.Float32bits(wm[i]) ||
+						math.Float32bits(v[i]) != math.Float32bits(wv[i]) {
+						t.Fatalf("%s n=%d off=%d element %d: p, m, v = %g, %g, %g; scalar loop %g, %g, %g",
+							k.name, n, off, i-off, p[i], m[i], v[i], wp[i], wm[i], wv[i])
+					}
+				}
+			}
+		}
+	}
+}
+
 // BenchmarkKernels times each kernel per element on 4096 values (which
-// stay in L1), for every implementation and for the float64 math.Exp loops
-// activate used before.
+// stay in L1), for every implementation and, as "float64", for the loops
+// activate and Adam.Step ran before the kernels.
 func BenchmarkKernels(b *testing.B) {
 	const n = 4096
 	x := kernelInputs(n, 1)
@@ -466,7 +535,10 @@ func BenchmarkKernels(b *testing.B) {
 			}
 		},
 	}
-	for _, name := range []string{"exp", "sigmoid", "silu", "tanh", "siluGrad", "tanhGrad", "leaky"} {
+	p, m, v := kernelInputs(n, 3), make([]float32, n), make([]float32, n)
+	adamC := adamCoef{0.9, 0.1, 0.999, 1 - 0.999, 1e-4, 0.5, 1e-8}
+	float64Impl["adam"] = func() { adamScalar(p, g, m, v, 0.9, 0.999, 1e-4, 1e-8, 10) }
+	for _, name := range []string{"exp", "sigmoid", "silu", "tanh", "siluGrad", "tanhGrad", "leaky", "adam"} {
 		for _, k := range kernelSets() {
 			if k.name == "dispatch" {
 				continue
@@ -479,6 +551,7 @@ func BenchmarkKernels(b *testing.B) {
 				"siluGrad": func() { copy(out, g); k.siluGrad(out, x, s) },
 				"tanhGrad": func() { copy(out, g); k.tanhGrad(out, s) },
 				"leaky":    func() { k.signScale(out, x, x, leakySlope) },
+				"adam":     func() { k.adam(p, g, m, v, adamC) },
 			}
 			b.Run(name+"/"+k.name, func(b *testing.B) { perElement(b, fs[name]) })
 		}
