@@ -1,40 +1,18 @@
 package nn
 
-import "math"
-
-// The piecewise-linear activations scale each value by a factor chosen by
-// its sign bit. A table lookup instead of a branch matters: the signs of
-// pre-activations are random, and mispredicted branches made these loops
-// as slow as the matrix multiplies.
-var (
-	leakyFactor = [2]float32{1, leakySlope}
-	reluFactor  = [2]float32{1, 0}
-)
-
-func signBit(v float32) uint32 { return math.Float32bits(v) >> 31 }
-
 // activate writes act(z) into a; for SiLU it also keeps sigmoid(z) in sig
-// for the backward pass.
+// for the backward pass. a may be z itself. The vectorised kernels in
+// kernels.go do the work.
 func activate(act Activation, a, sig, z []float32) {
 	switch act {
 	case LeakyReLU:
-		for i, v := range z {
-			a[i] = v * leakyFactor[signBit(v)]
-		}
+		signScaleVec(a, z, z, leakySlope)
 	case ReLU:
-		for i, v := range z {
-			a[i] = v * reluFactor[signBit(v)]
-		}
+		signScaleVec(a, z, z, 0)
 	case Tanh:
-		for i, v := range z {
-			a[i] = float32(math.Tanh(float64(v)))
-		}
+		tanhVec(a, z)
 	case SiLU:
-		for i, v := range z {
-			s := float32(1 / (1 + math.Exp(-float64(v))))
-			sig[i] = s
-			a[i] = v * s
-		}
+		siluVec(a, sig, z)
 	default:
 		panic("nn: unknown activation " + string(act))
 	}
@@ -47,22 +25,13 @@ func activate(act Activation, a, sig, z []float32) {
 func activateGrad(act Activation, g, z, a, sig []float32) {
 	switch act {
 	case LeakyReLU:
-		for i, v := range z {
-			g[i] *= leakyFactor[signBit(v)]
-		}
+		signScaleVec(g, g, z, leakySlope)
 	case ReLU:
-		for i, v := range z {
-			g[i] *= reluFactor[signBit(v)]
-		}
+		signScaleVec(g, g, z, 0)
 	case Tanh:
-		for i, v := range a {
-			g[i] *= 1 - v*v
-		}
+		tanhGradVec(g, a)
 	case SiLU:
-		for i, v := range z {
-			s := sig[i]
-			g[i] *= s * (1 + v*(1-s))
-		}
+		siluGradVec(g, z, sig)
 	default:
 		panic("nn: unknown activation " + string(act))
 	}

@@ -2,12 +2,11 @@
 
 package nn
 
-// #cgo LDFLAGS: -lopenblas
-import "C"
-
 import (
 	"gonum.org/v1/netlib/blas/netlib"
 	"gorgonia.org/gorgonia"
+
+	_ "github.com/sbtrain/sbtrain/nn/internal/openblas" // links -lopenblas
 )
 
 // OpenBLAS makes the dense layers about three times faster than gonum's

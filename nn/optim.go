@@ -34,19 +34,8 @@ func (a *Adam) Step(params, grads []float32) {
 	b1, b2 := a.Beta1, a.Beta2
 	bc1 := 1 - math.Pow(b1, float64(a.T))
 	bc2 := 1 - math.Pow(b2, float64(a.T))
-	stepSize := a.LR / bc1
-	sqrtBC2 := math.Sqrt(bc2)
-	m, v := a.M[:len(params)], a.V[:len(params)]
-	grads = grads[:len(params)]
-	for i, g32 := range grads {
-		g := float64(g32)
-		mi := b1*float64(m[i]) + (1-b1)*g
-		vi := b2*float64(v[i]) + (1-b2)*g*g
-		m[i] = float32(mi)
-		v[i] = float32(vi)
-		denom := math.Sqrt(vi)/sqrtBC2 + a.Eps
-		params[i] = float32(float64(params[i]) - stepSize*mi/denom)
-	}
+	c := adamCoef{b1: b1, c1: 1 - b1, b2: b2, c2: 1 - b2, stepSize: a.LR / bc1, sqrtBC2: math.Sqrt(bc2), eps: a.Eps}
+	adamVec(params, grads[:len(params)], a.M[:len(params)], a.V[:len(params)], c)
 }
 
 // EMA keeps an exponential moving average of a parameter arena.
