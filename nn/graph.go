@@ -49,6 +49,11 @@ func NewGraph(n *Net, batch int) (*Graph, error) {
 	if batch < 1 {
 		return nil, fmt.Errorf("nn graph: batch %d: want >= 1", batch)
 	}
+	if n.unet != nil {
+		// The unet's layers are proven one by one against gorgonia's ops
+		// and as a whole against finite differences instead.
+		return nil, fmt.Errorf("nn graph: architecture %q has no graph form", ArchUNet)
+	}
 	gr := &Graph{net: n, batch: batch, dim: n.Spec().Dim}
 	var err error
 	if err = gr.buildPass(&gr.fwd, passForward); err != nil {

@@ -10,8 +10,10 @@ import (
 	"gorgonia.org/gorgonia"
 )
 
-// ParamInfo locates one tensor in the parameter arena. Weights have shape
-// [in, out] (row-major, y = x W + b), the transpose of torch.nn.Linear's.
+// ParamInfo locates one tensor in the parameter arena. Dense-network
+// weights have shape [in, out] (row-major, y = x W + b), the transpose of
+// torch.nn.Linear's; unet tensors have torch's names and shapes (Linear
+// [out, in], Conv2d [out, in, kh, kw]), so its state_dict loads them.
 type ParamInfo struct {
 	Name        string
 	Shape       []int
@@ -60,6 +62,9 @@ type Net struct {
 	needParams, needX []bool
 	written           []bool    // scratch for backward
 	freqs             []float64 // sinusoidal embedding frequencies
+
+	unet      *unet // the body of a unet; nil for the dense architectures
+	unetFanIn []int // per tensor, for initUNet
 }
 
 // workspace holds the per-row buffers of one chunk, sized for maxChunk rows
@@ -76,10 +81,18 @@ type workspace struct {
 // New builds a network for spec with parameters drawn deterministically from
 // seed: every weight and bias uniform in ±1/sqrt(fan_in), torch.nn.Linear's
 // default, from rng streams keyed by (seed, PurposeInit, layer, tensor).
+//
+// A unet draws every tensor from its own stream keyed by (seed,
+// PurposeInit, tensor index), torch's defaults: convolutions and linear
+// layers uniform in ±1/sqrt(fan_in), GroupNorm weights 1 and biases 0.
 func New(spec Spec, seed uint64) (*Net, error) {
 	n, err := newUninit(spec)
 	if err != nil {
 		return nil, err
+	}
+	if n.unet != nil {
+		initUNet(n.params, n.info, n.unetFanIn, seed)
+		return n, nil
 	}
 	for li, l := range n.layers {
 		bound := 1 / math.Sqrt(float64(l.in))
@@ -101,6 +114,11 @@ func newUninit(spec Spec) (*Net, error) {
 		return nil, err
 	}
 	spec = spec.WithDefaults()
+	if spec.Arch == ArchUNet {
+		u, info, fanIn, size := newUNet(spec)
+		return &Net{spec: spec, info: info, params: make([]float32, size), grads: make([]float32, size),
+			unet: u, unetFanIn: fanIn}, nil
+	}
 	n := &Net{spec: spec, layers: buildLayers(spec)}
 	off := 0
 	for i := range n.layers {
@@ -200,6 +218,10 @@ func (n *Net) Forward(t, x, out []float32) error {
 	if err := n.checkBatch("forward", t, x, "out", out); err != nil {
 		return err
 	}
+	if n.unet != nil {
+		n.unetForward(t, x, out)
+		return nil
+	}
 	d := n.spec.Dim
 	for lo := 0; lo < len(t); lo += maxChunk {
 		hi := min(lo+maxChunk, len(t))
@@ -215,6 +237,9 @@ func (n *Net) Forward(t, x, out []float32) error {
 func (n *Net) LossGrad(t, x, target []float32) (float64, error) {
 	if err := n.checkBatch("loss", t, x, "target", target); err != nil {
 		return 0, err
+	}
+	if n.unet != nil {
+		return n.unetLossGrad(t, x, target), nil
 	}
 	d := n.spec.Dim
 	scale := float32(2 / float64(len(t)))
@@ -246,6 +271,10 @@ func (n *Net) VJP(t, x, v, out, vjp []float32) error {
 	}
 	if len(vjp) != len(x) {
 		return fmt.Errorf("nn vjp: len(vjp) = %d, want B*Dim = %d", len(vjp), len(x))
+	}
+	if n.unet != nil {
+		n.unetVJP(t, x, v, out, vjp)
+		return nil
 	}
 	for lo := 0; lo < len(t); lo += maxChunk {
 		hi := min(lo+maxChunk, len(t))

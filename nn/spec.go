@@ -24,11 +24,14 @@ const leakySlope = 0.01
 const (
 	ArchDSB2D = "dsb2d"
 	ArchMLP   = "mlp"
+	ArchUNet  = "unet"
 )
 
 // Defaults filled in by WithDefaults.
 const (
-	DefaultDSBTimeEmbed = 16
+	DefaultDSBTimeEmbed  = 16
+	DefaultUNetTimeEmbed = 32
+	DefaultUNetGroups    = 8
 )
 
 // Bounds on sizes; they only stop absurd configurations from allocating
@@ -49,16 +52,36 @@ type Spec struct {
 	Dim        int        // data dimension (input x and output)
 	Hidden     []int      // mlp: hidden widths, e.g. [256,256]; dsb2d: ignored (fixed architecture)
 	TimeEmbed  int        // dsb2d: sinusoidal embedding size (default 16). mlp: 0 = raw t concatenated to x; >0 = sinusoidal embedding of that size concatenated
-	Activation Activation // default: leakyrelu for dsb2d, silu for mlp
+	Activation Activation // default: leakyrelu for dsb2d, silu for mlp and unet (the only one unet takes)
+
+	// unet only.
+	Channels []int  // channels per resolution level, e.g. [32,64,64]
+	Image    [3]int // image shape C, H, W; x is NCHW flat, Dim = C*H*W (Dim 0 is filled in)
+	Groups   int    // GroupNorm groups (default 8)
 }
 
 // WithDefaults returns a copy of s with zero fields filled in: TimeEmbed 16
-// for dsb2d, and activation leakyrelu for dsb2d or silu for mlp. Hidden is
+// for dsb2d and 32 for unet, activation leakyrelu for dsb2d or silu for mlp
+// and unet, and for unet Groups 8 and Dim C*H*W. Hidden and Channels are
 // copied so the result shares no memory with s.
 func (s Spec) WithDefaults() Spec {
 	out := s
 	out.Hidden = append([]int(nil), s.Hidden...)
+	out.Channels = append([]int(nil), s.Channels...)
 	switch s.Arch {
+	case ArchUNet:
+		if out.TimeEmbed == 0 {
+			out.TimeEmbed = DefaultUNetTimeEmbed
+		}
+		if out.Activation == "" {
+			out.Activation = SiLU
+		}
+		if out.Groups == 0 {
+			out.Groups = DefaultUNetGroups
+		}
+		if out.Dim == 0 {
+			out.Dim = s.Image[0] * s.Image[1] * s.Image[2]
+		}
 	case ArchDSB2D:
 		if out.TimeEmbed == 0 {
 			out.TimeEmbed = DefaultDSBTimeEmbed
@@ -80,8 +103,10 @@ func (s Spec) Validate() error {
 	d := s.WithDefaults()
 	switch d.Arch {
 	case ArchDSB2D, ArchMLP:
+	case ArchUNet:
+		return d.validateUNet()
 	default:
-		return fmt.Errorf("nn spec: Arch %q: want %q or %q", s.Arch, ArchDSB2D, ArchMLP)
+		return fmt.Errorf("nn spec: Arch %q: want %q, %q or %q", s.Arch, ArchDSB2D, ArchMLP, ArchUNet)
 	}
 	if d.Dim < 1 || d.Dim > maxDim {
 		return fmt.Errorf("nn spec: Dim %d: want 1..%d", d.Dim, maxDim)
@@ -110,6 +135,46 @@ func (s Spec) Validate() error {
 	default:
 		return fmt.Errorf("nn spec: Activation %q: want one of %s", s.Activation,
 			strings.Join([]string{string(LeakyReLU), string(SiLU), string(ReLU), string(Tanh)}, ", "))
+	}
+	return nil
+}
+
+// validateUNet checks the unet fields of a defaulted spec.
+func (d Spec) validateUNet() error {
+	for i, v := range d.Image {
+		if v < 1 || v > maxWidth {
+			return fmt.Errorf("nn spec: Image[%d] = %d: want 1..%d (C, H, W)", i, v, maxWidth)
+		}
+	}
+	if len(d.Channels) == 0 || len(d.Channels) > maxLayers {
+		return fmt.Errorf("nn spec: Channels has %d levels: want 1..%d", len(d.Channels), maxLayers)
+	}
+	if d.Groups < 1 {
+		return fmt.Errorf("nn spec: Groups %d: want >= 1", d.Groups)
+	}
+	for i, c := range d.Channels {
+		if c < 1 || c > maxWidth {
+			return fmt.Errorf("nn spec: Channels[%d] = %d: want 1..%d", i, c, maxWidth)
+		}
+		if c%d.Groups != 0 {
+			return fmt.Errorf("nn spec: Channels[%d] = %d: not divisible by Groups %d", i, c, d.Groups)
+		}
+	}
+	if f := 1 << (len(d.Channels) - 1); d.Image[1]%f != 0 || d.Image[2]%f != 0 {
+		return fmt.Errorf("nn spec: Image H, W = %d, %d: want both divisible by 2^(levels-1) = %d for %d Channels levels",
+			d.Image[1], d.Image[2], f, len(d.Channels))
+	}
+	if want := d.Image[0] * d.Image[1] * d.Image[2]; d.Dim != want {
+		return fmt.Errorf("nn spec: Dim %d: want C*H*W = %d for Image %v", d.Dim, want, d.Image)
+	}
+	if d.Dim > maxDim {
+		return fmt.Errorf("nn spec: Dim %d: want at most %d", d.Dim, maxDim)
+	}
+	if d.TimeEmbed < 2 || d.TimeEmbed > maxTimeEmbed {
+		return fmt.Errorf("nn spec: TimeEmbed %d: want 2..%d", d.TimeEmbed, maxTimeEmbed)
+	}
+	if d.Activation != SiLU {
+		return fmt.Errorf("nn spec: Activation %q: the unet uses %q", d.Activation, SiLU)
 	}
 	return nil
 }

@@ -1,0 +1,215 @@
+package nn
+
+import (
+	"gonum.org/v1/gonum/blas"
+	"gorgonia.org/gorgonia"
+)
+
+// conv is a 2D convolution with bias, kernel k x k (3 with padding 1 and stride 1
+// or 2, or 1 with stride 1 and no padding), over activations kept image-major and
+// channel-last: a chunk of nb images of h x w pixels is a matrix of
+// nb*h*w rows by cin columns. In that layout im2col gives one matrix of
+// nb*ho*wo rows by k*k*cin columns for the whole chunk, so each pass is a
+// single GEMM whose rows are every output pixel of every image.
+//
+// The arena holds torch's [cout, cin, k, k] weight. The GEMMs want the
+// columns tap-major ([cout, k, k, cin]), so that im2col copies contiguous
+// channel runs; wp holds that permutation, refreshed once per call, and dwp
+// collects the weight gradient in it until it is permuted back.
+type conv struct {
+	name                 string
+	cin, cout, k, stride int
+	w, b                 int       // arena offsets of weight and bias
+	wp, dwp              []float32 // [cout, k*k*cin], tap-major columns
+}
+
+// kdim is the length of one im2col row.
+func (c *conv) kdim() int { return c.k * c.k * c.cin }
+
+// outSize is the output height or width for an input of size n.
+func (c *conv) outSize(n int) int {
+	pad := (c.k - 1) / 2
+	return (n+2*pad-c.k)/c.stride + 1
+}
+
+// loadWeights permutes the arena's [cout, cin, k*k] weight into wp.
+func (c *conv) loadWeights(params []float32) {
+	taps := c.k * c.k
+	w := params[c.w : c.w+c.cout*c.cin*taps]
+	for o := range c.cout {
+		src := w[o*c.cin*taps : (o+1)*c.cin*taps]
+		dst := c.wp[o*c.cin*taps : (o+1)*c.cin*taps]
+		for ci := range c.cin {
+			for t := range taps {
+				dst[t*c.cin+ci] = src[ci*taps+t]
+			}
+		}
+	}
+}
+
+// storeGrad permutes dwp back into the arena's layout, overwriting it.
+func (c *conv) storeGrad(grads []float32) {
+	taps := c.k * c.k
+	g := grads[c.w : c.w+c.cout*c.cin*taps]
+	for o := range c.cout {
+		src := c.dwp[o*c.cin*taps : (o+1)*c.cin*taps]
+		dst := g[o*c.cin*taps : (o+1)*c.cin*taps]
+		for ci := range c.cin {
+			for t := range taps {
+				dst[ci*taps+t] = src[t*c.cin+ci]
+			}
+		}
+	}
+}
+
+// im2col writes, for each output pixel of nb images of h x w pixels with
+// cin channels, the k*k*cin input values its kernel covers (zero outside
+// the image) as one row of col.
+func (c *conv) im2col(col, x []float32, nb, h, w int) {
+	ho, wo := c.outSize(h), c.outSize(w)
+	cin, kd, s := c.cin, c.kdim(), c.stride
+	m := 0
+	for b := range nb {
+		img := x[b*h*w*cin : (b+1)*h*w*cin]
+		for oy := range ho {
+			for ox := range wo {
+				row := col[m*kd : (m+1)*kd]
+				m++
+				t := 0
+				for ky := range 3 {
+					iy := oy*s + ky - 1
+					if iy < 0 || iy >= h {
+						clear(row[t*cin : (t+3)*cin])
+						t += 3
+						continue
+					}
+					for kx := range 3 {
+						ix := ox*s + kx - 1
+						dst := row[t*cin : (t+1)*cin]
+						t++
+						if ix < 0 || ix >= w {
+							clear(dst)
+							continue
+						}
+						copy(dst, img[(iy*w+ix)*cin:(iy*w+ix+1)*cin])
+					}
+				}
+			}
+		}
+	}
+}
+
+// col2im adds each row of col back onto the input pixels it was gathered
+// from: the adjoint of im2col. dx must hold what it should be added to.
+func (c *conv) col2im(dx, col []float32, nb, h, w int) {
+	ho, wo := c.outSize(h), c.outSize(w)
+	cin, kd, s := c.cin, c.kdim(), c.stride
+	m := 0
+	for b := range nb {
+		img := dx[b*h*w*cin : (b+1)*h*w*cin]
+		for oy := range ho {
+			for ox := range wo {
+				row := col[m*kd : (m+1)*kd]
+				m++
+				for ky := range 3 {
+					iy := oy*s + ky - 1
+					if iy < 0 || iy >= h {
+						continue
+					}
+					for kx := range 3 {
+						ix := ox*s + kx - 1
+						if ix < 0 || ix >= w {
+							continue
+						}
+						src := row[(ky*3+kx)*cin : (ky*3+kx+1)*cin]
+						dst := img[(iy*w+ix)*cin : (iy*w+ix+1)*cin]
+						for i, v := range src {
+							dst[i] += v
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// columns returns the GEMM's left operand for x: the im2col matrix built
+// in col for a 3x3 kernel, x itself for a 1x1 kernel (stride 1 only).
+func (c *conv) columns(col, x []float32, nb, h, w int, prof *layerTimer) []float32 {
+	if c.k == 1 {
+		return x
+	}
+	col = col[:nb*c.outSize(h)*c.outSize(w)*c.kdim()]
+	c.im2col(col, x, nb, h, w)
+	prof.mark(kindIm2col)
+	return col
+}
+
+// forward computes out = conv(x) + bias for nb images of h x w pixels, or
+// with add set adds that onto out. col is scratch of at least
+// nb*ho*wo*kdim values.
+func (c *conv) forward(params, x, out, col []float32, nb, h, w int, add bool, prof *layerTimer) {
+	rows := nb * c.outSize(h) * c.outSize(w)
+	out = out[:rows*c.cout]
+	bias := params[c.b : c.b+c.cout]
+	if add {
+		for r := range rows {
+			o := out[r*c.cout : (r+1)*c.cout]
+			for j, v := range bias {
+				o[j] += v
+			}
+		}
+	} else {
+		for r := range rows {
+			copy(out[r*c.cout:(r+1)*c.cout], bias)
+		}
+	}
+	prof.mark(kindOther)
+	cols := c.columns(col, x, nb, h, w, prof)
+	kd := c.kdim()
+	gorgonia.WhichBLAS().Sgemm(blas.NoTrans, blas.Trans, rows, c.cout, kd,
+		1, cols, kd, c.wp, kd, 1, out, c.cout)
+	prof.mark(kindConvGEMM)
+}
+
+// backward takes dout, the gradient with respect to the output of the
+// forward call on x, and with params set adds the weight gradient to dwp
+// and the bias gradient to the arena's grads. With dx non-nil it writes
+// the gradient with respect to x there, or with addDX adds it.
+func (c *conv) backward(grads, x, dout, dx, col []float32, nb, h, w int, params, addDX bool, prof *layerTimer) {
+	impl := gorgonia.WhichBLAS()
+	rows := nb * c.outSize(h) * c.outSize(w)
+	dout = dout[:rows*c.cout]
+	kd := c.kdim()
+	if params {
+		colSum(grads[c.b:c.b+c.cout], dout, rows, true)
+		prof.mark(kindOther)
+		cols := c.columns(col, x, nb, h, w, prof)
+		impl.Sgemm(blas.Trans, blas.NoTrans, c.cout, kd, rows,
+			1, dout, c.cout, cols, kd, 1, c.dwp, kd)
+		prof.mark(kindConvGEMM)
+	}
+	if dx == nil {
+		return
+	}
+	n := nb * h * w * c.cin
+	if c.k == 1 {
+		var beta float32
+		if addDX {
+			beta = 1
+		}
+		impl.Sgemm(blas.NoTrans, blas.NoTrans, rows, c.cin, c.cout,
+			1, dout, c.cout, c.wp, c.cin, beta, dx[:n], c.cin)
+		prof.mark(kindConvGEMM)
+		return
+	}
+	col = col[:rows*kd]
+	impl.Sgemm(blas.NoTrans, blas.NoTrans, rows, kd, c.cout,
+		1, dout, c.cout, c.wp, kd, 0, col, kd)
+	prof.mark(kindConvGEMM)
+	if !addDX {
+		clear(dx[:n])
+	}
+	c.col2im(dx, col, nb, h, w)
+	prof.mark(kindIm2col)
+}

@@ -1,0 +1,630 @@
+package nn
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/sbtrain/sbtrain/rng"
+	"gonum.org/v1/gonum/blas"
+	"gorgonia.org/gorgonia"
+)
+
+// unetChunk is how many images one pass holds at a time. Larger batches are
+// cut into chunks of this size whose gradients add up, which bounds the
+// workspace (about 120 MB for unet-small) while every GEMM still has
+// hundreds to thousands of rows.
+const unetChunk = 16
+
+// linear is torch.nn.Linear with torch's [out, in] weight layout.
+type linear struct {
+	name    string
+	in, out int
+	w, b    int
+}
+
+// forward writes y = x W^T + b for rows rows.
+func (l *linear) forward(params, x, y []float32, rows int) {
+	y = y[:rows*l.out]
+	bias := params[l.b : l.b+l.out]
+	for r := range rows {
+		copy(y[r*l.out:(r+1)*l.out], bias)
+	}
+	gorgonia.WhichBLAS().Sgemm(blas.NoTrans, blas.Trans, rows, l.out, l.in,
+		1, x, l.in, params[l.w:l.w+l.out*l.in], l.in, 1, y, l.out)
+}
+
+// backward adds the parameter gradients of dy to grads and, with dx
+// non-nil, adds dy W to dx.
+func (l *linear) backward(params, grads, x, dy, dx []float32, rows int) {
+	impl := gorgonia.WhichBLAS()
+	dy = dy[:rows*l.out]
+	impl.Sgemm(blas.Trans, blas.NoTrans, l.out, l.in, rows,
+		1, dy, l.out, x, l.in, 1, grads[l.w:l.w+l.out*l.in], l.in)
+	colSum(grads[l.b:l.b+l.out], dy, rows, true)
+	if dx != nil {
+		impl.Sgemm(blas.NoTrans, blas.NoTrans, rows, l.in, l.out,
+			1, dy, l.out, params[l.w:l.w+l.out*l.in], l.in, 1, dx, l.in)
+	}
+}
+
+// resBlock is the unet's residual block at one resolution:
+// h = conv1(silu(norm1(x))) + temb(e); h = conv2(silu(norm2(h)));
+// out = skip(x) + h, with skip a 1x1 convolution when cin != cout and the
+// identity otherwise. Its buffers hold one chunk's activations between
+// forward and backward.
+type resBlock struct {
+	cin, cout, h, w int
+	norm1, norm2    groupNorm
+	conv1, conv2    conv
+	skip            *conv
+	temb            linear
+
+	z1, sig1, a1          []float32 // norm1 output, its sigmoid, silu: rows x cin
+	h1, z2, sig2, a2, out []float32 // rows x cout
+	dout                  []float32 // gradient with respect to out
+	st1, st2              []float64 // group statistics
+	tb, dtb               []float32 // temb(e) and its gradient, nb x cout
+}
+
+// unet is the body of a Net of architecture unet. Activations are kept
+// channel-last (rows = image, y, x; columns = channels) so that every
+// convolution of a chunk is one GEMM; x and the output are converted from
+// and to the NCHW layout of the Net's API at the ends.
+type unet struct {
+	c, h, w  int // image shape
+	ch       []int
+	embed    int // sinusoidal embedding size
+	tembDim  int // width of the time embedding MLP
+	freqs    []float64
+	te0, te2 linear
+	inc      conv
+	down     []*resBlock
+	downs    []*conv
+	mid      *resBlock
+	up       []*resBlock
+	outNorm  groupNorm
+	outConv  conv
+	convs    []*conv
+
+	// workspace for cap images
+	cap                        int
+	tf, e0z, e0s, e0a, de0     []float32
+	emb, demb                  []float32
+	xin, dxin, incOut, dIncOut []float32
+	dsOut, dDs, cat            [][]float32
+	onZ, onSig, onA, outY, dY  []float32
+	onSt                       []float64
+	col, dcat, g1, g2, g3      []float32
+	gn                         *gnScratch
+	prof                       layerTimer
+}
+
+// paramAlloc lays tensors out in the arena in the order they are added,
+// keeping each tensor's fan-in for initialisation.
+type paramAlloc struct {
+	info  []ParamInfo
+	fanIn []int // > 0: uniform ±1/sqrt(fanIn); 0: ones; -1: zeros
+	off   int
+}
+
+func (a *paramAlloc) add(name string, fanIn int, shape ...int) int {
+	n := 1
+	for _, s := range shape {
+		n *= s
+	}
+	off := a.off
+	a.info = append(a.info, ParamInfo{Name: name, Shape: shape, Offset: off, Len: n})
+	a.fanIn = append(a.fanIn, fanIn)
+	a.off += n
+	return off
+}
+
+func (a *paramAlloc) conv(name string, cin, cout, k, stride int) conv {
+	c := conv{name: name, cin: cin, cout: cout, k: k, stride: stride}
+	fan := cin * k * k
+	c.w = a.add(name+".weight", fan, cout, cin, k, k)
+	c.b = a.add(name+".bias", fan, cout)
+	c.wp = make([]float32, cout*fan)
+	c.dwp = make([]float32, cout*fan)
+	return c
+}
+
+func (a *paramAlloc) linear(name string, in, out int) linear {
+	l := linear{name: name, in: in, out: out}
+	l.w = a.add(name+".weight", in, out, in)
+	l.b = a.add(name+".bias", in, out)
+	return l
+}
+
+func (a *paramAlloc) groupNorm(name string, groups, c int) groupNorm {
+	g := groupNorm{name: name, c: c, groups: groups}
+	g.w = a.add(name+".weight", 0, c)
+	g.b = a.add(name+".bias", -1, c)
+	return g
+}
+
+// resBlock adds a block's tensors in the order of its torch state_dict.
+func (a *paramAlloc) resBlock(name string, cin, cout, groups, tembDim, h, w int) *resBlock {
+	b := &resBlock{cin: cin, cout: cout, h: h, w: w}
+	b.norm1 = a.groupNorm(name+".norm1", groups, cin)
+	b.conv1 = a.conv(name+".conv1", cin, cout, 3, 1)
+	b.temb = a.linear(name+".temb", tembDim, cout)
+	b.norm2 = a.groupNorm(name+".norm2", groups, cout)
+	b.conv2 = a.conv(name+".conv2", cout, cout, 3, 1)
+	if cin != cout {
+		s := a.conv(name+".skip", cin, cout, 1, 1)
+		b.skip = &s
+	}
+	return b
+}
+
+// newUNet lays out a validated, defaulted unet spec. The arena follows the
+// state_dict order of the torch module with submodules registered as
+// time_embed, inc, down, downsample, mid, up, out_norm, out_conv.
+func newUNet(s Spec) (*unet, []ParamInfo, []int, int) {
+	u := &unet{c: s.Image[0], h: s.Image[1], w: s.Image[2], ch: s.Channels, embed: s.TimeEmbed}
+	u.tembDim = 4 * s.Channels[0]
+	u.freqs = sinusoidFreqs(s.TimeEmbed / 2)
+	L, G, td := len(s.Channels), s.Groups, u.tembDim
+	a := &paramAlloc{}
+	u.te0 = a.linear("time_embed.0", s.TimeEmbed, td)
+	u.te2 = a.linear("time_embed.2", td, td)
+	u.inc = a.conv("inc", u.c, s.Channels[0], 3, 1)
+	for i := 0; i < L-1; i++ {
+		prev := s.Channels[0]
+		if i > 0 {
+			prev = s.Channels[i-1]
+		}
+		u.down = append(u.down, a.resBlock(fmt.Sprintf("down.%d", i), prev, s.Channels[i], G, td, u.h>>i, u.w>>i))
+	}
+	for i := 0; i < L-1; i++ {
+		c := a.conv(fmt.Sprintf("downsample.%d", i), s.Channels[i], s.Channels[i], 3, 2)
+		u.downs = append(u.downs, &c)
+	}
+	midIn := s.Channels[0]
+	if L > 1 {
+		midIn = s.Channels[L-2]
+	}
+	u.mid = a.resBlock("mid", midIn, s.Channels[L-1], G, td, u.h>>(L-1), u.w>>(L-1))
+	cur := s.Channels[L-1]
+	for j := 0; j < L-1; j++ {
+		i := L - 2 - j
+		u.up = append(u.up, a.resBlock(fmt.Sprintf("up.%d", j), cur+s.Channels[i], s.Channels[i], G, td, u.h>>i, u.w>>i))
+		cur = s.Channels[i]
+	}
+	u.up = append(u.up, a.resBlock(fmt.Sprintf("up.%d", L-1), cur+s.Channels[0], s.Channels[0], G, td, u.h, u.w))
+	u.outNorm = a.groupNorm("out_norm", G, s.Channels[0])
+	u.outConv = a.conv("out_conv", s.Channels[0], u.c, 3, 1)
+
+	u.convs = append(u.convs, &u.inc)
+	for _, b := range u.blocks() {
+		u.convs = append(u.convs, &b.conv1, &b.conv2)
+		if b.skip != nil {
+			u.convs = append(u.convs, b.skip)
+		}
+	}
+	u.convs = append(u.convs, u.downs...)
+	u.convs = append(u.convs, &u.outConv)
+	maxC := u.c
+	for _, b := range u.blocks() {
+		maxC = max(maxC, b.cin)
+	}
+	u.gn = newGNScratch(maxC)
+	return u, a.info, a.fanIn, a.off
+}
+
+// blocks lists every residual block.
+func (u *unet) blocks() []*resBlock {
+	bs := append([]*resBlock(nil), u.down...)
+	bs = append(bs, u.mid)
+	return append(bs, u.up...)
+}
+
+// initUNet draws the parameters torch's way: conv and linear weights and
+// biases uniform in ±1/sqrt(fan_in), GroupNorm weights 1 and biases 0, one
+// rng stream per tensor.
+func initUNet(params []float32, info []ParamInfo, fanIn []int, seed uint64) {
+	for i, p := range info {
+		dst := params[p.Offset : p.Offset+p.Len]
+		switch f := fanIn[i]; {
+		case f == 0:
+			for j := range dst {
+				dst[j] = 1
+			}
+		case f < 0:
+			clear(dst)
+		default:
+			bound := 1 / math.Sqrt(float64(f))
+			s := rng.New(seed, rng.PurposeInit, uint64(i))
+			for j := range dst {
+				dst[j] = float32((2*s.Float64() - 1) * bound)
+			}
+		}
+	}
+}
+
+// grow sizes the workspace for nb images per chunk.
+func (u *unet) grow(nb int) {
+	if u.cap >= nb {
+		return
+	}
+	u.cap = nb
+	f := func(n int) []float32 { return make([]float32, n) }
+	hw := u.h * u.w
+	c0 := u.ch[0]
+	u.tf, u.e0z, u.e0s, u.e0a = f(nb*u.embed), f(nb*u.tembDim), f(nb*u.tembDim), f(nb*u.tembDim)
+	u.de0 = f(nb * u.tembDim)
+	u.emb, u.demb = f(nb*u.tembDim), f(nb*u.tembDim)
+	u.xin, u.dxin = f(nb*hw*u.c), f(nb*hw*u.c)
+	u.incOut, u.dIncOut = f(nb*hw*c0), f(nb*hw*c0)
+	u.dsOut, u.dDs = nil, nil
+	for i, d := range u.downs {
+		n := nb * (u.h >> (i + 1)) * (u.w >> (i + 1)) * d.cout
+		u.dsOut = append(u.dsOut, f(n))
+		u.dDs = append(u.dDs, f(n))
+	}
+	u.cat = nil
+	maxCol, maxCat, maxOut, maxIn := u.outConv.kdim()*nb*hw, 0, 0, 0
+	for _, b := range u.blocks() {
+		rows := nb * b.h * b.w
+		b.z1, b.sig1, b.a1 = f(rows*b.cin), f(rows*b.cin), f(rows*b.cin)
+		b.h1, b.z2, b.sig2, b.a2 = f(rows*b.cout), f(rows*b.cout), f(rows*b.cout), f(rows*b.cout)
+		b.out, b.dout = f(rows*b.cout), f(rows*b.cout)
+		b.st1, b.st2 = make([]float64, 2*nb*b.norm1.groups), make([]float64, 2*nb*b.norm2.groups)
+		b.tb, b.dtb = f(nb*b.cout), f(nb*b.cout)
+		maxCol = max(maxCol, rows*b.conv1.kdim(), rows*b.conv2.kdim())
+		maxOut = max(maxOut, rows*b.cout)
+		maxIn = max(maxIn, rows*b.cin)
+	}
+	for _, b := range u.up {
+		u.cat = append(u.cat, f(nb*b.h*b.w*b.cin))
+		maxCat = max(maxCat, nb*b.h*b.w*b.cin)
+	}
+	for i, d := range u.downs {
+		maxCol = max(maxCol, nb*(u.h>>(i+1))*(u.w>>(i+1))*d.kdim())
+	}
+	maxCol = max(maxCol, nb*hw*u.inc.kdim())
+	u.col, u.dcat = f(maxCol), f(maxCat)
+	u.g1, u.g2, u.g3 = f(maxOut), f(maxOut), f(max(maxIn, nb*hw*c0))
+	u.onZ, u.onSig, u.onA = f(nb*hw*c0), f(nb*hw*c0), f(nb*hw*c0)
+	u.onSt = make([]float64, 2*nb*u.outNorm.groups)
+	u.outY, u.dY = f(nb*hw*u.c), f(nb*hw*u.c)
+}
+
+// forward runs one resBlock on x (rows x cin) with time embedding emb.
+func (b *resBlock) forward(u *unet, params, x, emb []float32, nb int) {
+	p := &u.prof
+	hw := b.h * b.w
+	rows := nb * hw
+	b.norm1.forward(params, x, b.z1, b.st1, nb, hw, u.gn)
+	p.mark(kindGroupNorm)
+	activate(SiLU, b.a1[:rows*b.cin], b.sig1[:rows*b.cin], b.z1[:rows*b.cin])
+	p.mark(kindSiLU)
+	b.temb.forward(params, emb, b.tb, nb)
+	p.mark(kindOther)
+	b.conv1.forward(params, b.a1, b.h1, u.col, nb, b.h, b.w, false, p)
+	for i := range nb {
+		tb := b.tb[i*b.cout : (i+1)*b.cout]
+		img := b.h1[i*hw*b.cout : (i+1)*hw*b.cout]
+		for q := range hw {
+			row := img[q*b.cout : (q+1)*b.cout]
+			for j, v := range tb {
+				row[j] += v
+			}
+		}
+	}
+	p.mark(kindOther)
+	b.norm2.forward(params, b.h1, b.z2, b.st2, nb, hw, u.gn)
+	p.mark(kindGroupNorm)
+	n := rows * b.cout
+	activate(SiLU, b.a2[:n], b.sig2[:n], b.z2[:n])
+	p.mark(kindSiLU)
+	b.conv2.forward(params, b.a2, b.out, u.col, nb, b.h, b.w, false, p)
+	if b.skip != nil {
+		b.skip.forward(params, x, b.out, u.col, nb, b.h, b.w, true, p)
+	} else {
+		out := b.out[:n]
+		for i, v := range x[:n] {
+			out[i] += v
+		}
+		p.mark(kindOther)
+	}
+}
+
+// backward propagates b.dout through the block that forward ran on x,
+// writing the gradient with respect to x into dx (addDX: adding it). With
+// wantParams it adds parameter gradients to grads and the gradient with
+// respect to the time embedding to demb.
+func (b *resBlock) backward(u *unet, params, grads, x, emb, dx, demb []float32, nb int, wantParams, addDX bool) {
+	p := &u.prof
+	hw := b.h * b.w
+	rows := nb * hw
+	n := rows * b.cout
+	g1, g2, g3 := u.g1[:n], u.g2[:n], u.g3[:rows*b.cin]
+	b.conv2.backward(grads, b.a2, b.dout, g1, u.col, nb, b.h, b.w, wantParams, false, p)
+	activateGrad(SiLU, g1, b.z2[:n], b.a2[:n], b.sig2[:n])
+	p.mark(kindSiLU)
+	b.norm2.backward(params, grads, b.h1, g1, g2, b.st2, nb, hw, wantParams, false, u.gn)
+	p.mark(kindGroupNorm)
+	if wantParams {
+		clear(b.dtb[:nb*b.cout])
+		for i := range nb {
+			colSum(b.dtb[i*b.cout:(i+1)*b.cout], g2[i*hw*b.cout:(i+1)*hw*b.cout], hw, true)
+		}
+		b.temb.backward(params, grads, emb, b.dtb, demb, nb)
+		p.mark(kindOther)
+	}
+	b.conv1.backward(grads, b.a1, g2, g3, u.col, nb, b.h, b.w, wantParams, false, p)
+	activateGrad(SiLU, g3, b.z1[:len(g3)], b.a1[:len(g3)], b.sig1[:len(g3)])
+	p.mark(kindSiLU)
+	b.norm1.backward(params, grads, x, g3, dx, b.st1, nb, hw, wantParams, addDX, u.gn)
+	p.mark(kindGroupNorm)
+	if b.skip != nil {
+		b.skip.backward(grads, x, b.dout, dx, u.col, nb, b.h, b.w, wantParams, true, p)
+	} else {
+		d := dx[:n]
+		for i, v := range b.dout[:n] {
+			d[i] += v
+		}
+		p.mark(kindOther)
+	}
+}
+
+// nchwToNHWC transposes nb images of c planes of hw pixels to channel-last.
+func nchwToNHWC(dst, src []float32, nb, c, hw int) {
+	if c == 1 {
+		copy(dst[:nb*hw], src)
+		return
+	}
+	for b := range nb {
+		s, d := src[b*c*hw:(b+1)*c*hw], dst[b*c*hw:(b+1)*c*hw]
+		for ci := range c {
+			for q, v := range s[ci*hw : (ci+1)*hw] {
+				d[q*c+ci] = v
+			}
+		}
+	}
+}
+
+// nhwcToNCHW is the inverse of nchwToNHWC.
+func nhwcToNCHW(dst, src []float32, nb, c, hw int) {
+	if c == 1 {
+		copy(dst[:nb*hw], src)
+		return
+	}
+	for b := range nb {
+		s, d := src[b*c*hw:(b+1)*c*hw], dst[b*c*hw:(b+1)*c*hw]
+		for ci := range c {
+			plane := d[ci*hw : (ci+1)*hw]
+			for q := range plane {
+				plane[q] = s[q*c+ci]
+			}
+		}
+	}
+}
+
+// fillCat writes the up block's input: the first cc channels from cur,
+// nearest-upsampled by 2 when up is set, and the next cs from skip, for nb
+// images of h x w (the output resolution).
+func fillCat(cat, cur, skip []float32, nb, h, w, cc, cs int, up bool) {
+	ct := cc + cs
+	for b := range nb {
+		for y := range h {
+			for x := range w {
+				m := (b*h+y)*w + x
+				src := m
+				if up {
+					src = (b*(h/2)+y/2)*(w/2) + x/2
+				}
+				row := cat[m*ct : (m+1)*ct]
+				copy(row[:cc], cur[src*cc:(src+1)*cc])
+				copy(row[cc:], skip[m*cs:(m+1)*cs])
+			}
+		}
+	}
+}
+
+// splitCat is the adjoint of fillCat: it writes the gradients of cur
+// (summing the four copies when up is set) and of skip.
+func splitCat(dcur, dskip, dcat []float32, nb, h, w, cc, cs int, up bool) {
+	ct := cc + cs
+	if up {
+		clear(dcur[:nb*(h/2)*(w/2)*cc])
+	}
+	for b := range nb {
+		for y := range h {
+			for x := range w {
+				m := (b*h+y)*w + x
+				row := dcat[m*ct : (m+1)*ct]
+				copy(dskip[m*cs:(m+1)*cs], row[cc:])
+				if !up {
+					copy(dcur[m*cc:(m+1)*cc], row[:cc])
+					continue
+				}
+				src := (b*(h/2)+y/2)*(w/2) + x/2
+				d := dcur[src*cc : (src+1)*cc]
+				for i, v := range row[:cc] {
+					d[i] += v
+				}
+			}
+		}
+	}
+}
+
+// loadWeights refreshes every convolution's GEMM-layout weights.
+func (u *unet) loadWeights(params []float32) {
+	for _, c := range u.convs {
+		c.loadWeights(params)
+	}
+}
+
+// forward runs nb <= cap images (x in NCHW) and writes the output in NCHW
+// to out; the activations stay in the workspace for backward.
+func (u *unet) forward(params, t, x, out []float32) {
+	nb := len(t)
+	p := &u.prof
+	p.start()
+	hw := u.h * u.w
+	timeFeatures(u.tf, t, u.embed, u.freqs)
+	u.te0.forward(params, u.tf, u.e0z, nb)
+	p.mark(kindOther)
+	nt := nb * u.tembDim
+	activate(SiLU, u.e0a[:nt], u.e0s[:nt], u.e0z[:nt])
+	p.mark(kindSiLU)
+	u.te2.forward(params, u.e0a, u.emb, nb)
+	nchwToNHWC(u.xin, x, nb, u.c, hw)
+	p.mark(kindOther)
+	u.inc.forward(params, u.xin, u.incOut, u.col, nb, u.h, u.w, false, p)
+	cur := u.incOut
+	for i, b := range u.down {
+		b.forward(u, params, cur, u.emb, nb)
+		u.downs[i].forward(params, b.out, u.dsOut[i], u.col, nb, b.h, b.w, false, p)
+		cur = u.dsOut[i]
+	}
+	u.mid.forward(u, params, cur, u.emb, nb)
+	prev := u.mid
+	L := len(u.ch)
+	for j, b := range u.up {
+		skip, up := u.incOut, false
+		if j < L-1 {
+			skip, up = u.down[L-2-j].out, true
+		}
+		fillCat(u.cat[j], prev.out, skip, nb, b.h, b.w, prev.cout, b.cin-prev.cout, up)
+		p.mark(kindOther)
+		b.forward(u, params, u.cat[j], u.emb, nb)
+		prev = b
+	}
+	n := nb * hw * u.ch[0]
+	u.outNorm.forward(params, prev.out, u.onZ, u.onSt, nb, hw, u.gn)
+	p.mark(kindGroupNorm)
+	activate(SiLU, u.onA[:n], u.onSig[:n], u.onZ[:n])
+	p.mark(kindSiLU)
+	u.outConv.forward(params, u.onA, u.outY, u.col, nb, u.h, u.w, false, p)
+	nhwcToNCHW(out, u.outY, nb, u.c, hw)
+	p.mark(kindOther)
+}
+
+// backward propagates dy (NCHW, the gradient with respect to the output of
+// the forward call just made) through the chunk. With wantParams it adds the
+// parameter gradients to grads (conv weights to their dwp); with dx
+// non-nil it writes the gradient with respect to x (NCHW) there.
+func (u *unet) backward(params, grads, dy, dx []float32, nb int, wantParams bool) {
+	p := &u.prof
+	p.start()
+	hw := u.h * u.w
+	L := len(u.ch)
+	nchwToNHWC(u.dY, dy, nb, u.c, hw)
+	p.mark(kindOther)
+	n := nb * hw * u.ch[0]
+	g := u.g3[:n]
+	u.outConv.backward(grads, u.onA, u.dY, g, u.col, nb, u.h, u.w, wantParams, false, p)
+	activateGrad(SiLU, g, u.onZ[:n], u.onA[:n], u.onSig[:n])
+	p.mark(kindSiLU)
+	last := u.up[L-1]
+	u.outNorm.backward(params, grads, last.out, g, last.dout, u.onSt, nb, hw, wantParams, false, u.gn)
+	p.mark(kindGroupNorm)
+	if wantParams {
+		clear(u.demb[:nb*u.tembDim])
+	}
+	for j := L - 1; j >= 0; j-- {
+		b := u.up[j]
+		b.backward(u, params, grads, u.cat[j], u.emb, u.dcat, u.demb, nb, wantParams, false)
+		prev := u.mid
+		if j > 0 {
+			prev = u.up[j-1]
+		}
+		if j == L-1 {
+			splitCat(prev.dout, u.dIncOut, u.dcat, nb, b.h, b.w, prev.cout, b.cin-prev.cout, false)
+		} else {
+			splitCat(prev.dout, u.down[L-2-j].dout, u.dcat, nb, b.h, b.w, prev.cout, b.cin-prev.cout, true)
+		}
+		p.mark(kindOther)
+	}
+	if L == 1 {
+		u.mid.backward(u, params, grads, u.incOut, u.emb, u.dIncOut, u.demb, nb, wantParams, true)
+	} else {
+		u.mid.backward(u, params, grads, u.dsOut[L-2], u.emb, u.dDs[L-2], u.demb, nb, wantParams, false)
+	}
+	for i := L - 2; i >= 0; i-- {
+		b := u.down[i]
+		u.downs[i].backward(grads, b.out, u.dDs[i], b.dout, u.col, nb, b.h, b.w, wantParams, true, p)
+		if i > 0 {
+			b.backward(u, params, grads, u.dsOut[i-1], u.emb, u.dDs[i-1], u.demb, nb, wantParams, false)
+		} else {
+			b.backward(u, params, grads, u.incOut, u.emb, u.dIncOut, u.demb, nb, wantParams, true)
+		}
+	}
+	var dxin []float32
+	if dx != nil {
+		dxin = u.dxin
+	}
+	u.inc.backward(grads, u.xin, u.dIncOut, dxin, u.col, nb, u.h, u.w, wantParams, false, p)
+	if dx != nil {
+		nhwcToNCHW(dx, u.dxin, nb, u.c, hw)
+		p.mark(kindOther)
+	}
+	if wantParams {
+		nt := nb * u.tembDim
+		g := u.de0[:nt]
+		clear(g)
+		u.te2.backward(params, grads, u.e0a, u.demb, g, nb)
+		p.mark(kindOther)
+		activateGrad(SiLU, g, u.e0z[:nt], u.e0a[:nt], u.e0s[:nt])
+		p.mark(kindSiLU)
+		u.te0.backward(params, grads, u.tf, g, nil, nb)
+		p.mark(kindOther)
+	}
+}
+
+// unetForward is Net.Forward for the unet.
+func (n *Net) unetForward(t, x, out []float32) {
+	u, d := n.unet, n.spec.Dim
+	u.grow(min(len(t), unetChunk))
+	u.loadWeights(n.params)
+	for lo := 0; lo < len(t); lo += unetChunk {
+		hi := min(lo+unetChunk, len(t))
+		u.forward(n.params, t[lo:hi], x[lo*d:hi*d], out[lo*d:hi*d])
+	}
+}
+
+// unetLossGrad is Net.LossGrad for the unet.
+func (n *Net) unetLossGrad(t, x, target []float32) float64 {
+	u, d := n.unet, n.spec.Dim
+	u.grow(min(len(t), unetChunk))
+	u.loadWeights(n.params)
+	clear(n.grads)
+	for _, c := range u.convs {
+		clear(c.dwp)
+	}
+	scale := float32(2 / float64(len(t)))
+	var loss float64
+	y := u.dxin // free until backward's input gradient, which LossGrad skips
+	for lo := 0; lo < len(t); lo += unetChunk {
+		hi := min(lo+unetChunk, len(t))
+		nb := hi - lo
+		y := y[:nb*d]
+		u.forward(n.params, t[lo:hi], x[lo*d:hi*d], y)
+		for i, yi := range y {
+			r := yi - target[lo*d+i]
+			loss += float64(r) * float64(r)
+			y[i] = scale * r
+		}
+		u.backward(n.params, n.grads, y, nil, nb, true)
+	}
+	for _, c := range u.convs {
+		c.storeGrad(n.grads)
+	}
+	return loss / float64(len(t))
+}
+
+// unetVJP is Net.VJP for the unet.
+func (n *Net) unetVJP(t, x, v, out, vjp []float32) {
+	u, d := n.unet, n.spec.Dim
+	u.grow(min(len(t), unetChunk))
+	u.loadWeights(n.params)
+	for lo := 0; lo < len(t); lo += unetChunk {
+		hi := min(lo+unetChunk, len(t))
+		u.forward(n.params, t[lo:hi], x[lo*d:hi*d], out[lo*d:hi*d])
+		u.backward(n.params, nil, v[lo*d:hi*d], vjp[lo*d:hi*d], hi-lo, false)
+	}
+}
