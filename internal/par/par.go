@@ -34,13 +34,18 @@ func Size(n, pieces int) int {
 // indexed by w (a network evaluator, buffers) needs no lock. Pieces are
 // handed out in increasing order. The first error cancels the ctx passed to
 // work, no further piece starts, and Do returns that error; when ctx itself
-// ends, Do returns its error. With more than one worker, a multi-threaded
-// BLAS runs single-threaded for the duration, so that its threads and the
-// workers do not oversubscribe the cores.
+// ends, Do returns its error.
+//
+// The BLAS runs on one thread for the duration (and is restored after), so
+// that its threads and the workers do not oversubscribe the cores. That
+// holds for one worker too: OpenBLAS's products differ in the last bits
+// between thread counts, so the pieces keep their bytes only if the BLAS
+// thread count is the same whatever the worker count.
 func Do(ctx context.Context, workers, pieces int, work func(ctx context.Context, worker, piece int) error) error {
 	if pieces <= 0 {
 		return ctx.Err()
 	}
+	defer singleThreadBLAS()()
 	w := Size(workers, pieces)
 	if w == 1 {
 		for i := range pieces {
@@ -53,7 +58,6 @@ func Do(ctx context.Context, workers, pieces int, work func(ctx context.Context,
 		}
 		return nil
 	}
-	defer singleThreadBLAS()()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var (
