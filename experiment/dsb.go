@@ -54,11 +54,8 @@ type DSBModel struct {
 
 // Generate runs the backward chain from start.
 func (m *DSBModel) Generate(ctx context.Context, start []float32, seed uint64, paths bool) (*Generated, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
 	mean := &dsb.NetMean{Net: m.Backward, Dir: dsb.Backward, Sched: m.Sched, Dim: m.Dim}
-	out, err := dsb.Sample(mean, m.Sched, m.Dim, start, dsb.SampleOptions{Seed: seed, Path: paths})
+	out, err := dsb.SampleContext(ctx, mean, m.Sched, m.Dim, start, dsb.SampleOptions{Seed: seed, Path: paths})
 	if err != nil {
 		return nil, fmt.Errorf("dsb sample: %w", err)
 	}

@@ -3,10 +3,12 @@ package job
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/sbtrain/sbtrain/bridge/dsb"
 	"github.com/sbtrain/sbtrain/bridge/si"
 	"github.com/sbtrain/sbtrain/experiment"
+	"github.com/sbtrain/sbtrain/internal/par"
 	"github.com/sbtrain/sbtrain/nn"
 	"github.com/sbtrain/sbtrain/rng"
 )
@@ -20,7 +22,10 @@ type ShardKey struct {
 
 // ShardSource hands out cache shards. A trainer keeps the ones it uses in
 // memory, loads the ones another replica stored, and otherwise calls build
-// (simulation with the frozen network) and stores the result.
+// (simulation with the frozen network) and stores the result. Calls for the
+// shards of one step come from several goroutines but never overlap, except
+// that while one call's build runs another call may proceed: a source must
+// not hold state across its own build call that another call changes.
 type ShardSource interface {
 	Shard(ctx context.Context, key ShardKey, build func() (*dsb.Shard, error)) (*dsb.Shard, error)
 }
@@ -41,6 +46,10 @@ type State struct {
 	// prepared).
 	fin   dsb.Result
 	phase *dsb.Phase
+	// forks are the frozen mean of forksFor (the phase they were made for)
+	// and copies of it, one per goroutine that simulates cache shards.
+	forks    []dsb.Mean
+	forksFor *dsb.Phase
 
 	// SI: the whole phase.
 	si *si.Trainer
@@ -174,18 +183,9 @@ func (s *State) Gradient(ctx context.Context, owned []int, src ShardSource) ([]f
 	if s.si != nil {
 		return s.buf, s.siGradient(step, owned)
 	}
-	gen := s.job.chain.GenForStep(step)
-	shards := make([]*dsb.Shard, len(owned))
-	for k, i := range owned {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		key := ShardKey{Phase: s.pos.Phase, Gen: gen, Index: i}
-		sh, err := src.Shard(ctx, key, func() (*dsb.Shard, error) { return s.phase.SimulateShard(gen, i) })
-		if err != nil {
-			return nil, fmt.Errorf("cache shard %d of generation %d: %w", i, gen, err)
-		}
-		shards[k] = sh
+	shards, err := s.ownedShards(ctx, step, owned, src)
+	if err != nil {
+		return nil, err
 	}
 	loss, err := s.phase.LocalGrad(step, shards)
 	if err != nil {
@@ -195,6 +195,42 @@ func (s *State) Gradient(ctx context.Context, owned []int, src ShardSource) ([]f
 	copy(s.buf[:g], s.phase.Net.Grads())
 	s.buf[g] = float32(loss)
 	return s.buf, nil
+}
+
+// ownedShards gets the owned shards of step's generation from src. Shards
+// that src has to build are simulated on a pool of goroutines (one per core
+// unless the options' Workers say otherwise), each with its own fork of the
+// frozen mean, kept for the phase. src itself is never entered by two
+// goroutines at once: a lock is held around each call and released only
+// while build runs, so any sequential ShardSource works unchanged.
+func (s *State) ownedShards(ctx context.Context, step int, owned []int, src ShardSource) ([]*dsb.Shard, error) {
+	gen := s.job.chain.GenForStep(step)
+	if s.forksFor != s.phase {
+		s.forks = dsb.ForkMeans(s.phase.Frozen, par.Size(s.job.dsbOpts.Workers, s.job.shards))
+		s.forksFor = s.phase
+	}
+	shards := make([]*dsb.Shard, len(owned))
+	var mu sync.Mutex
+	err := par.Do(ctx, min(len(s.forks), len(owned)), len(owned), func(ctx context.Context, w, k int) error {
+		i := owned[k]
+		key := ShardKey{Phase: s.pos.Phase, Gen: gen, Index: i}
+		mu.Lock()
+		defer mu.Unlock()
+		sh, err := src.Shard(ctx, key, func() (*dsb.Shard, error) {
+			mu.Unlock()
+			defer mu.Lock()
+			return s.job.chain.SimulateShard(s.forks[w], s.phase.ID, gen, i)
+		})
+		if err != nil {
+			return fmt.Errorf("cache shard %d of generation %d: %w", i, gen, err)
+		}
+		shards[k] = sh
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return shards, nil
 }
 
 // siGradient sums the local gradients of the owned row ranges. Adjacent

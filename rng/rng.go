@@ -35,12 +35,7 @@ type Stream struct {
 
 // New returns the stream keyed by (seed, purpose, ids...).
 func New(seed uint64, purpose Purpose, ids ...uint64) Stream {
-	k := mix(seed ^ 0x243F6A8885A308D3)
-	k = mix(k ^ mix(uint64(purpose)+0x13198A2E03707344))
-	for _, id := range ids {
-		k = mix(k ^ mix(id+0xA4093822299F31D0))
-	}
-	return Stream{key: k}
+	return NewKey(seed, purpose, ids...).Stream()
 }
 
 // Sub derives an independent child stream, e.g. one per sample index.

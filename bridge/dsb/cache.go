@@ -176,6 +176,14 @@ func (c *Chain) SimulateShard(frozen Mean, phase PhaseID, gen uint64, shard int)
 
 	s := &Shard{Phase: phase, Gen: gen, Index: shard, Trajectories: per, Steps: n, Dim: dim,
 		Inputs: make([]float32, per*n*dim), Targets: make([]float32, per*n*dim)}
+	// Trajectory j's noise key up to the transition, hashed once rather than
+	// at every step: the streams are those of rng.New(seed, PurposeNoise,
+	// phase, gen, first+j, k).
+	noise := make([]rng.Key, per)
+	base := rng.NewKey(c.Seed, rng.PurposeNoise, phase.Key(), gen)
+	for j := range noise {
+		noise[j] = base.With(first + uint64(j))
+	}
 	next := make([]float32, per*dim)
 	mean := make([]float32, per*dim)  // frozen mean at the point the chain came from
 	atNew := make([]float32, per*dim) // frozen mean at the point it went to
@@ -190,10 +198,10 @@ func (c *Chain) SimulateShard(frozen Mean, phase PhaseID, gen uint64, shard int)
 			return nil, fmt.Errorf("simulate %v gen %d shard %d: %w", phase, gen, shard, err)
 		}
 		sd := c.Sched.noiseScale(k)
-		for j := 0; j < per; j++ {
-			z := rng.New(c.Seed, rng.PurposeNoise, phase.Key(), gen, first+uint64(j), uint64(k))
-			for i := 0; i < dim; i++ {
-				next[j*dim+i] = float32(float64(mean[j*dim+i]) + sd*z.Norm())
+		for j, key := range noise {
+			z := key.With(uint64(k)).Stream()
+			for i := j * dim; i < (j+1)*dim; i++ {
+				next[i] = float32(float64(mean[i]) + sd*z.Norm())
 			}
 		}
 		if err := frozen.Eval(k, next, atNew); err != nil {

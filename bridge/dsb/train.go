@@ -40,6 +40,9 @@ type Options struct {
 	// benchmark does.
 	WarmStart bool
 	Seed      uint64
+	// Workers bounds the goroutines that simulate cache shards; 0 means one
+	// per core (GOMAXPROCS). The cache is the same bytes for any value.
+	Workers int
 	// AfterIteration, if set, is called after each IPF iteration with the
 	// result so far (e.g. to evaluate iteration 1 and the last); an error
 	// stops the run.
@@ -73,6 +76,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Iterations < 1 {
 		return fmt.Errorf("iterations: must be >= 1, got %d", o.Iterations)
+	}
+	if o.Workers < 0 {
+		return fmt.Errorf("workers: must be >= 0 (0 = one per core), got %d", o.Workers)
 	}
 	if o.StepsPerPhase < 1 {
 		return fmt.Errorf("steps per phase: must be >= 1, got %d", o.StepsPerPhase)
@@ -145,7 +151,7 @@ func frozenMean(net *nn.Net, ema []float32, d Direction, c *Chain) (Mean, error)
 // Train runs IPF iterations 1..K in this process, each a backward phase then
 // a forward phase, on top of the [Phase] API that a distributed trainer
 // drives. progress (optional) is called after every step; ctx is checked
-// between steps and between shard builds.
+// between steps and stops a cache build.
 func Train(ctx context.Context, opts Options, progress func(Progress)) (*Result, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("dsb options: %w", err)
@@ -219,7 +225,11 @@ func runPhase(ctx context.Context, o *Options, chain *Chain, id PhaseID, frozen 
 		return nil, nil, nil, err
 	}
 	losses := make([]float64, 0, o.StepsPerPhase)
-	shards := make([]*Shard, chain.Shards)
+	var shards []*Shard
+	all := make([]int, chain.Shards)
+	for i := range all {
+		all[i] = i
+	}
 	haveGen := false
 	var gen uint64
 	start := time.Now()
@@ -228,13 +238,8 @@ func runPhase(ctx context.Context, o *Options, chain *Chain, id PhaseID, frozen 
 			return nil, nil, nil, fmt.Errorf("%v step %d: %w", id, step, err)
 		}
 		if g := chain.GenForStep(step); !haveGen || g != gen {
-			for i := range shards {
-				if err := ctx.Err(); err != nil {
-					return nil, nil, nil, fmt.Errorf("%v cache gen %d: %w", id, g, err)
-				}
-				if shards[i], err = p.SimulateShard(g, i); err != nil {
-					return nil, nil, nil, err
-				}
+			if shards, err = p.SimulateShards(ctx, g, all, o.Workers); err != nil {
+				return nil, nil, nil, err
 			}
 			gen, haveGen = g, true
 		}

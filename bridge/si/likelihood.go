@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/sbtrain/sbtrain/internal/par"
 	"github.com/sbtrain/sbtrain/rng"
 )
 
@@ -30,13 +31,19 @@ type LikelihoodOptions struct {
 	// (Seed, PurposeProbe, First+i, p), fixed along the whole trajectory.
 	Seed  uint64
 	First int
-	Chunk int // samples per network call; 0 means 4096
+	Chunk int // samples per network call and per goroutine; 0 means DefaultChunk
+	// Workers bounds the goroutines that integrate chunks; 0 means one per
+	// core (GOMAXPROCS). The result is the same bytes for any value.
+	Workers int
 }
 
 // LogLikelihood returns log rho1(x1) for each point of x1 (n*d values) under
 // the flow of b: it integrates the probability-flow ODE backward from t = 1
 // to t = 0 jointly with L(t) = int_t^1 div b(s, X_s) ds, and returns
 // log rho0(X_0) - L(0), i.e. log rho1(x1) = log rho0(x0) - int_0^1 div b dt.
+// Chunks of opts.Chunk samples run on up to opts.Workers goroutines, each
+// with its own fork of b (one goroutine unless b is a [Forker]); the result
+// does not depend on the worker count.
 func LogLikelihood(ctx context.Context, b JacobianField, rho0 LogDensity, x1 []float32, opts LikelihoodOptions) ([]float64, error) {
 	d := b.Dim()
 	if d <= 0 || len(x1)%d != 0 {
@@ -70,22 +77,42 @@ func LogLikelihood(ctx context.Context, b JacobianField, rho0 LogDensity, x1 []f
 	default:
 		return nil, fmt.Errorf("si likelihood: divergence %q: want %s, %s or %s", opts.Divergence, DivAuto, DivExact, DivHutchinson)
 	}
+	if opts.Workers < 0 {
+		return nil, fmt.Errorf("si likelihood: workers %d, want >= 0 (0 = one per core)", opts.Workers)
+	}
 	chunk := opts.Chunk
 	if chunk <= 0 {
-		chunk = 4096
+		chunk = DefaultChunk
 	}
 	n := len(x1) / d
-	out := make([]float64, n)
-	for lo := 0; lo < n; lo += chunk {
-		hi := min(lo+chunk, n)
-		if err := likelihoodChunk(ctx, b, rho0, x1, lo, hi, exact, opts, out); err != nil {
-			return nil, err
+	// Chunks run on the pool and leave X_0 and L(0) per sample; rho0 is
+	// then read on this goroutine alone, so it need not be safe for
+	// concurrent use.
+	x0 := make([]float64, n*d)
+	logDet := make([]float64, n)
+	chunks := (n + chunk - 1) / chunk
+	fields := forkFields(b, par.Size(opts.Workers, chunks))
+	err := par.Do(ctx, len(fields), chunks, func(ctx context.Context, w, c int) error {
+		lo := c * chunk
+		jb, ok := fields[w].(JacobianField)
+		if !ok {
+			return fmt.Errorf("si likelihood: a fork of %T has no VJP", b)
 		}
+		return likelihoodChunk(ctx, jb, x1, lo, min(lo+chunk, n), exact, opts, x0, logDet)
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float64, n)
+	for i := range out {
+		out[i] = rho0.LogProb(x0[i*d:(i+1)*d]) + logDet[i]
 	}
 	return out, nil
 }
 
-func likelihoodChunk(ctx context.Context, b JacobianField, rho0 LogDensity, x1 []float32, lo, hi int, exact bool, opts LikelihoodOptions, out []float64) error {
+// likelihoodChunk integrates samples lo..hi-1 back to t = 0, writing their
+// X_0 into x0 and L(0) into logDet.
+func likelihoodChunk(ctx context.Context, b JacobianField, x1 []float32, lo, hi int, exact bool, opts LikelihoodOptions, x0, logDet []float64) error {
 	d := b.Dim()
 	m := hi - lo
 	div := newDivergence(b, m, exact, opts, lo)
@@ -112,11 +139,8 @@ func likelihoodChunk(ctx context.Context, b JacobianField, rho0 LogDensity, x1 [
 			return fmt.Errorf("si likelihood: %w", err)
 		}
 	}
-	x0 := make([]float64, d)
-	for i := 0; i < m; i++ {
-		copy(x0, y[i*d:(i+1)*d])
-		out[lo+i] = rho0.LogProb(x0) + y[m*d+i]
-	}
+	copy(x0[lo*d:hi*d], y[:m*d])
+	copy(logDet[lo:hi], y[m*d:])
 	return nil
 }
 

@@ -1,9 +1,11 @@
 package si
 
 import (
+	"context"
 	"fmt"
 	"math"
 
+	"github.com/sbtrain/sbtrain/internal/par"
 	"github.com/sbtrain/sbtrain/rng"
 )
 
@@ -21,7 +23,8 @@ func VelocityErrorTimes() []float64 {
 // interpolant. For each t it draws n points x ~ rho_t = N(m_t, S_t) from the
 // streams (seed, PurposeHeldOut, k, i) and computes the relative L2 error
 // e(t) = sqrt( sum_i |bhat(t,x_i) - b(t,x_i)|^2 / sum_i |b(t,x_i)|^2 ).
-// It returns the plain average of e over times, and e per time.
+// It returns the plain average of e over times, and e per time. Times are
+// evaluated on one goroutine per core when both fields are [Forker]s.
 func VelocityError(learned Field, exact *GaussianVelocity, times []float64, n int, seed uint64) (float64, []float64, error) {
 	d := exact.Dim()
 	if learned.Dim() != d {
@@ -31,40 +34,56 @@ func VelocityError(learned Field, exact *GaussianVelocity, times []float64, n in
 		return 0, nil, fmt.Errorf("velocity error: %d points at %d times, want both > 0", n, len(times))
 	}
 	perT := make([]float64, len(times))
-	tb := make([]float32, n)
-	x := make([]float32, n*d)
-	got := make([]float32, n*d)
-	want := make([]float32, n*d)
-	buf := make([]float64, d)
-	var mean float64
-	for k, t := range times {
+	// One time is one piece of work; each worker has its own fields and
+	// buffers, and the average is summed in time order afterwards.
+	w := par.Size(0, len(times))
+	learners := forkFields(learned, w)
+	w = len(learners)
+	exacts := forkFields(exact, w)
+	type buffers struct {
+		tb, x, got, want []float32
+		buf              []float64
+	}
+	bufs := make([]buffers, w)
+	for i := range bufs {
+		bufs[i] = buffers{make([]float32, n), make([]float32, n*d), make([]float32, n*d), make([]float32, n*d), make([]float64, d)}
+	}
+	err := par.Do(context.Background(), w, len(times), func(_ context.Context, wk, k int) error {
+		t, bf := times[k], bufs[wk]
 		mt, st := exact.Marginal(t)
 		rhoT, err := NewGaussian(mt, st)
 		if err != nil {
-			return 0, nil, fmt.Errorf("velocity error at t=%v: %w", t, err)
+			return fmt.Errorf("velocity error at t=%v: %w", t, err)
 		}
 		for i := 0; i < n; i++ {
 			s := rng.New(seed, rng.PurposeHeldOut, uint64(k), uint64(i))
-			rhoT.Sample(&s, buf)
-			for j, v := range buf {
-				x[i*d+j] = float32(v)
+			rhoT.Sample(&s, bf.buf)
+			for j, v := range bf.buf {
+				bf.x[i*d+j] = float32(v)
 			}
-			tb[i] = float32(t)
+			bf.tb[i] = float32(t)
 		}
-		if err := learned.Eval(tb, x, got); err != nil {
-			return 0, nil, fmt.Errorf("velocity error at t=%v: %w", t, err)
+		if err := learners[wk].Eval(bf.tb, bf.x, bf.got); err != nil {
+			return fmt.Errorf("velocity error at t=%v: %w", t, err)
 		}
-		if err := exact.Eval(tb, x, want); err != nil {
-			return 0, nil, fmt.Errorf("velocity error at t=%v: %w", t, err)
+		if err := exacts[wk].Eval(bf.tb, bf.x, bf.want); err != nil {
+			return fmt.Errorf("velocity error at t=%v: %w", t, err)
 		}
 		var num, den float64
-		for i := range got {
-			diff := float64(got[i]) - float64(want[i])
+		for i := range bf.got {
+			diff := float64(bf.got[i]) - float64(bf.want[i])
 			num += diff * diff
-			den += float64(want[i]) * float64(want[i])
+			den += float64(bf.want[i]) * float64(bf.want[i])
 		}
 		perT[k] = math.Sqrt(num / den)
-		mean += perT[k] / float64(len(times))
+		return nil
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	var mean float64
+	for _, e := range perT {
+		mean += e / float64(len(times))
 	}
 	return mean, perT, nil
 }

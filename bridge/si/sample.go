@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/sbtrain/sbtrain/internal/par"
 	"github.com/sbtrain/sbtrain/rng"
 )
 
@@ -30,10 +31,19 @@ type SampleOptions struct {
 	First int
 	// Trajectory keeps the Steps+1 states (for plots).
 	Trajectory bool
-	// Chunk bounds how many samples go through a network call at once; 0
-	// means 4096.
+	// Chunk is how many samples go through a network call at once, the
+	// piece of work of one goroutine; 0 means DefaultChunk.
 	Chunk int
+	// Workers bounds the goroutines that integrate chunks; 0 means one per
+	// core (GOMAXPROCS). The samples are the same bytes for any value.
+	Workers int
 }
+
+// DefaultChunk is nn's own chunk size, so a network sees the same batches
+// as when it was given 4096 rows at once (the former default) and results
+// keep their bytes under OpenBLAS too, while twice as many pieces share the
+// cores more evenly.
+const DefaultChunk = 2048
 
 // Samples is the result of Sample.
 type Samples struct {
@@ -45,7 +55,11 @@ type Samples struct {
 }
 
 // Sample transports x0 (n*d values, n = len(x0)/d, drawn from rho0) to t = 1.
-// eta (the denoiser) is needed only by the SDE with Eps > 0.
+// eta (the denoiser) is needed only by the SDE with Eps > 0. Chunks of
+// opts.Chunk samples are integrated on up to opts.Workers goroutines, each
+// with its own forks of b and eta (one goroutine unless both are
+// [Forker]s); the chunks do not depend on the worker count, so neither do
+// the bytes. The first error or the end of ctx stops every chunk.
 func Sample(ctx context.Context, p Path, b, eta Field, x0 []float32, opts SampleOptions) (*Samples, error) {
 	d := b.Dim()
 	if d <= 0 || len(x0)%d != 0 {
@@ -79,9 +93,12 @@ func Sample(ctx context.Context, p Path, b, eta Field, x0 []float32, opts Sample
 	if !(opts.ScoreTMin > 0 && opts.ScoreTMin < 0.5) {
 		return nil, fmt.Errorf("si sample: score tmin %v, want in (0, 0.5)", opts.ScoreTMin)
 	}
+	if opts.Workers < 0 {
+		return nil, fmt.Errorf("si sample: workers %d, want >= 0 (0 = one per core)", opts.Workers)
+	}
 	chunk := opts.Chunk
 	if chunk <= 0 {
-		chunk = 4096
+		chunk = DefaultChunk
 	}
 	n := len(x0) / d
 	res := &Samples{X: make([]float32, len(x0))}
@@ -93,17 +110,26 @@ func Sample(ctx context.Context, p Path, b, eta Field, x0 []float32, opts Sample
 			res.States[k] = make([]float32, len(x0))
 		}
 	}
-	for lo := 0; lo < n; lo += chunk {
+	// Each chunk is one piece of work on its own rows of res, with fields
+	// of its worker's own.
+	chunks := (n + chunk - 1) / chunk
+	bs := forkFields(b, par.Size(opts.Workers, chunks))
+	etas := make([]Field, len(bs))
+	if sde && opts.Eps > 0 {
+		if etas = forkFields(eta, len(bs)); len(etas) < len(bs) {
+			bs = bs[:len(etas)]
+		}
+	}
+	err := par.Do(ctx, len(bs), chunks, func(ctx context.Context, w, c int) error {
+		lo := c * chunk
 		hi := min(lo+chunk, n)
-		var err error
 		if sde {
-			err = sampleSDEChunk(ctx, p, b, eta, x0, lo, hi, opts, res)
-		} else {
-			err = sampleODEChunk(ctx, b, x0, lo, hi, opts, res)
+			return sampleSDEChunk(ctx, p, bs[w], etas[w], x0, lo, hi, opts, res)
 		}
-		if err != nil {
-			return nil, err
-		}
+		return sampleODEChunk(ctx, bs[w], x0, lo, hi, opts, res)
+	})
+	if err != nil {
+		return nil, err
 	}
 	return res, nil
 }
@@ -151,6 +177,13 @@ func sampleSDEChunk(ctx context.Context, p Path, b, eta Field, x0 []float32, lo,
 	}
 	drift := make([]float64, m*d)
 	etaOut := make([]float64, m*d)
+	// Row i's noise stream is rng.New(Seed, PurposeSample, First+lo+i, k);
+	// all but k is hashed once.
+	keys := make([]rng.Key, m)
+	base := rng.NewKey(opts.Seed, rng.PurposeSample)
+	for i := range keys {
+		keys[i] = base.With(uint64(opts.First + lo + i))
+	}
 	record(res, 0, lo, d, y)
 	h := 1 / float64(opts.Steps)
 	for k := 0; k < opts.Steps; k++ {
@@ -169,7 +202,7 @@ func sampleSDEChunk(ctx context.Context, p Path, b, eta Field, x0 []float32, lo,
 			}
 			noise := math.Sqrt(2 * opts.Eps * h)
 			for i := 0; i < m; i++ {
-				s := rng.New(opts.Seed, rng.PurposeSample, uint64(opts.First+lo+i), uint64(k))
+				s := keys[i].With(uint64(k)).Stream()
 				for j := 0; j < d; j++ {
 					q := i*d + j
 					score := -etaOut[q] / g
