@@ -42,7 +42,17 @@ func Prepare(cfg *config.Config) (*Setup, error) {
 		Hidden:     cfg.Model.Hidden,
 		TimeEmbed:  cfg.Model.TimeEmbed,
 		Activation: nn.Activation(cfg.Model.Activation),
-	}.WithDefaults()
+		Channels:   cfg.Model.Channels,
+		Groups:     cfg.Model.Groups,
+	}
+	if spec.Arch == nn.ArchUNet {
+		shape, err := imageShape(cfg.Model, data)
+		if err != nil {
+			return nil, err
+		}
+		spec.Image = shape
+	}
+	spec = spec.WithDefaults()
 	if err := spec.Validate(); err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}
@@ -54,4 +64,20 @@ func datasetSpec(d config.Dataset) dataset.Spec {
 		Name: d.Name, Dim: d.Dim, Mean: d.Mean, Var: d.Var, Cov: d.Cov,
 		Noise: d.Noise, Scale: d.Scale, Path: d.Path, Jitter: d.Jitter,
 	}
+}
+
+// imageShape is the unet's input shape: the data's own when it is an image
+// dataset, else model.image, whose product must be the data dimension.
+func imageShape(m config.Model, data dataset.Distribution) ([3]int, error) {
+	if img, ok := data.(interface{ Shape() [3]int }); ok && len(m.Image) == 0 {
+		return img.Shape(), nil
+	}
+	if len(m.Image) != 3 {
+		return [3]int{}, fmt.Errorf("model.image: arch unet needs the image shape [C, H, W] when the data (%s, dimension %d) is not an image dataset", data.Name(), data.Dim())
+	}
+	shape := [3]int{m.Image[0], m.Image[1], m.Image[2]}
+	if n := shape[0] * shape[1] * shape[2]; n != data.Dim() {
+		return [3]int{}, fmt.Errorf("model.image: %dx%dx%d = %d values, but the data (%s) has dimension %d", shape[0], shape[1], shape[2], n, data.Name(), data.Dim())
+	}
+	return shape, nil
 }

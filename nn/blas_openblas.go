@@ -6,7 +6,7 @@ import (
 	"gonum.org/v1/netlib/blas/netlib"
 	"gorgonia.org/gorgonia"
 
-	_ "github.com/sbtrain/sbtrain/nn/internal/openblas" // links -lopenblas
+	_ "github.com/sbtrain/sbtrain/nn/internal/openblas" // links -lopenblas (threads_openblas.go uses it too)
 )
 
 // OpenBLAS makes the dense layers about three times faster than gonum's

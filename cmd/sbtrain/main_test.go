@@ -41,6 +41,13 @@ func TestBadInputExitsTwoWithOneLine(t *testing.T) {
 		{"trainer ports clash", []string{"trainer", "--join", "127.0.0.1:7946", "--gossip-port", "7946", "--ring-port", "7946"}, "--gossip-port and --ring-port are both 7946"},
 		{"trainer cpus not a list", []string{"trainer", "--join", "127.0.0.1:7946", "--cpus", "0-x"}, `--cpus: cpu list "0-x"`},
 		{"trainer cpus out of range", []string{"trainer", "--join", "127.0.0.1:7946", "--cpus", "4096"}, `--cpus: cpu list "4096"`},
+		{"bench step threads", []string{"bench", "step", "--threads", "100000"}, "--threads 100000: want 1.."},
+		{"bench step threads zero", []string{"bench", "step", "--threads", "0"}, "--threads 0: want 1.."},
+		{"bench step unet image size", []string{"bench", "step", "--arch", "unet", "--image", "1,30,30"}, "Image H, W = 30, 30: want both divisible by 2^(levels-1) = 4"},
+		{"bench step unet groups", []string{"bench", "step", "--arch", "unet", "--channels", "32,60"}, "Channels[1] = 60: not divisible by Groups 8"},
+		{"bench step arch", []string{"bench", "step", "--arch", "resnet"}, `--arch "resnet": want mlp, dsb2d or unet`},
+		{"unet image of another size than the data", []string{"train", "--config", write("unetdim.yaml", ok+"model: {arch: unet, image: [1, 4, 4]}\n")}, "model.image: 1x4x4 = 16 values, but the data (moons) has dimension 2"},
+		{"unet without an image shape", []string{"train", "--config", write("unetnoimage.yaml", ok+"model: {arch: unet}\n")}, "model.image: arch unet needs the image shape"},
 		{"sample of a missing run", []string{"sample", "--run", filepath.Join(dir, "norun")}, "norun"},
 	}
 	for _, c := range cases {
