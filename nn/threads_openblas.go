@@ -10,3 +10,5 @@ func SetBLASThreads(n int) { openblas.SetThreads(n) }
 
 // BLASThreads is the thread count OpenBLAS currently uses for one call.
 func BLASThreads() int { return openblas.Threads() }
+
+func blasCore() string { return openblas.CoreName() }

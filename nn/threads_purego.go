@@ -8,3 +8,5 @@ func SetBLASThreads(n int) {}
 
 // BLASThreads is 1 with the pure-Go BLAS: one call uses one goroutine.
 func BLASThreads() int { return 1 }
+
+func blasCore() string { return "" }
