@@ -2,13 +2,11 @@
 
 package nn
 
-// void openblas_set_num_threads(int num_threads);
-// int openblas_get_num_threads(void);
-import "C"
+import "github.com/sbtrain/sbtrain/nn/internal/openblas"
 
 // SetBLASThreads sets how many threads OpenBLAS's own pool may use for one
 // call (n < 1 is taken as 1). The setting is process-wide.
-func SetBLASThreads(n int) { C.openblas_set_num_threads(C.int(max(n, 1))) }
+func SetBLASThreads(n int) { openblas.SetNumThreads(n) }
 
 // BLASThreads is the thread count OpenBLAS currently uses for one call.
-func BLASThreads() int { return int(C.openblas_get_num_threads()) }
+func BLASThreads() int { return openblas.NumThreads() }
