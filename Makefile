@@ -29,9 +29,10 @@ build: ## build bin/sbtrain (with OpenBLAS when available)
 	$(GO) build -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sbtrain
 	@./$(BIN) version
 
-test: lint ## the whole test suite: both BLAS builds, race detector on the concurrent packages
+test: lint ## the whole test suite: both BLAS builds, the portable kernels, race detector on the concurrent packages
 	$(GO) test -tags '$(TAGS)' -count=1 ./...
 	$(GO) test -count=1 ./nn/...
+	$(GO) test -tags purego -count=1 ./nn/...
 	$(GO) test -race -count=1 $(RACE_PKGS)
 
 test-pure: ## the whole suite with the pure-Go BLAS
