@@ -17,22 +17,21 @@ func BLAS() string {
 // its SSE3 kernels make matrix products about 9 times slower.
 const genericOpenBLASCore = "Prescott"
 
-// PreferredBLASCore is the OPENBLAS_CORETYPE this process should run with
-// when OpenBLAS picked its generic kernels on a CPU that has AVX-512 or
-// AVX2: "SkylakeX" or "Haswell", else "". It is "" with the pure-Go BLAS
-// and whenever OPENBLAS_CORETYPE is already set (env), so a user's choice,
-// or a machine's that avoids kernels known to fail on it, always stands.
-// OpenBLAS reads the variable once, when the library loads, so the only
-// way to act on the answer is to start the program again with it set.
-func PreferredBLASCore(env string) string {
-	return preferredCore(blasCore(), env, cpuVector{
-		avx512: cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512DQ && cpu.X86.HasAVX512VL,
-		avx2:   cpu.X86.HasAVX2 && cpu.X86.HasFMA,
-	})
-}
-
+// cpuVector is what of the CPU's vector units OpenBLAS's kernels need.
 type cpuVector struct{ avx512, avx2 bool }
 
+func hostVector() cpuVector {
+	return cpuVector{
+		avx512: cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512DQ && cpu.X86.HasAVX512VL,
+		avx2:   cpu.X86.HasAVX2 && cpu.X86.HasFMA,
+	}
+}
+
+// preferredCore is the kernel set OpenBLAS should run when it picked its
+// generic ones (current) on a CPU that has AVX-512 or AVX2: "SkylakeX" or
+// "Haswell", else "". It is "" with the pure-Go BLAS (current "") and
+// whenever OPENBLAS_CORETYPE is set (env), so a user's choice, or a
+// machine's that avoids kernels known to fail on it, always stands.
 func preferredCore(current, env string, v cpuVector) string {
 	if env != "" || current != genericOpenBLASCore {
 		return ""

@@ -3,14 +3,24 @@
 package nn
 
 import (
+	"os"
+
 	"gonum.org/v1/netlib/blas/netlib"
 	"gorgonia.org/gorgonia"
 
-	_ "github.com/sbtrain/sbtrain/nn/internal/openblas" // links -lopenblas (threads_openblas.go uses it too)
+	"github.com/sbtrain/sbtrain/nn/internal/openblas"
 )
 
 // OpenBLAS makes the dense layers about three times faster than gonum's
 // pure-Go kernels; gorgonia routes every matmul through the installed BLAS.
-func init() { gorgonia.Use(netlib.Implementation{}) }
+// Before the first call, the kernels are corrected where OpenBLAS fell back
+// to its generic ones (see preferredCore): every process of a run, tests
+// included, then computes with the same kernels.
+func init() {
+	if core := preferredCore(openblas.CoreName(), os.Getenv("OPENBLAS_CORETYPE"), hostVector()); core != "" {
+		openblas.UseCore(core)
+	}
+	gorgonia.Use(netlib.Implementation{})
+}
 
 const blasBackend = "OpenBLAS (gonum netlib, cgo)"

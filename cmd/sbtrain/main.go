@@ -14,8 +14,6 @@ import (
 	"os/signal"
 	"sort"
 	"syscall"
-
-	"github.com/sbtrain/sbtrain/nn"
 )
 
 // command is one subcommand. run gets the arguments after the subcommand's
@@ -93,27 +91,7 @@ func printUsage(w io.Writer) {
 }
 
 func main() {
-	useFastBLASKernels()
 	os.Exit(runMain(os.Args[1:], os.Stderr))
-}
-
-// useFastBLASKernels starts the program again with OPENBLAS_CORETYPE set
-// when OpenBLAS fell back to its generic kernels on a CPU with wide vector
-// units (see nn.PreferredBLASCore): the library reads the variable only as
-// it loads. Children and the re-executed process inherit the variable, so
-// every process of a run computes with the same kernels. If the exec
-// fails, the program runs on with the kernels it has.
-func useFastBLASKernels() {
-	core := nn.PreferredBLASCore(os.Getenv("OPENBLAS_CORETYPE"))
-	if core == "" {
-		return
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return
-	}
-	env := append(os.Environ(), "OPENBLAS_CORETYPE="+core)
-	_ = syscall.Exec(exe, os.Args, env)
 }
 
 func runMain(args []string, stderr io.Writer) int {
