@@ -124,8 +124,11 @@ func (a *paramAlloc) conv(name string, cin, cout, k, stride int) conv {
 	fan := cin * k * k
 	c.w = a.add(name+".weight", fan, cout, cin, k, k)
 	c.b = a.add(name+".bias", fan, cout)
-	c.wp = make([]float32, cout*fan)
-	c.dwp = make([]float32, cout*fan)
+	c.wk = make([]float32, cout*fan)
+	c.dwk = make([]float32, cout*fan)
+	if k == 3 && stride == 1 {
+		c.wb = make([]float32, cout*fan)
+	}
 	return c
 }
 
@@ -506,7 +509,7 @@ func (u *unet) forward(params, t, x, out []float32) {
 
 // backward propagates dy (NCHW, the gradient with respect to the output of
 // the forward call just made) through the chunk. With wantParams it adds the
-// parameter gradients to grads (conv weights to their dwp); with dx
+// parameter gradients to grads (conv weights to their dwk); with dx
 // non-nil it writes the gradient with respect to x (NCHW) there.
 func (u *unet) backward(params, grads, dy, dx []float32, nb int, wantParams bool) {
 	p := &u.prof
@@ -594,7 +597,7 @@ func (n *Net) unetLossGrad(t, x, target []float32) float64 {
 	u.loadWeights(n.params)
 	clear(n.grads)
 	for _, c := range u.convs {
-		clear(c.dwp)
+		clear(c.dwk)
 	}
 	scale := float32(2 / float64(len(t)))
 	var loss float64
