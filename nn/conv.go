@@ -111,6 +111,14 @@ func im2col(col, x []float32, nb, h, w, c, s int) {
 	}
 }
 
+// im2col is im2col split over the workers by image.
+func (e *exec) im2col(col, x []float32, nb, h, w, c, s int) {
+	ho, wo := (h-1)/s+1, (w-1)/s+1
+	e.run(nb, func(_, lo, hi int) {
+		im2col(col[lo*ho*wo*9*c:hi*ho*wo*9*c], x[lo*h*w*c:hi*h*w*c], hi-lo, h, w, c, s)
+	})
+}
+
 // col2im adds each row of col back onto the input pixels it was gathered
 // from: the adjoint of im2col. dx must hold what it should be added to.
 func (c *conv) col2im(dx, col []float32, nb, h, w int) {
@@ -147,20 +155,20 @@ func (c *conv) col2im(dx, col []float32, nb, h, w int) {
 
 // columns returns the GEMM's left operand for x: the im2col matrix built
 // in col for a 3x3 kernel, x itself for a 1x1 kernel (stride 1 only).
-func (c *conv) columns(col, x []float32, nb, h, w int, prof *layerTimer) []float32 {
+func (c *conv) columns(col, x []float32, nb, h, w int, e *exec) []float32 {
 	if c.k == 1 {
 		return x
 	}
 	col = col[:nb*c.outSize(h)*c.outSize(w)*c.kdim()]
-	im2col(col, x, nb, h, w, c.cin, c.stride)
-	prof.mark(kindIm2col)
+	e.im2col(col, x, nb, h, w, c.cin, c.stride)
+	e.mark(kindIm2col)
 	return col
 }
 
 // forward computes out = conv(x) + bias for nb images of h x w pixels, or
 // with add set adds that onto out. col is scratch of at least
 // nb*ho*wo*kdim values.
-func (c *conv) forward(params, x, out, col []float32, nb, h, w int, add bool, prof *layerTimer) {
+func (c *conv) forward(params, x, out, col []float32, nb, h, w int, add bool, e *exec) {
 	rows := nb * c.outSize(h) * c.outSize(w)
 	out = out[:rows*c.cout]
 	bias := params[c.b : c.b+c.cout]
@@ -176,30 +184,30 @@ func (c *conv) forward(params, x, out, col []float32, nb, h, w int, add bool, pr
 			copy(out[r*c.cout:(r+1)*c.cout], bias)
 		}
 	}
-	prof.mark(kindOther)
-	cols := c.columns(col, x, nb, h, w, prof)
+	e.mark(kindOther)
+	cols := c.columns(col, x, nb, h, w, e)
 	kd := c.kdim()
 	gorgonia.WhichBLAS().Sgemm(blas.NoTrans, blas.NoTrans, rows, c.cout, kd,
 		1, cols, kd, c.wk, c.cout, 1, out, c.cout)
-	prof.mark(kindConvGEMM)
+	e.mark(kindConvGEMM)
 }
 
 // backward takes dout, the gradient with respect to the output of the
 // forward call on x, and with params set adds the weight gradient to dwk
 // and the bias gradient to the arena's grads. With dx non-nil it writes
 // the gradient with respect to x there, or with addDX adds it.
-func (c *conv) backward(grads, x, dout, dx, col []float32, nb, h, w int, params, addDX bool, prof *layerTimer) {
+func (c *conv) backward(grads, x, dout, dx, col []float32, nb, h, w int, params, addDX bool, e *exec) {
 	impl := gorgonia.WhichBLAS()
 	rows := nb * c.outSize(h) * c.outSize(w)
 	dout = dout[:rows*c.cout]
 	kd := c.kdim()
 	if params {
 		colSum(grads[c.b:c.b+c.cout], dout, rows, true)
-		prof.mark(kindOther)
-		cols := c.columns(col, x, nb, h, w, prof)
+		e.mark(kindOther)
+		cols := c.columns(col, x, nb, h, w, e)
 		impl.Sgemm(blas.Trans, blas.NoTrans, kd, c.cout, rows,
 			1, cols, kd, dout, c.cout, 1, c.dwk, c.cout)
-		prof.mark(kindConvGEMM)
+		e.mark(kindConvGEMM)
 	}
 	if dx == nil {
 		return
@@ -212,31 +220,34 @@ func (c *conv) backward(grads, x, dout, dx, col []float32, nb, h, w int, params,
 		}
 		impl.Sgemm(blas.NoTrans, blas.Trans, rows, c.cin, c.cout,
 			1, dout, c.cout, c.wk, c.cout, beta, dx[:n], c.cin)
-		prof.mark(kindConvGEMM)
+		e.mark(kindConvGEMM)
 		return
 	}
 	if c.stride == 1 {
 		// A gather and a GEMM instead of a GEMM and a scatter-add.
 		kb := 9 * c.cout
 		col = col[:rows*kb]
-		im2col(col, dout, nb, h, w, c.cout, 1)
-		prof.mark(kindIm2col)
+		e.im2col(col, dout, nb, h, w, c.cout, 1)
+		e.mark(kindIm2col)
 		var beta float32
 		if addDX {
 			beta = 1
 		}
 		impl.Sgemm(blas.NoTrans, blas.NoTrans, rows, c.cin, kb,
 			1, col, kb, c.wb, c.cin, beta, dx[:n], c.cin)
-		prof.mark(kindConvGEMM)
+		e.mark(kindConvGEMM)
 		return
 	}
 	col = col[:rows*kd]
 	impl.Sgemm(blas.NoTrans, blas.Trans, rows, kd, c.cout,
 		1, dout, c.cout, c.wk, c.cout, 0, col, kd)
-	prof.mark(kindConvGEMM)
+	e.mark(kindConvGEMM)
 	if !addDX {
 		clear(dx[:n])
 	}
-	c.col2im(dx, col, nb, h, w)
-	prof.mark(kindIm2col)
+	ho, wo := c.outSize(h), c.outSize(w)
+	e.run(nb, func(_, lo, hi int) {
+		c.col2im(dx[lo*h*w*c.cin:hi*h*w*c.cin], col[lo*ho*wo*kd:hi*ho*wo*kd], hi-lo, h, w)
+	})
+	e.mark(kindIm2col)
 }

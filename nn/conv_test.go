@@ -224,7 +224,7 @@ func runGN(tc gnCase, gamma, beta, x, dz []float32) (z, dg, db, dx []float32) {
 	xin := toNHWC(x, tc.nb, tc.c, hw)
 	out := make([]float32, len(xin))
 	stats := make([]float64, 2*tc.nb*tc.groups)
-	sc := newGNScratch(tc.c)
+	sc := newExec(tc.c)
 	g.forward(params, xin, out, stats, tc.nb, hw, sc)
 	dxin := make([]float32, len(xin))
 	if dz != nil {
