@@ -1,6 +1,7 @@
 package nn
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -133,5 +134,45 @@ func BenchmarkGraphDSB2DStep(b *testing.B) {
 			b.Fatal(err)
 		}
 		opt.Step(n.Params(), n.Grads())
+	}
+}
+
+// unetSmall is the reference image network: MNIST-sized, 444,833 parameters.
+var unetSmall = Spec{Arch: ArchUNet, Image: [3]int{1, 28, 28}, Channels: []int{32, 64, 64}}
+
+// BenchmarkUNetSmallStep times a unet-small training step (LossGrad and
+// Adam) at batch 64 and 128, and reports each layer kind's share of it.
+func BenchmarkUNetSmallStep(b *testing.B) {
+	for _, batch := range []int{64, 128} {
+		b.Run(fmt.Sprintf("b%d", batch), func(b *testing.B) {
+			n, err := New(unetSmall, 1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ts, x := randomBatch(1, batch, unetSmall.Image[1]*unetSmall.Image[2])
+			_, target := randomBatch(2, batch, len(x)/batch)
+			opt := NewAdam(n.NumParams(), 1e-4)
+			if _, err := n.LossGrad(ts, x, target); err != nil { // sizes the workspace
+				b.Fatal(err)
+			}
+			n.SetLayerTiming(true)
+			b.ReportAllocs()
+			cpu := startCPU(b)
+			for b.Loop() {
+				if _, err := n.LossGrad(ts, x, target); err != nil {
+					b.Fatal(err)
+				}
+				opt.Step(n.Params(), n.Grads())
+			}
+			cpu.stop(b)
+			var total time.Duration
+			lt := n.LayerTimes()
+			for _, d := range lt {
+				total += d
+			}
+			for k, d := range lt {
+				b.ReportMetric(100*float64(d)/float64(total), k+"-%")
+			}
+		})
 	}
 }

@@ -12,15 +12,17 @@ import (
 // nb*ho*wo rows by k*k*cin columns for the whole chunk, so each pass is a
 // single GEMM whose rows are every output pixel of every image.
 //
-// The arena holds torch's [cout, cin, k, k] weight. The GEMMs want the
-// columns tap-major ([cout, k, k, cin]), so that im2col copies contiguous
-// channel runs; wp holds that permutation, refreshed once per call, and dwp
-// collects the weight gradient in it until it is permuted back.
+// The arena holds torch's [cout, cin, k, k] weight. The GEMMs want it as
+// [k, k, cin, cout] (tap-major rows, so that im2col copies contiguous
+// channel runs; output channels last, the faster GEMM form, measured):
+// wk holds that permutation, refreshed once per call, and dwk collects the
+// weight gradient in it until it is permuted back.
 type conv struct {
 	name                 string
 	cin, cout, k, stride int
 	w, b                 int       // arena offsets of weight and bias
-	wp, dwp              []float32 // [cout, k*k*cin], tap-major columns
+	wk, dwk              []float32 // [k*k*cin, cout]
+	wb                   []float32 // 3x3 stride 1: [3, 3, cout, cin], the kernel flipped, for the input gradient
 }
 
 // kdim is the length of one im2col row.
@@ -32,71 +34,89 @@ func (c *conv) outSize(n int) int {
 	return (n+2*pad-c.k)/c.stride + 1
 }
 
-// loadWeights permutes the arena's [cout, cin, k*k] weight into wp.
+// loadWeights permutes the arena's [cout, cin, k*k] weight into wk, and
+// for a stride-1 3x3 kernel into wb: the input gradient of that
+// convolution is the convolution of the output gradient with the kernel
+// flipped in both axes and its channel axes swapped.
 func (c *conv) loadWeights(params []float32) {
 	taps := c.k * c.k
 	w := params[c.w : c.w+c.cout*c.cin*taps]
 	for o := range c.cout {
-		src := w[o*c.cin*taps : (o+1)*c.cin*taps]
-		dst := c.wp[o*c.cin*taps : (o+1)*c.cin*taps]
 		for ci := range c.cin {
-			for t := range taps {
-				dst[t*c.cin+ci] = src[ci*taps+t]
+			src := w[(o*c.cin+ci)*taps : (o*c.cin+ci+1)*taps]
+			for t, v := range src {
+				c.wk[(t*c.cin+ci)*c.cout+o] = v
+				if c.wb != nil {
+					c.wb[((8-t)*c.cout+o)*c.cin+ci] = v
+				}
 			}
 		}
 	}
 }
 
-// storeGrad permutes dwp back into the arena's layout, overwriting it.
+// storeGrad permutes dwk back into the arena's layout, overwriting it.
 func (c *conv) storeGrad(grads []float32) {
 	taps := c.k * c.k
 	g := grads[c.w : c.w+c.cout*c.cin*taps]
 	for o := range c.cout {
-		src := c.dwp[o*c.cin*taps : (o+1)*c.cin*taps]
-		dst := g[o*c.cin*taps : (o+1)*c.cin*taps]
 		for ci := range c.cin {
-			for t := range taps {
-				dst[ci*taps+t] = src[t*c.cin+ci]
+			dst := g[(o*c.cin+ci)*taps : (o*c.cin+ci+1)*taps]
+			for t := range dst {
+				dst[t] = c.dwk[(t*c.cin+ci)*c.cout+o]
 			}
 		}
 	}
 }
 
-// im2col writes, for each output pixel of nb images of h x w pixels with
-// cin channels, the k*k*cin input values its kernel covers (zero outside
-// the image) as one row of col.
-func (c *conv) im2col(col, x []float32, nb, h, w int) {
-	ho, wo := c.outSize(h), c.outSize(w)
-	cin, kd, s := c.cin, c.kdim(), c.stride
+// im2col writes, for each output pixel of a 3x3 padding-1 convolution of
+// nb images of h x w pixels with c channels at stride s, the 9*c input
+// values its kernel covers (zero outside the image) as one row of col.
+func im2col(col, x []float32, nb, h, w, c, s int) {
+	ho, wo := (h-1)/s+1, (w-1)/s+1
+	kd := 9 * c
 	m := 0
 	for b := range nb {
-		img := x[b*h*w*cin : (b+1)*h*w*cin]
+		img := x[b*h*w*c : (b+1)*h*w*c]
 		for oy := range ho {
 			for ox := range wo {
 				row := col[m*kd : (m+1)*kd]
 				m++
-				t := 0
 				for ky := range 3 {
+					dst := row[ky*3*c : (ky+1)*3*c]
 					iy := oy*s + ky - 1
 					if iy < 0 || iy >= h {
-						clear(row[t*cin : (t+3)*cin])
-						t += 3
+						clear(dst)
 						continue
 					}
-					for kx := range 3 {
-						ix := ox*s + kx - 1
-						dst := row[t*cin : (t+1)*cin]
-						t++
-						if ix < 0 || ix >= w {
-							clear(dst)
-							continue
+					// The three taps of a kernel row are adjacent pixels,
+					// one contiguous run of the channel-last input.
+					ix := ox*s - 1
+					src := img[iy*w*c : (iy+1)*w*c]
+					switch {
+					case ix >= 0 && ix+3 <= w:
+						copy(dst, src[ix*c:(ix+3)*c])
+					default:
+						for kx := range 3 {
+							d := dst[kx*c : (kx+1)*c]
+							if j := ix + kx; j >= 0 && j < w {
+								copy(d, src[j*c:(j+1)*c])
+							} else {
+								clear(d)
+							}
 						}
-						copy(dst, img[(iy*w+ix)*cin:(iy*w+ix+1)*cin])
 					}
 				}
 			}
 		}
 	}
+}
+
+// im2col is im2col split over the workers by image.
+func (e *exec) im2col(col, x []float32, nb, h, w, c, s int) {
+	ho, wo := (h-1)/s+1, (w-1)/s+1
+	e.run(nb, func(_, lo, hi int) {
+		im2col(col[lo*ho*wo*9*c:hi*ho*wo*9*c], x[lo*h*w*c:hi*h*w*c], hi-lo, h, w, c, s)
+	})
 }
 
 // col2im adds each row of col back onto the input pixels it was gathered
@@ -135,20 +155,20 @@ func (c *conv) col2im(dx, col []float32, nb, h, w int) {
 
 // columns returns the GEMM's left operand for x: the im2col matrix built
 // in col for a 3x3 kernel, x itself for a 1x1 kernel (stride 1 only).
-func (c *conv) columns(col, x []float32, nb, h, w int, prof *layerTimer) []float32 {
+func (c *conv) columns(col, x []float32, nb, h, w int, e *exec) []float32 {
 	if c.k == 1 {
 		return x
 	}
 	col = col[:nb*c.outSize(h)*c.outSize(w)*c.kdim()]
-	c.im2col(col, x, nb, h, w)
-	prof.mark(kindIm2col)
+	e.im2col(col, x, nb, h, w, c.cin, c.stride)
+	e.mark(kindIm2col)
 	return col
 }
 
 // forward computes out = conv(x) + bias for nb images of h x w pixels, or
 // with add set adds that onto out. col is scratch of at least
 // nb*ho*wo*kdim values.
-func (c *conv) forward(params, x, out, col []float32, nb, h, w int, add bool, prof *layerTimer) {
+func (c *conv) forward(params, x, out, col []float32, nb, h, w int, add bool, e *exec) {
 	rows := nb * c.outSize(h) * c.outSize(w)
 	out = out[:rows*c.cout]
 	bias := params[c.b : c.b+c.cout]
@@ -164,30 +184,30 @@ func (c *conv) forward(params, x, out, col []float32, nb, h, w int, add bool, pr
 			copy(out[r*c.cout:(r+1)*c.cout], bias)
 		}
 	}
-	prof.mark(kindOther)
-	cols := c.columns(col, x, nb, h, w, prof)
+	e.mark(kindOther)
+	cols := c.columns(col, x, nb, h, w, e)
 	kd := c.kdim()
-	gorgonia.WhichBLAS().Sgemm(blas.NoTrans, blas.Trans, rows, c.cout, kd,
-		1, cols, kd, c.wp, kd, 1, out, c.cout)
-	prof.mark(kindConvGEMM)
+	gorgonia.WhichBLAS().Sgemm(blas.NoTrans, blas.NoTrans, rows, c.cout, kd,
+		1, cols, kd, c.wk, c.cout, 1, out, c.cout)
+	e.mark(kindConvGEMM)
 }
 
 // backward takes dout, the gradient with respect to the output of the
-// forward call on x, and with params set adds the weight gradient to dwp
+// forward call on x, and with params set adds the weight gradient to dwk
 // and the bias gradient to the arena's grads. With dx non-nil it writes
 // the gradient with respect to x there, or with addDX adds it.
-func (c *conv) backward(grads, x, dout, dx, col []float32, nb, h, w int, params, addDX bool, prof *layerTimer) {
+func (c *conv) backward(grads, x, dout, dx, col []float32, nb, h, w int, params, addDX bool, e *exec) {
 	impl := gorgonia.WhichBLAS()
 	rows := nb * c.outSize(h) * c.outSize(w)
 	dout = dout[:rows*c.cout]
 	kd := c.kdim()
 	if params {
 		colSum(grads[c.b:c.b+c.cout], dout, rows, true)
-		prof.mark(kindOther)
-		cols := c.columns(col, x, nb, h, w, prof)
-		impl.Sgemm(blas.Trans, blas.NoTrans, c.cout, kd, rows,
-			1, dout, c.cout, cols, kd, 1, c.dwp, kd)
-		prof.mark(kindConvGEMM)
+		e.mark(kindOther)
+		cols := c.columns(col, x, nb, h, w, e)
+		impl.Sgemm(blas.Trans, blas.NoTrans, kd, c.cout, rows,
+			1, cols, kd, dout, c.cout, 1, c.dwk, c.cout)
+		e.mark(kindConvGEMM)
 	}
 	if dx == nil {
 		return
@@ -198,18 +218,36 @@ func (c *conv) backward(grads, x, dout, dx, col []float32, nb, h, w int, params,
 		if addDX {
 			beta = 1
 		}
-		impl.Sgemm(blas.NoTrans, blas.NoTrans, rows, c.cin, c.cout,
-			1, dout, c.cout, c.wp, c.cin, beta, dx[:n], c.cin)
-		prof.mark(kindConvGEMM)
+		impl.Sgemm(blas.NoTrans, blas.Trans, rows, c.cin, c.cout,
+			1, dout, c.cout, c.wk, c.cout, beta, dx[:n], c.cin)
+		e.mark(kindConvGEMM)
+		return
+	}
+	if c.stride == 1 {
+		// A gather and a GEMM instead of a GEMM and a scatter-add.
+		kb := 9 * c.cout
+		col = col[:rows*kb]
+		e.im2col(col, dout, nb, h, w, c.cout, 1)
+		e.mark(kindIm2col)
+		var beta float32
+		if addDX {
+			beta = 1
+		}
+		impl.Sgemm(blas.NoTrans, blas.NoTrans, rows, c.cin, kb,
+			1, col, kb, c.wb, c.cin, beta, dx[:n], c.cin)
+		e.mark(kindConvGEMM)
 		return
 	}
 	col = col[:rows*kd]
-	impl.Sgemm(blas.NoTrans, blas.NoTrans, rows, kd, c.cout,
-		1, dout, c.cout, c.wp, kd, 0, col, kd)
-	prof.mark(kindConvGEMM)
+	impl.Sgemm(blas.NoTrans, blas.Trans, rows, kd, c.cout,
+		1, dout, c.cout, c.wk, c.cout, 0, col, kd)
+	e.mark(kindConvGEMM)
 	if !addDX {
 		clear(dx[:n])
 	}
-	c.col2im(dx, col, nb, h, w)
-	prof.mark(kindIm2col)
+	ho, wo := c.outSize(h), c.outSize(w)
+	e.run(nb, func(_, lo, hi int) {
+		c.col2im(dx[lo*h*w*c.cin:hi*h*w*c.cin], col[lo*ho*wo*kd:hi*ho*wo*kd], hi-lo, h, w)
+	})
+	e.mark(kindIm2col)
 }

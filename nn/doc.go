@@ -1,7 +1,8 @@
-// Package nn owns the networks: small dense networks (t, x) -> R^Dim whose
-// parameters and gradients live in flat []float32 arenas, plus Adam, EMA and
-// gradient clipping over those arenas. It knows nothing of bridges, storage
-// or peers.
+// Package nn owns the networks: small dense networks (t, x) -> R^Dim and
+// the image unet (conv 3x3/1x1, GroupNorm, nearest upsampling, skip
+// concatenations, time-embedding biases), whose parameters and gradients
+// live in flat []float32 arenas, plus Adam, EMA and gradient clipping over
+// those arenas. It knows nothing of bridges, storage or peers.
 //
 // The arenas are the single source of truth: every weight and bias is a
 // sub-slice of Params(), LossGrad writes Grads() in place, and neither is
@@ -33,4 +34,20 @@
 // the purego build tag). Their accuracy bounds against float64 math are
 // documented and tested there; the Adam kernels give exactly the bits of
 // the scalar float64 update.
+//
+// The unet (Arch "unet") has no graph form: its layers are proven one by
+// one against gorgonia's Conv2d, GroupNorm, Upsample2D and Concat graphs
+// and against float64 finite differences, and the whole network against a
+// float64 NCHW reimplementation and finite differences of it. Its tensors
+// carry torch's names and shapes in state_dict order, so a torch module of
+// the same structure loads them. Inside, activations are channel-last
+// (rows = image, y, x), so each convolution of a chunk of images is one
+// im2col and one GEMM; the input gradient of a stride-1 convolution is a
+// second convolution with the flipped kernel rather than a col2im
+// scatter. Batches are cut into chunks of 16 images, and the non-GEMM work
+// is split over goroutines by image, with the same bits at any GOMAXPROCS.
+// With the openblas tag the package makes OpenBLAS use its AVX-512 or AVX2
+// kernels where its CPU detection fell back to the generic Prescott ones,
+// whose matrix products are five to nine times slower, on CPU models it
+// does not know.
 package nn

@@ -20,36 +20,73 @@ type groupNorm struct {
 // gnScratch is the per-channel scratch of the group norms of one net.
 type gnScratch struct {
 	s1, s2         []float64
+	p1, p2         []float32 // float32 partial sums over a block of pixels
 	k1, k2, k3, k4 []float32
 }
 
 func newGNScratch(c int) *gnScratch {
 	return &gnScratch{
-		s1: make([]float64, c), s2: make([]float64, c),
+		s1: make([]float64, c), s2: make([]float64, c), p1: make([]float32, c), p2: make([]float32, c),
 		k1: make([]float32, c), k2: make([]float32, c), k3: make([]float32, c), k4: make([]float32, c),
+	}
+}
+
+// gnBlock is how many pixels are summed in float32 before the partial sums
+// go into the float64 totals: float64 arithmetic on every element cost as
+// much as the rest of the layer, and 32-term float32 sums lose nothing that
+// matters next to the float32 data.
+const gnBlock = 32
+
+// channelSums adds, per channel j, sum_p a[p,j] to s1[j] and
+// sum_p a[p,j]*b[p,j] to s2[j] (b = a when b is nil) over hw pixels.
+func (s *gnScratch) channelSums(a, b []float32, hw, c int) {
+	s1, s2, p1, p2 := s.s1[:c], s.s2[:c], s.p1[:c], s.p2[:c]
+	clear(s1)
+	clear(s2)
+	for lo := 0; lo < hw; lo += gnBlock {
+		clear(p1)
+		clear(p2)
+		for p := lo; p < min(lo+gnBlock, hw); p++ {
+			ra := a[p*c : (p+1)*c]
+			ra = ra[:len(p1)]
+			if b == nil {
+				for j, v := range ra {
+					p1[j] += v
+					p2[j] += v * v
+				}
+				continue
+			}
+			rb := b[p*c : (p+1)*c]
+			rb = rb[:len(p1)]
+			for j, v := range ra {
+				p1[j] += v
+				p2[j] += v * rb[j]
+			}
+		}
+		for j := range p1 {
+			s1[j] += float64(p1[j])
+			s2[j] += float64(p2[j])
+		}
 	}
 }
 
 // forward writes the normalised, scaled and shifted x into z for nb images
 // of hw pixels and keeps each (image, group)'s mean and 1/std in stats
 // (2*nb*groups values) for backward.
-func (g *groupNorm) forward(params, x, z []float32, stats []float64, nb, hw int, s *gnScratch) {
+func (g *groupNorm) forward(params, x, z []float32, stats []float64, nb, hw int, e *exec) {
+	e.run(nb, func(wi, lo, hi int) {
+		g.forwardImages(params, x, z, stats, lo, hi, hw, e.gnScratch(wi, g.c))
+	})
+}
+
+func (g *groupNorm) forwardImages(params, x, z []float32, stats []float64, lo, hi, hw int, s *gnScratch) {
 	c, cg := g.c, g.c/g.groups
 	gamma, beta := params[g.w:g.w+c], params[g.b:g.b+c]
 	n := float64(hw * cg)
 	s1, s2, sc, mu := s.s1[:c], s.s2[:c], s.k1[:c], s.k3[:c]
-	for b := range nb {
+	for b := lo; b < hi; b++ {
 		img := x[b*hw*c : (b+1)*hw*c]
-		clear(s1)
-		clear(s2)
-		for p := range hw {
-			row := img[p*c : (p+1)*c]
-			for j, v := range row {
-				f := float64(v)
-				s1[j] += f
-				s2[j] += f * f
-			}
-		}
+		s.channelSums(img, nil, hw, c)
 		st := stats[2*b*g.groups : 2*(b+1)*g.groups]
 		for gi := range g.groups {
 			var m, q float64
@@ -82,34 +119,48 @@ func (g *groupNorm) forward(params, x, z []float32, stats []float64, nb, hw int,
 // and writes the gradient with respect to x into dx, or with addDX adds it;
 // dx may alias dz when addDX is false. With params set it adds the weight
 // and bias gradients to grads.
-func (g *groupNorm) backward(params, grads, x, dz, dx []float32, stats []float64, nb, hw int, wantParams, addDX bool, s *gnScratch) {
+func (g *groupNorm) backward(params, grads, x, dz, dx []float32, stats []float64, nb, hw int, wantParams, addDX bool, e *exec) {
+	c := g.c
+	var pg []float64 // per image: d gamma then d beta, summed below in image order
+	if wantParams {
+		if e == nil || len(e.pg) < nb*2*c {
+			pg = make([]float64, nb*2*c)
+		} else {
+			pg = e.pg[:nb*2*c]
+		}
+	}
+	e.run(nb, func(wi, lo, hi int) {
+		g.backwardImages(params, pg, x, dz, dx, stats, lo, hi, hw, addDX, e.gnScratch(wi, c))
+	})
+	if wantParams {
+		for b := range nb {
+			p := pg[b*2*c : (b+1)*2*c]
+			for j := range c {
+				grads[g.w+j] += float32(p[j])
+				grads[g.b+j] += float32(p[c+j])
+			}
+		}
+	}
+}
+
+func (g *groupNorm) backwardImages(params []float32, pg []float64, x, dz, dx []float32, stats []float64, lo, hi, hw int, addDX bool, s *gnScratch) {
 	c, cg := g.c, g.c/g.groups
 	gamma := params[g.w : g.w+c]
 	n := float64(hw * cg)
 	sA, sB, k1, k2, mu, k4 := s.s1[:c], s.s2[:c], s.k1[:c], s.k2[:c], s.k3[:c], s.k4[:c]
-	for b := range nb {
+	for b := lo; b < hi; b++ {
 		img := x[b*hw*c : (b+1)*hw*c]
 		dimg := dz[b*hw*c : (b+1)*hw*c]
-		clear(sA)
-		clear(sB)
-		for p := range hw {
-			row := img[p*c : (p+1)*c]
-			drow := dimg[p*c : (p+1)*c]
-			for j, d := range drow {
-				f := float64(d)
-				sA[j] += f
-				sB[j] += f * float64(row[j])
-			}
-		}
+		s.channelSums(dimg, img, hw, c)
 		st := stats[2*b*g.groups : 2*(b+1)*g.groups]
 		for gi := range g.groups {
 			m, r := st[2*gi], st[2*gi+1]
 			var s1, s2 float64
 			for j := gi * cg; j < (gi+1)*cg; j++ {
 				dg := r * (sB[j] - m*sA[j]) // d loss / d gamma_j
-				if wantParams {
-					grads[g.w+j] += float32(dg)
-					grads[g.b+j] += float32(sA[j])
+				if pg != nil {
+					pg[b*2*c+j] = dg
+					pg[b*2*c+c+j] = sA[j]
 				}
 				s1 += float64(gamma[j]) * sA[j]
 				s2 += float64(gamma[j]) * dg

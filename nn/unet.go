@@ -13,7 +13,7 @@ import (
 // cut into chunks of this size whose gradients add up, which bounds the
 // workspace (about 120 MB for unet-small) while every GEMM still has
 // hundreds to thousands of rows.
-const unetChunk = 16
+const unetChunk = 32
 
 // linear is torch.nn.Linear with torch's [out, in] weight layout.
 type linear struct {
@@ -95,8 +95,8 @@ type unet struct {
 	onZ, onSig, onA, outY, dY  []float32
 	onSt                       []float64
 	col, dcat, g1, g2, g3      []float32
-	gn                         *gnScratch
-	prof                       layerTimer
+	ex                         *exec
+	maxC                       int // widest GroupNorm
 }
 
 // paramAlloc lays tensors out in the arena in the order they are added,
@@ -124,8 +124,11 @@ func (a *paramAlloc) conv(name string, cin, cout, k, stride int) conv {
 	fan := cin * k * k
 	c.w = a.add(name+".weight", fan, cout, cin, k, k)
 	c.b = a.add(name+".bias", fan, cout)
-	c.wp = make([]float32, cout*fan)
-	c.dwp = make([]float32, cout*fan)
+	c.wk = make([]float32, cout*fan)
+	c.dwk = make([]float32, cout*fan)
+	if k == 3 && stride == 1 {
+		c.wb = make([]float32, cout*fan)
+	}
 	return c
 }
 
@@ -209,7 +212,8 @@ func newUNet(s Spec) (*unet, []ParamInfo, []int, int) {
 	for _, b := range u.blocks() {
 		maxC = max(maxC, b.cin)
 	}
-	u.gn = newGNScratch(maxC)
+	u.ex = newExec(maxC)
+	u.maxC = maxC
 	return u, a.info, a.fanIn, a.off
 }
 
@@ -289,20 +293,20 @@ func (u *unet) grow(nb int) {
 	u.onZ, u.onSig, u.onA = f(nb*hw*c0), f(nb*hw*c0), f(nb*hw*c0)
 	u.onSt = make([]float64, 2*nb*u.outNorm.groups)
 	u.outY, u.dY = f(nb*hw*u.c), f(nb*hw*u.c)
+	u.ex.pg = make([]float64, nb*2*u.maxC)
 }
 
 // forward runs one resBlock on x (rows x cin) with time embedding emb.
 func (b *resBlock) forward(u *unet, params, x, emb []float32, nb int) {
-	p := &u.prof
+	e := u.ex
 	hw := b.h * b.w
 	rows := nb * hw
-	b.norm1.forward(params, x, b.z1, b.st1, nb, hw, u.gn)
-	p.mark(kindGroupNorm)
-	activate(SiLU, b.a1[:rows*b.cin], b.sig1[:rows*b.cin], b.z1[:rows*b.cin])
-	p.mark(kindSiLU)
+	b.norm1.forward(params, x, b.z1, b.st1, nb, hw, e)
+	e.mark(kindGroupNorm)
+	e.silu(b.a1[:rows*b.cin], b.sig1[:rows*b.cin], b.z1[:rows*b.cin])
 	b.temb.forward(params, emb, b.tb, nb)
-	p.mark(kindOther)
-	b.conv1.forward(params, b.a1, b.h1, u.col, nb, b.h, b.w, false, p)
+	e.mark(kindOther)
+	b.conv1.forward(params, b.a1, b.h1, u.col, nb, b.h, b.w, false, e)
 	for i := range nb {
 		tb := b.tb[i*b.cout : (i+1)*b.cout]
 		img := b.h1[i*hw*b.cout : (i+1)*hw*b.cout]
@@ -313,21 +317,20 @@ func (b *resBlock) forward(u *unet, params, x, emb []float32, nb int) {
 			}
 		}
 	}
-	p.mark(kindOther)
-	b.norm2.forward(params, b.h1, b.z2, b.st2, nb, hw, u.gn)
-	p.mark(kindGroupNorm)
+	e.mark(kindOther)
+	b.norm2.forward(params, b.h1, b.z2, b.st2, nb, hw, e)
+	e.mark(kindGroupNorm)
 	n := rows * b.cout
-	activate(SiLU, b.a2[:n], b.sig2[:n], b.z2[:n])
-	p.mark(kindSiLU)
-	b.conv2.forward(params, b.a2, b.out, u.col, nb, b.h, b.w, false, p)
+	e.silu(b.a2[:n], b.sig2[:n], b.z2[:n])
+	b.conv2.forward(params, b.a2, b.out, u.col, nb, b.h, b.w, false, e)
 	if b.skip != nil {
-		b.skip.forward(params, x, b.out, u.col, nb, b.h, b.w, true, p)
+		b.skip.forward(params, x, b.out, u.col, nb, b.h, b.w, true, e)
 	} else {
 		out := b.out[:n]
 		for i, v := range x[:n] {
 			out[i] += v
 		}
-		p.mark(kindOther)
+		e.mark(kindOther)
 	}
 }
 
@@ -336,37 +339,35 @@ func (b *resBlock) forward(u *unet, params, x, emb []float32, nb int) {
 // wantParams it adds parameter gradients to grads and the gradient with
 // respect to the time embedding to demb.
 func (b *resBlock) backward(u *unet, params, grads, x, emb, dx, demb []float32, nb int, wantParams, addDX bool) {
-	p := &u.prof
+	e := u.ex
 	hw := b.h * b.w
 	rows := nb * hw
 	n := rows * b.cout
 	g1, g2, g3 := u.g1[:n], u.g2[:n], u.g3[:rows*b.cin]
-	b.conv2.backward(grads, b.a2, b.dout, g1, u.col, nb, b.h, b.w, wantParams, false, p)
-	activateGrad(SiLU, g1, b.z2[:n], b.a2[:n], b.sig2[:n])
-	p.mark(kindSiLU)
-	b.norm2.backward(params, grads, b.h1, g1, g2, b.st2, nb, hw, wantParams, false, u.gn)
-	p.mark(kindGroupNorm)
+	b.conv2.backward(grads, b.a2, b.dout, g1, u.col, nb, b.h, b.w, wantParams, false, e)
+	e.siluGrad(g1, b.z2[:n], b.a2[:n], b.sig2[:n])
+	b.norm2.backward(params, grads, b.h1, g1, g2, b.st2, nb, hw, wantParams, false, e)
+	e.mark(kindGroupNorm)
 	if wantParams {
 		clear(b.dtb[:nb*b.cout])
 		for i := range nb {
 			colSum(b.dtb[i*b.cout:(i+1)*b.cout], g2[i*hw*b.cout:(i+1)*hw*b.cout], hw, true)
 		}
 		b.temb.backward(params, grads, emb, b.dtb, demb, nb)
-		p.mark(kindOther)
+		e.mark(kindOther)
 	}
-	b.conv1.backward(grads, b.a1, g2, g3, u.col, nb, b.h, b.w, wantParams, false, p)
-	activateGrad(SiLU, g3, b.z1[:len(g3)], b.a1[:len(g3)], b.sig1[:len(g3)])
-	p.mark(kindSiLU)
-	b.norm1.backward(params, grads, x, g3, dx, b.st1, nb, hw, wantParams, addDX, u.gn)
-	p.mark(kindGroupNorm)
+	b.conv1.backward(grads, b.a1, g2, g3, u.col, nb, b.h, b.w, wantParams, false, e)
+	e.siluGrad(g3, b.z1[:len(g3)], b.a1[:len(g3)], b.sig1[:len(g3)])
+	b.norm1.backward(params, grads, x, g3, dx, b.st1, nb, hw, wantParams, addDX, e)
+	e.mark(kindGroupNorm)
 	if b.skip != nil {
-		b.skip.backward(grads, x, b.dout, dx, u.col, nb, b.h, b.w, wantParams, true, p)
+		b.skip.backward(grads, x, b.dout, dx, u.col, nb, b.h, b.w, wantParams, true, e)
 	} else {
 		d := dx[:n]
 		for i, v := range b.dout[:n] {
 			d[i] += v
 		}
-		p.mark(kindOther)
+		e.mark(kindOther)
 	}
 }
 
@@ -462,23 +463,22 @@ func (u *unet) loadWeights(params []float32) {
 // to out; the activations stay in the workspace for backward.
 func (u *unet) forward(params, t, x, out []float32) {
 	nb := len(t)
-	p := &u.prof
-	p.start()
+	e := u.ex
+	e.timer().start()
 	hw := u.h * u.w
 	timeFeatures(u.tf, t, u.embed, u.freqs)
 	u.te0.forward(params, u.tf, u.e0z, nb)
-	p.mark(kindOther)
+	e.mark(kindOther)
 	nt := nb * u.tembDim
-	activate(SiLU, u.e0a[:nt], u.e0s[:nt], u.e0z[:nt])
-	p.mark(kindSiLU)
+	e.silu(u.e0a[:nt], u.e0s[:nt], u.e0z[:nt])
 	u.te2.forward(params, u.e0a, u.emb, nb)
 	nchwToNHWC(u.xin, x, nb, u.c, hw)
-	p.mark(kindOther)
-	u.inc.forward(params, u.xin, u.incOut, u.col, nb, u.h, u.w, false, p)
+	e.mark(kindOther)
+	u.inc.forward(params, u.xin, u.incOut, u.col, nb, u.h, u.w, false, e)
 	cur := u.incOut
 	for i, b := range u.down {
 		b.forward(u, params, cur, u.emb, nb)
-		u.downs[i].forward(params, b.out, u.dsOut[i], u.col, nb, b.h, b.w, false, p)
+		u.downs[i].forward(params, b.out, u.dsOut[i], u.col, nb, b.h, b.w, false, e)
 		cur = u.dsOut[i]
 	}
 	u.mid.forward(u, params, cur, u.emb, nb)
@@ -490,39 +490,37 @@ func (u *unet) forward(params, t, x, out []float32) {
 			skip, up = u.down[L-2-j].out, true
 		}
 		fillCat(u.cat[j], prev.out, skip, nb, b.h, b.w, prev.cout, b.cin-prev.cout, up)
-		p.mark(kindOther)
+		e.mark(kindOther)
 		b.forward(u, params, u.cat[j], u.emb, nb)
 		prev = b
 	}
 	n := nb * hw * u.ch[0]
-	u.outNorm.forward(params, prev.out, u.onZ, u.onSt, nb, hw, u.gn)
-	p.mark(kindGroupNorm)
-	activate(SiLU, u.onA[:n], u.onSig[:n], u.onZ[:n])
-	p.mark(kindSiLU)
-	u.outConv.forward(params, u.onA, u.outY, u.col, nb, u.h, u.w, false, p)
+	u.outNorm.forward(params, prev.out, u.onZ, u.onSt, nb, hw, e)
+	e.mark(kindGroupNorm)
+	e.silu(u.onA[:n], u.onSig[:n], u.onZ[:n])
+	u.outConv.forward(params, u.onA, u.outY, u.col, nb, u.h, u.w, false, e)
 	nhwcToNCHW(out, u.outY, nb, u.c, hw)
-	p.mark(kindOther)
+	e.mark(kindOther)
 }
 
 // backward propagates dy (NCHW, the gradient with respect to the output of
 // the forward call just made) through the chunk. With wantParams it adds the
-// parameter gradients to grads (conv weights to their dwp); with dx
+// parameter gradients to grads (conv weights to their dwk); with dx
 // non-nil it writes the gradient with respect to x (NCHW) there.
 func (u *unet) backward(params, grads, dy, dx []float32, nb int, wantParams bool) {
-	p := &u.prof
-	p.start()
+	e := u.ex
+	e.timer().start()
 	hw := u.h * u.w
 	L := len(u.ch)
 	nchwToNHWC(u.dY, dy, nb, u.c, hw)
-	p.mark(kindOther)
+	e.mark(kindOther)
 	n := nb * hw * u.ch[0]
 	g := u.g3[:n]
-	u.outConv.backward(grads, u.onA, u.dY, g, u.col, nb, u.h, u.w, wantParams, false, p)
-	activateGrad(SiLU, g, u.onZ[:n], u.onA[:n], u.onSig[:n])
-	p.mark(kindSiLU)
+	u.outConv.backward(grads, u.onA, u.dY, g, u.col, nb, u.h, u.w, wantParams, false, e)
+	e.siluGrad(g, u.onZ[:n], u.onA[:n], u.onSig[:n])
 	last := u.up[L-1]
-	u.outNorm.backward(params, grads, last.out, g, last.dout, u.onSt, nb, hw, wantParams, false, u.gn)
-	p.mark(kindGroupNorm)
+	u.outNorm.backward(params, grads, last.out, g, last.dout, u.onSt, nb, hw, wantParams, false, e)
+	e.mark(kindGroupNorm)
 	if wantParams {
 		clear(u.demb[:nb*u.tembDim])
 	}
@@ -538,7 +536,7 @@ func (u *unet) backward(params, grads, dy, dx []float32, nb int, wantParams bool
 		} else {
 			splitCat(prev.dout, u.down[L-2-j].dout, u.dcat, nb, b.h, b.w, prev.cout, b.cin-prev.cout, true)
 		}
-		p.mark(kindOther)
+		e.mark(kindOther)
 	}
 	if L == 1 {
 		u.mid.backward(u, params, grads, u.incOut, u.emb, u.dIncOut, u.demb, nb, wantParams, true)
@@ -547,7 +545,7 @@ func (u *unet) backward(params, grads, dy, dx []float32, nb int, wantParams bool
 	}
 	for i := L - 2; i >= 0; i-- {
 		b := u.down[i]
-		u.downs[i].backward(grads, b.out, u.dDs[i], b.dout, u.col, nb, b.h, b.w, wantParams, true, p)
+		u.downs[i].backward(grads, b.out, u.dDs[i], b.dout, u.col, nb, b.h, b.w, wantParams, true, e)
 		if i > 0 {
 			b.backward(u, params, grads, u.dsOut[i-1], u.emb, u.dDs[i-1], u.demb, nb, wantParams, false)
 		} else {
@@ -558,21 +556,20 @@ func (u *unet) backward(params, grads, dy, dx []float32, nb int, wantParams bool
 	if dx != nil {
 		dxin = u.dxin
 	}
-	u.inc.backward(grads, u.xin, u.dIncOut, dxin, u.col, nb, u.h, u.w, wantParams, false, p)
+	u.inc.backward(grads, u.xin, u.dIncOut, dxin, u.col, nb, u.h, u.w, wantParams, false, e)
 	if dx != nil {
 		nhwcToNCHW(dx, u.dxin, nb, u.c, hw)
-		p.mark(kindOther)
+		e.mark(kindOther)
 	}
 	if wantParams {
 		nt := nb * u.tembDim
 		g := u.de0[:nt]
 		clear(g)
 		u.te2.backward(params, grads, u.e0a, u.demb, g, nb)
-		p.mark(kindOther)
-		activateGrad(SiLU, g, u.e0z[:nt], u.e0a[:nt], u.e0s[:nt])
-		p.mark(kindSiLU)
+		e.mark(kindOther)
+		e.siluGrad(g, u.e0z[:nt], u.e0a[:nt], u.e0s[:nt])
 		u.te0.backward(params, grads, u.tf, g, nil, nb)
-		p.mark(kindOther)
+		e.mark(kindOther)
 	}
 }
 
@@ -594,7 +591,7 @@ func (n *Net) unetLossGrad(t, x, target []float32) float64 {
 	u.loadWeights(n.params)
 	clear(n.grads)
 	for _, c := range u.convs {
-		clear(c.dwp)
+		clear(c.dwk)
 	}
 	scale := float32(2 / float64(len(t)))
 	var loss float64

@@ -3,6 +3,7 @@ package nn
 import (
 	"fmt"
 	"math"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -493,5 +494,45 @@ func TestUNetLayerTimes(t *testing.T) {
 	dense.SetLayerTiming(true)
 	if dense.LayerTimes() != nil {
 		t.Fatal("dense nets are not timed")
+	}
+}
+
+// TestUNetThreadCountInvariant: the work split over goroutines changes no
+// bit of the loss, the gradients or the VJP.
+func TestUNetThreadCountInvariant(t *testing.T) {
+	n := mustNet(t, unetSpecs[0].spec, 51)
+	randomizeNorms(n, 52)
+	d := n.Spec().Dim
+	ts, x := randomBatch(53, 5, d)
+	_, target := randomBatch(54, 5, d)
+	run := func(procs int) (float64, []float32, []float32) {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+		l, err := n.LossGrad(ts, x, target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]float32, len(x))
+		vjp := make([]float32, len(x))
+		if err := n.VJP(ts, x, target, out, vjp); err != nil {
+			t.Fatal(err)
+		}
+		return l, append([]float32(nil), n.Grads()...), vjp
+	}
+	l1, g1, v1 := run(1)
+	for _, procs := range []int{2, 3, 8} {
+		l, g, v := run(procs)
+		if l != l1 {
+			t.Fatalf("GOMAXPROCS %d: loss %g, with 1: %g", procs, l, l1)
+		}
+		for i := range g {
+			if g[i] != g1[i] {
+				t.Fatalf("GOMAXPROCS %d: grad %s = %g, with 1: %g", procs, paramLabel(n)(i), g[i], g1[i])
+			}
+		}
+		for i := range v {
+			if v[i] != v1[i] {
+				t.Fatalf("GOMAXPROCS %d: vjp[%d] = %g, with 1: %g", procs, i, v[i], v1[i])
+			}
+		}
 	}
 }

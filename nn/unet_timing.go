@@ -47,18 +47,18 @@ func (n *Net) SetLayerTiming(on bool) {
 	if n.unet == nil {
 		return
 	}
-	n.unet.prof = layerTimer{on: on}
+	n.unet.ex.prof = layerTimer{on: on}
 }
 
 // LayerTimes returns the wall time spent in each layer kind since timing
 // was turned on: "conv_gemm", "im2col", "groupnorm", "silu" and "other".
 // It is nil when timing is off or the architecture is not timed.
 func (n *Net) LayerTimes() map[string]time.Duration {
-	if n.unet == nil || !n.unet.prof.on {
+	if n.unet == nil || !n.unet.ex.prof.on {
 		return nil
 	}
 	out := make(map[string]time.Duration, numKinds)
-	for k, d := range n.unet.prof.d {
+	for k, d := range n.unet.ex.prof.d {
 		out[kindNames[k]] = d
 	}
 	return out
