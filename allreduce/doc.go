@@ -56,7 +56,13 @@
 // socket's rate, and it copies every message once more, so gRPC is kept
 // for the control plane only. The handshake of each link carries (run,
 // generation, ring size, both ranks, both member IDs) and is checked on
-// both ends; buffer lengths are checked on every frame.
+// both ends; buffer lengths are checked on every frame. With a key
+// (ListenOptions.Key) the handshake is a mutual challenge-response,
+// HMAC-SHA256 over both ends' fresh nonces and the hello, checked before any
+// of its fields is trusted; a hello whose generation is implausibly far ahead
+// of what the endpoint knows (ListenOptions.MaxGenerationLead,
+// Endpoint.Observe) is refused either way, so a forged hello cannot break
+// the run's later rings.
 //
 // Received segments are added with an AVX2 (or SSE) kernel on amd64
 // (add_amd64.s; the purego build tag or another architecture selects the

@@ -2,7 +2,11 @@ package allreduce
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -103,6 +107,9 @@ type Endpoint struct {
 	addr             string
 	handshakeTimeout time.Duration
 	log              *slog.Logger
+	key              []byte // nil: links are not authenticated
+	lead             uint64
+	refused          func(from, why string)
 
 	mu       sync.Mutex
 	closed   bool
@@ -111,6 +118,7 @@ type Endpoint struct {
 	inflight map[net.Conn]struct{} // connections still in their handshake
 	rings    map[*Ring]struct{}
 	newest   map[string]uint64 // per run: the newest generation of a ring built here
+	observed map[string]uint64 // per run: the newest generation Observe was told of
 
 	wg sync.WaitGroup
 }
@@ -120,33 +128,85 @@ type incoming struct {
 	conn  net.Conn
 	br    *bufio.Reader
 	hello hello
+	// The nonces of an authenticated handshake: ours (the challenge) and
+	// the dialer's; the reply is bound to both.
+	ours, theirs []byte
 }
 
 // maxPending bounds connections waiting for their ring, so a flood of
 // handshakes cannot grow memory without limit.
 const maxPending = 256
 
+// DefaultGenerationLead is how far above the newest generation an
+// endpoint knows of (its rings' and Observe's) a handshake's generation may
+// be: a coordinator restarted after an hour starts about 2^32 higher (it
+// counts from unix seconds << 20), and a forged generation near 2^64 is
+// refused instead of breaking every later ring of the run.
+const DefaultGenerationLead = 1 << 40
+
+// ListenOptions configure an endpoint.
+type ListenOptions struct {
+	// HandshakeTimeout bounds how long an incoming connection may take to
+	// authenticate and send its hello; 0 means 10s.
+	HandshakeTimeout time.Duration
+	Logger           *slog.Logger
+	// Key, when set, authenticates every link: the acceptor sends a fresh
+	// nonce, the dialer answers with its hello, a nonce of its own and
+	// HMAC-SHA256(Key) over both nonces and the hello, and the acceptor's
+	// reply carries the HMAC over both nonces and the reply. A hello
+	// without the right MAC is dropped unanswered before any of its fields
+	// is looked at, and neither side can be replayed: each MAC covers the
+	// other side's fresh nonce. Every member of a ring needs the same key.
+	//
+	// Frames are not authenticated one by one: once both ends have proved
+	// the key, forging a frame means injecting into an established TCP
+	// connection, which takes an attacker on the path, and one there can
+	// cut the link anyway (a failure the run recovers from). A MAC over
+	// every payload byte would cost the data plane its speed for no
+	// protection against that attacker's reset.
+	Key []byte
+	// MaxGenerationLead bounds a hello's generation above the newest one
+	// the endpoint knows for its run; 0 means DefaultGenerationLead.
+	MaxGenerationLead uint64
+	// Refused, if set, is told of every refused handshake (unauthenticated,
+	// malformed or of an implausible generation) instead of a Warn per
+	// connection, so a caller can rate-limit what a forger makes it log.
+	Refused func(from, why string)
+}
+
 // Listen starts an endpoint on addr ("127.0.0.1:0" picks a port; Addr says
-// which). handshakeTimeout bounds how long an incoming connection may take
-// to send its hello; 0 means 10s.
+// which) without authentication. handshakeTimeout bounds how long an
+// incoming connection may take to send its hello; 0 means 10s.
 func Listen(t Transport, addr string, handshakeTimeout time.Duration, log *slog.Logger) (*Endpoint, error) {
+	return ListenWith(t, addr, ListenOptions{HandshakeTimeout: handshakeTimeout, Logger: log})
+}
+
+// ListenWith starts an endpoint on addr with the given options.
+func ListenWith(t Transport, addr string, o ListenOptions) (*Endpoint, error) {
 	if t == nil {
 		return nil, errors.New("allreduce: listen: nil Transport")
 	}
-	if handshakeTimeout <= 0 {
-		handshakeTimeout = 10 * time.Second
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 10 * time.Second
 	}
-	if log == nil {
-		log = slog.Default()
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.MaxGenerationLead == 0 {
+		o.MaxGenerationLead = DefaultGenerationLead
+	}
+	if o.Key != nil && len(o.Key) < 16 {
+		return nil, fmt.Errorf("allreduce: listen: key of %d bytes, want at least 16", len(o.Key))
 	}
 	ln, err := t.Listen(addr)
 	if err != nil {
 		return nil, fmt.Errorf("allreduce: listen on %q: %w", addr, err)
 	}
 	ep := &Endpoint{
-		t: t, ln: ln, addr: ln.Addr().String(), handshakeTimeout: handshakeTimeout, log: log,
+		t: t, ln: ln, addr: ln.Addr().String(), handshakeTimeout: o.HandshakeTimeout, log: o.Logger,
+		key: bytes.Clone(o.Key), lead: o.MaxGenerationLead, refused: o.Refused,
 		changed: make(chan struct{}), inflight: map[net.Conn]struct{}{},
-		rings: map[*Ring]struct{}{}, newest: map[string]uint64{},
+		rings: map[*Ring]struct{}{}, newest: map[string]uint64{}, observed: map[string]uint64{},
 	}
 	ep.wg.Add(1)
 	go ep.acceptLoop()
@@ -155,6 +215,26 @@ func Listen(t Transport, addr string, handshakeTimeout time.Duration, log *slog.
 
 // Addr is the bound address to give to peers.
 func (ep *Endpoint) Addr() string { return ep.addr }
+
+// Observe tells the endpoint the newest generation of run its owner knows
+// of (a trainer calls it for every plan), which moves the window of
+// generations a handshake may carry before a ring of it is built here.
+func (ep *Endpoint) Observe(run string, generation uint64) {
+	ep.mu.Lock()
+	if generation > ep.observed[run] {
+		ep.observed[run] = generation
+	}
+	ep.mu.Unlock()
+}
+
+// refuse reports a refused handshake.
+func (ep *Endpoint) refuse(c net.Conn, why string) {
+	if ep.refused != nil {
+		ep.refused(c.RemoteAddr().String(), why)
+		return
+	}
+	ep.log.Warn("allreduce: refused a handshake", "remote", c.RemoteAddr(), "why", why)
+}
 
 // Close stops listening, closes unclaimed connections and waits for the
 // endpoint's goroutines. Rings built on it keep their connections; close
@@ -222,21 +302,38 @@ func (ep *Endpoint) readHello(c net.Conn) {
 	defer ep.wg.Done()
 	c.SetDeadline(time.Now().Add(ep.handshakeTimeout))
 	br := bufio.NewReaderSize(c, 64<<10)
-	h, err := readHello(br)
-	ep.mu.Lock()
-	delete(ep.inflight, c)
-	if err != nil || ep.closed {
+	in := &incoming{conn: c, br: br}
+	h, err := ep.readAuthHello(in)
+	if err != nil {
+		ep.mu.Lock()
+		delete(ep.inflight, c)
+		closed := ep.closed
 		ep.mu.Unlock()
-		if err != nil {
-			ep.log.Warn("allreduce: bad handshake", "remote", c.RemoteAddr(), "err", err)
+		if !closed && !errors.Is(err, io.EOF) {
+			ep.refuse(c, err.Error())
 		}
 		c.Close()
 		return
 	}
-	if newest, ok := ep.newest[h.run]; ok && h.generation < newest {
+	in.hello = h
+	ep.mu.Lock()
+	delete(ep.inflight, c)
+	if ep.closed {
+		ep.mu.Unlock()
+		c.Close()
+		return
+	}
+	newest, ok := ep.newest[h.run]
+	if base := max(newest, ep.observed[h.run]); base > 0 && h.generation > base && h.generation-base > ep.lead {
+		ep.mu.Unlock()
+		ep.refuse(c, fmt.Sprintf("generation %d of run %q is implausibly far ahead of this endpoint's %d", h.generation, h.run, base))
+		c.Close()
+		return
+	}
+	if ok && h.generation < newest {
 		ep.mu.Unlock()
 		reply := hello{status: statusStale, run: h.run, generation: newest, msg: fmt.Sprintf("generation %d is stale, endpoint is at %d", h.generation, newest)}
-		writeHello(c, &reply)
+		ep.writeReply(in, &reply)
 		c.Close()
 		return
 	}
@@ -245,7 +342,7 @@ func (ep *Endpoint) readHello(c net.Conn) {
 		c.Close()
 		return
 	}
-	ep.pending = append(ep.pending, &incoming{conn: c, br: br, hello: h})
+	ep.pending = append(ep.pending, in)
 	var stale []*Ring
 	for r := range ep.rings {
 		if r.cfg.Run == h.run && r.cfg.Generation < h.generation {
@@ -327,14 +424,14 @@ func (ep *Endpoint) claim(ctx context.Context, want hello, deadline time.Time) (
 				reply := want
 				reply.status, reply.msg = statusMismatch, diff
 				in.conn.SetWriteDeadline(deadline)
-				writeHello(in.conn, &reply)
+				ep.writeReply(in, &reply)
 				in.conn.Close()
 				return nil, nil, fmt.Errorf("%w: handshake from %s: %s", ErrMismatch, in.conn.RemoteAddr(), diff)
 			}
 			reply := want
 			reply.status = statusOK
 			in.conn.SetWriteDeadline(deadline)
-			if err := writeHello(in.conn, &reply); err != nil {
+			if err := ep.writeReply(in, &reply); err != nil {
 				in.conn.Close()
 				return nil, nil, fmt.Errorf("%w: answer handshake: %v", ErrDisconnected, err)
 			}
@@ -382,11 +479,30 @@ func (ep *Endpoint) dial(ctx context.Context, addr string, want hello, deadline 
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	c.SetDeadline(deadline)
-	if err := writeHello(c, &want); err != nil {
+	br := bufio.NewReaderSize(c, 4096)
+	msg := encodeHello(&want)
+	var ours, theirs []byte
+	if ep.key != nil {
+		var err error
+		if theirs, err = readChallenge(br); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("%w: handshake challenge from %s: %v", ErrDisconnected, addr, err)
+		}
+		ours = newNonce()
+		msg = append(append(msg, ours...), authMAC(ep.key, labelHello, theirs, ours, msg)...)
+	}
+	if _, err := c.Write(msg); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("%w: send handshake to %s: %v", ErrDisconnected, addr, err)
 	}
-	reply, err := readHello(bufio.NewReaderSize(c, 4096))
+	reply, raw, err := readHello(br)
+	if err == nil && ep.key != nil {
+		mac := make([]byte, macSize)
+		if _, err = io.ReadFull(br, mac); err == nil && !hmac.Equal(mac, authMAC(ep.key, labelReply, ours, theirs, raw)) {
+			c.Close()
+			return nil, fmt.Errorf("%w: handshake answer from %s is not authenticated by the run's key", ErrMismatch, addr)
+		}
+	}
 	if err != nil {
 		c.Close()
 		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrMismatch) {
@@ -463,7 +579,80 @@ func (h *hello) diff(o *hello) string {
 	return ""
 }
 
-func writeHello(w io.Writer, h *hello) error {
+// Authentication of the handshake (ListenOptions.Key).
+const (
+	challengeMagic = 0x48434253 // "SBCH"
+	nonceSize      = 32
+	macSize        = sha256.Size
+	labelHello     = "sbtrain ring hello v1"
+	labelReply     = "sbtrain ring reply v1"
+)
+
+func newNonce() []byte {
+	b := make([]byte, nonceSize)
+	_, _ = rand.Read(b) // crypto/rand.Read does not fail on supported systems
+	return b
+}
+
+// authMAC is HMAC-SHA256(key) over the label, the nonce of the side the
+// MAC answers, the sender's nonce and the message.
+func authMAC(key []byte, label string, answered, own, msg []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(label))
+	m.Write(answered)
+	m.Write(own)
+	m.Write(msg)
+	return m.Sum(nil)
+}
+
+func readChallenge(r io.Reader) ([]byte, error) {
+	var b [4 + nonceSize]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return nil, err
+	}
+	if m := binary.LittleEndian.Uint32(b[:]); m != challengeMagic {
+		return nil, fmt.Errorf("%w: challenge magic %#x, want %#x (does the peer have the run's key?)", ErrMismatch, m, challengeMagic)
+	}
+	return bytes.Clone(b[4:]), nil
+}
+
+// readAuthHello reads the dialer's hello; with a key it first sends the
+// challenge and checks the hello's MAC before anything else.
+func (ep *Endpoint) readAuthHello(in *incoming) (hello, error) {
+	if ep.key != nil {
+		in.ours = newNonce()
+		ch := binary.LittleEndian.AppendUint32(make([]byte, 0, 4+nonceSize), challengeMagic)
+		if _, err := in.conn.Write(append(ch, in.ours...)); err != nil {
+			return hello{}, err
+		}
+	}
+	h, raw, err := readHello(in.br)
+	if err != nil || ep.key == nil {
+		return h, err
+	}
+	trailer := make([]byte, nonceSize+macSize)
+	if _, err := io.ReadFull(in.br, trailer); err != nil {
+		return h, fmt.Errorf("handshake without authentication: %w", err)
+	}
+	in.theirs = trailer[:nonceSize]
+	if !hmac.Equal(trailer[nonceSize:], authMAC(ep.key, labelHello, in.ours, in.theirs, raw)) {
+		return hello{}, errors.New("handshake not authenticated by the run's key")
+	}
+	return h, nil
+}
+
+// writeReply answers an incoming hello, with the MAC bound to both nonces
+// when the endpoint has a key.
+func (ep *Endpoint) writeReply(in *incoming, h *hello) error {
+	msg := encodeHello(h)
+	if ep.key != nil {
+		msg = append(msg, authMAC(ep.key, labelReply, in.theirs, in.ours, msg)...)
+	}
+	_, err := in.conn.Write(msg)
+	return err
+}
+
+func encodeHello(h *hello) []byte {
 	body := make([]byte, 0, 128)
 	body = append(body, helloVersion, h.status)
 	body = binary.LittleEndian.AppendUint64(body, h.generation)
@@ -482,33 +671,35 @@ func writeHello(w io.Writer, h *hello) error {
 	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(body)))
 	buf = append(buf, body...)
 	buf = binary.LittleEndian.AppendUint32(buf, crc32.Checksum(body, castagnoli))
-	_, err := w.Write(buf)
-	return err
+	return buf
 }
 
-func readHello(r io.Reader) (hello, error) {
+// readHello reads one hello and returns it with its bytes as sent, which
+// an authenticated handshake's MAC covers.
+func readHello(r io.Reader) (hello, []byte, error) {
 	var h hello
 	var pre [8]byte
 	if _, err := io.ReadFull(r, pre[:]); err != nil {
-		return h, err
+		return h, nil, err
 	}
 	if m := binary.LittleEndian.Uint32(pre[:]); m != helloMagic {
-		return h, fmt.Errorf("%w: handshake magic %#x, want %#x", ErrCorrupt, m, helloMagic)
+		return h, nil, fmt.Errorf("%w: handshake magic %#x, want %#x", ErrCorrupt, m, helloMagic)
 	}
 	n := binary.LittleEndian.Uint32(pre[4:])
 	if n < 22 || n > maxHello {
-		return h, fmt.Errorf("%w: handshake length %d, want 22..%d", ErrCorrupt, n, maxHello)
+		return h, nil, fmt.Errorf("%w: handshake length %d, want 22..%d", ErrCorrupt, n, maxHello)
 	}
 	body := make([]byte, n+4)
 	if _, err := io.ReadFull(r, body); err != nil {
-		return h, err
+		return h, nil, err
 	}
+	raw := append(pre[:], body...)
 	if want, got := crc32.Checksum(body[:n], castagnoli), binary.LittleEndian.Uint32(body[n:]); want != got {
-		return h, fmt.Errorf("%w: handshake checksum %#x, computed %#x", ErrCorrupt, got, want)
+		return h, nil, fmt.Errorf("%w: handshake checksum %#x, computed %#x", ErrCorrupt, got, want)
 	}
 	body = body[:n]
 	if body[0] != helloVersion {
-		return h, fmt.Errorf("%w: handshake version %d, want %d", ErrMismatch, body[0], helloVersion)
+		return h, nil, fmt.Errorf("%w: handshake version %d, want %d", ErrMismatch, body[0], helloVersion)
 	}
 	h.status = body[1]
 	h.generation = binary.LittleEndian.Uint64(body[2:])
@@ -518,14 +709,14 @@ func readHello(r io.Reader) (hello, error) {
 	rest := body[22:]
 	for _, dst := range []*string{&h.run, &h.fromID, &h.toID, &h.msg} {
 		if len(rest) < 2 {
-			return h, fmt.Errorf("%w: handshake truncated", ErrCorrupt)
+			return h, nil, fmt.Errorf("%w: handshake truncated", ErrCorrupt)
 		}
 		l := int(binary.LittleEndian.Uint16(rest))
 		if len(rest) < 2+l {
-			return h, fmt.Errorf("%w: handshake string of %d bytes truncated", ErrCorrupt, l)
+			return h, nil, fmt.Errorf("%w: handshake string of %d bytes truncated", ErrCorrupt, l)
 		}
 		*dst = string(rest[2 : 2+l])
 		rest = rest[2+l:]
 	}
-	return h, nil
+	return h, raw, nil
 }

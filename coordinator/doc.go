@@ -5,6 +5,14 @@
 // happens, and appends every progress report and commit to the run's
 // metrics.jsonl in storage (see MetricsRecord and ReadMetrics).
 //
+// With a run secret (Options.Secret) the control service takes only mutual
+// TLS connections with the secret's certificate and gossip only the
+// secret's key; a trainer's plan stream, reports and commits are bound to
+// the process that opened the stream (runauth.InstanceHeader). Whatever a
+// caller sends is checked for being possible before the machine adopts it:
+// generations within GenerationWindow of the counter, positions inside the
+// run and not behind where the member already was.
+//
 // The state machine (Machine) is pure: it does no I/O, reads no clock,
 // starts no goroutines and draws no random numbers. The server feeds it one
 // Event at a time and carries out the Outputs it returns (publish a plan,

@@ -13,11 +13,14 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/sbtrain/sbtrain/api"
 	"github.com/sbtrain/sbtrain/dashboard"
+	"github.com/sbtrain/sbtrain/internal/runauth"
 	"github.com/sbtrain/sbtrain/membership"
 	"github.com/sbtrain/sbtrain/storage"
 )
@@ -57,6 +60,13 @@ type Options struct {
 	// commit waits for the next. Close cancels ctx and waits for the call
 	// in progress. The command uses it to draw the samples plot.
 	OnCommit func(ctx context.Context, checkpoint string, pos Position)
+	// Secret authenticates every channel of the run: gRPC with mutual TLS,
+	// gossip with its key and label (see package runauth). Nil means the
+	// run has none, and then every address must be on loopback.
+	Secret *runauth.Secret
+	// DashboardToken, if set, is the bearer token the dashboard asks of
+	// every request but /healthz.
+	DashboardToken string
 }
 
 // Coordinator is a running coordinator: it holds the run's lease, serves
@@ -69,6 +79,8 @@ type Coordinator struct {
 	node  *membership.Node
 	grpc  *grpc.Server
 	lis   net.Listener
+	// rejects logs refused attempts on every channel, rate-limited.
+	rejects *runauth.Rejects
 	// dash is the dashboard, web its server; both nil without HTTPAddr.
 	dash *dashboard.Dashboard
 	web  *dashboard.Server
@@ -101,11 +113,15 @@ type commitNote struct {
 
 // follower is one open Follow stream.
 type follower struct {
-	id    string
-	hello *api.Hello
-	plans chan *api.Plan // newest plan; capacity 1
-	gone  chan struct{}  // closed by the loop when the member is dropped
-	up    bool           // MemberUp has been fed to the machine
+	id string
+	// instance is the trainer process's instance ID
+	// (runauth.InstanceHeader): only the same process may supersede the
+	// stream or report for the trainer while it is open.
+	instance string
+	hello    *api.Hello
+	plans    chan *api.Plan // newest plan; capacity 1
+	gone     chan struct{}  // closed by the loop when the member is dropped
+	up       bool           // MemberUp has been fed to the machine
 }
 
 // Start takes the run's lease, reads the newest verified checkpoint and
@@ -130,10 +146,27 @@ func Start(ctx context.Context, opts Options) (*Coordinator, error) {
 			opts.PhaseNames[i] = fmt.Sprintf("phase %d", i)
 		}
 	}
+	for _, a := range []struct{ what, addr string }{{"gossip address", opts.GossipAddr}, {"gRPC address", opts.GRPCAddr}, {"dashboard address", opts.HTTPAddr}} {
+		if a.addr == "" {
+			continue
+		}
+		if err := runauth.CheckBind(opts.Secret, a.what, a.addr); err != nil {
+			return nil, fmt.Errorf("coordinator: %w", err)
+		}
+	}
 	c := &Coordinator{opts: opts, log: opts.Logger.With("role", "coordinator"),
 		events: make(chan func(), 256), followers: map[string]*follower{}, gossipUp: map[string]bool{},
 		done: make(chan struct{}), fatal: make(chan error, 4), commits: make(chan commitNote, 1)}
+	c.rejects = runauth.NewRejects(c.log, 0)
+	var creds credentials.TransportCredentials
 	var err error
+	if opts.Secret != nil {
+		if creds, err = opts.Secret.ServerCredentials(c.rejects); err != nil {
+			return nil, fmt.Errorf("coordinator: %w", err)
+		}
+	} else {
+		c.log.Warn("this run has no secret: its channels are not authenticated, so it binds loopback addresses only (give one with --secret-file or " + runauth.EnvVar + ")")
+	}
 	if c.ckpts, err = storage.NewCheckpoints(opts.Store, opts.Run, c.log); err != nil {
 		return nil, err
 	}
@@ -178,7 +211,7 @@ func Start(ctx context.Context, opts Options) (*Coordinator, error) {
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.stop = cancel
 	c.node, err = membership.Start(lctx, membership.Options{
-		Name: "coordinator", BindAddr: opts.GossipAddr, Logger: c.log,
+		Name: "coordinator", BindAddr: opts.GossipAddr, Logger: c.log, Secret: opts.Secret, Rejects: c.rejects,
 		Meta: membership.Meta{Role: membership.RoleCoordinator, Run: opts.Run, GRPC: lis.Addr().String(),
 			ConfigHash: opts.ConfigHash, Version: opts.Version},
 	})
@@ -192,12 +225,17 @@ func Start(ctx context.Context, opts Options) (*Coordinator, error) {
 		PhaseNames: opts.PhaseNames, StepsPerPhase: opts.StepsPerPhase, Phase: committed.Pos.Phase, Step: committed.Pos.Step})
 	if httpLis != nil {
 		c.dash = dashboard.New(dashboard.Options{Run: opts.Run, Method: opts.Method, PhaseNames: opts.PhaseNames,
-			StepsPerPhase: opts.StepsPerPhase, Logger: c.log})
+			StepsPerPhase: opts.StepsPerPhase, Logger: c.log, Token: opts.DashboardToken,
+			Refused: func(from, why string) { c.rejects.Refused("dashboard", from, why) }})
 		c.dash.SetState(c.m.State().String())
 		c.web = dashboard.Serve(c.dash, httpLis)
 	}
-	c.grpc = grpc.NewServer(grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Second, Timeout: 2 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}))
+	sopts := []grpc.ServerOption{grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Second, Timeout: 2 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true})}
+	if creds != nil {
+		sopts = append(sopts, grpc.Creds(creds))
+	}
+	c.grpc = grpc.NewServer(sopts...)
 	api.RegisterControlServer(c.grpc, &service{c: c})
 	c.wg.Add(6)
 	go func() { defer c.wg.Done(); _ = c.grpc.Serve(lis) }()
@@ -431,7 +469,8 @@ func (c *Coordinator) feed(ctx context.Context, e Event) []Output {
 // metrics.jsonl (loop goroutine).
 func (c *Coordinator) progressed(r *api.Report, e Progress) {
 	pos, err := c.m.cfg.normalize(e.Pos)
-	if err != nil || c.m.State() != StateRunning || e.Generation != c.m.Generation() || !c.m.hasMember(e.ID) {
+	if err != nil || c.m.State() != StateRunning || e.Generation != c.m.Generation() || !c.m.hasMember(e.ID) ||
+		c.m.members[e.ID].status.Pos != pos {
 		return // the machine ignored it
 	}
 	// The loss is that of the last step the report covers: a report at
@@ -645,15 +684,17 @@ func (s *service) Follow(h *api.Hello, stream grpc.ServerStreamingServer[api.Pla
 		c.log.Warn("refused a trainer", "trainer", h.TrainerId, "why", diffs)
 		return status.Errorf(codes.FailedPrecondition, "trainer %s refused by run %s: %v", h.TrainerId, c.opts.Run, diffs)
 	}
-	f := &follower{id: h.TrainerId, hello: h, plans: make(chan *api.Plan, 1), gone: make(chan struct{})}
 	ctx := stream.Context()
+	f := &follower{id: h.TrainerId, instance: runauth.InstanceOf(ctx), hello: h, plans: make(chan *api.Plan, 1), gone: make(chan struct{})}
 	var dup error
 	err := c.call(ctx, func() {
 		if old := c.followers[f.id]; old != nil {
-			if old.hello.RingAddr != h.RingAddr {
+			if old.hello.RingAddr != h.RingAddr || old.instance != f.instance {
 				// Another process with this ID still holds a stream: two
-				// trainers must not share a rank. A restarted trainer
-				// retries until its old stream is seen to end.
+				// trainers must not share a rank, and only the process
+				// that opened the stream (its instance ID) may replace it.
+				// A restarted trainer retries until its old stream is seen
+				// to end.
 				dup = status.Errorf(codes.AlreadyExists, "trainer id %s is in use by a live trainer (ring %s); give each trainer a unique --id",
 					f.id, old.hello.RingAddr)
 				return
@@ -676,6 +717,7 @@ func (s *service) Follow(h *api.Hello, stream grpc.ServerStreamingServer[api.Pla
 		return err
 	}
 	if dup != nil {
+		c.rejects.Refused("follow", peerAddr(ctx), dup.Error())
 		return dup
 	}
 	defer func() {
@@ -720,8 +762,15 @@ func (s *service) Report(ctx context.Context, r *api.Report) (*api.Ack, error) {
 	default:
 		return nil, status.Errorf(codes.InvalidArgument, "report from %s: unknown kind %v", r.TrainerId, r.Kind)
 	}
+	instance := runauth.InstanceOf(ctx)
 	err := c.post(ctx, func() {
-		if c.followers[r.TrainerId] == nil {
+		f := c.followers[r.TrainerId]
+		if f == nil {
+			return
+		}
+		if f.instance != "" && f.instance != instance {
+			// Not the process that follows as this trainer.
+			c.rejects.Refused("report", peerAddr(ctx), fmt.Sprintf("report for trainer %s from another process than the one following as it", r.TrainerId))
 			return
 		}
 		c.feed(ctx, e)
@@ -738,8 +787,27 @@ func (s *service) Report(ctx context.Context, r *api.Report) (*api.Ack, error) {
 	return &api.Ack{}, nil
 }
 
+// peerAddr is the remote address of a call, for logs.
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return "unknown"
+}
+
 func (s *service) Commit(ctx context.Context, r *api.CommitRequest) (*api.CommitReply, error) {
 	c := s.c
+	var wrong bool
+	if err := c.call(ctx, func() {
+		f := c.followers[r.TrainerId]
+		wrong = f != nil && f.instance != "" && f.instance != runauth.InstanceOf(ctx)
+	}); err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	if wrong {
+		c.rejects.Refused("commit", peerAddr(ctx), fmt.Sprintf("commit for trainer %s from a process that does not follow as it", r.TrainerId))
+		return nil, status.Errorf(codes.PermissionDenied, "commit from %s refused: this process does not follow as trainer %s", peerAddr(ctx), r.TrainerId)
+	}
 	id, err := storage.ParseID(r.Checkpoint)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "commit from %s: %v", r.TrainerId, err)

@@ -506,6 +506,15 @@ func (s *step) log(level slog.Level, msg string, attrs ...any) {
 	s.out = append(s.out, Log{Level: level, Msg: msg, Attrs: attrs})
 }
 
+// GenerationWindow is how far above the machine's counter a generation an
+// event carries may be for the machine to adopt it. Generations count from
+// unix seconds << 20 (Config.FirstGeneration), so a trainer that followed a
+// coordinator whose clock ran up to about 17 minutes ahead of this one's
+// (or that saw a million more plans) is still believed; a generation
+// beyond it is impossible, and adopting it (up to 2^64, where the counter
+// wraps) would make the run's next plans unrecognisable to its trainers.
+const GenerationWindow = 1 << 30
+
 // see raises the generation counter above any generation e carries, so a
 // restarted coordinator never reuses one its trainers have seen.
 func (m *Machine) see(s *step, e Event) {
@@ -522,9 +531,10 @@ func (m *Machine) see(s *step, e Event) {
 	case CommitRequested:
 		g = e.Generation
 	}
-	if g == math.MaxUint64 {
-		// Adopting it would leave no next generation.
-		s.log(slog.LevelWarn, "generation out of range ignored", "generation", g)
+	if g == math.MaxUint64 || (g > m.gen && g-m.gen > GenerationWindow) {
+		// Adopting it would leave no next generation, or jump the counter
+		// to where no trainer of this run can have been.
+		s.log(slog.LevelWarn, "implausible generation ignored", "generation", g, "current", m.gen, "window", uint64(GenerationWindow))
 		return
 	}
 	m.gen = max(m.gen, g)
@@ -686,6 +696,12 @@ func (m *Machine) progress(s *step, e Progress) {
 	pos, err := m.cfg.normalize(e.Pos)
 	if err != nil {
 		s.log(slog.LevelWarn, "progress ignored", "id", e.ID, "err", err.Error())
+		return
+	}
+	if pos.Less(mem.status.Pos) {
+		// Members start at the plan's start and only move forward.
+		s.log(slog.LevelWarn, "progress ignored", "id", e.ID, "err",
+			fmt.Sprintf("position %v is before %v, where the member already was in generation %d", pos, mem.status.Pos, e.Generation))
 		return
 	}
 	mem.status.Pos = pos

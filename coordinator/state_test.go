@@ -883,13 +883,49 @@ func eventGeneration(e Event) uint64 {
 }
 
 func TestGenerationOutOfRangeIgnored(t *testing.T) {
-	h := newHarness(t, testConfig(), Committed{})
-	outs := h.step(MemberUp{ID: "a", RingAddr: "a:1", LastGeneration: ^uint64(0)})
-	if !hasLog(outs, slog.LevelWarn, "generation out of range ignored") {
-		t.Fatalf("no warning for a generation with no successor: %+v", outs)
+	const first = 1000 // testConfig's FirstGeneration
+	for _, c := range []struct {
+		name    string
+		last    uint64
+		adopted bool
+	}{
+		{"no successor", ^uint64(0), false},
+		{"near the wrap", ^uint64(0) - 1, false},
+		{"past the window", first + GenerationWindow + 1, false},
+		{"at the window", first + GenerationWindow, true},
+		{"just ahead", first + 5, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(), Committed{})
+			outs := h.step(MemberUp{ID: "a", RingAddr: "a:1", LastGeneration: c.last})
+			want := uint64(first + 1)
+			if c.adopted {
+				want = c.last + 1
+			}
+			if warned := hasLog(outs, slog.LevelWarn, "implausible generation ignored"); warned == c.adopted {
+				t.Fatalf("warned %v for generation %d: %+v", warned, c.last, outs)
+			}
+			if w := onePlan(t, outs, KindWait); w.Generation != want {
+				t.Fatalf("wait generation %d, want %d", w.Generation, want)
+			}
+		})
 	}
-	if w := onePlan(t, outs, KindWait); w.Generation != 1001 {
-		t.Fatalf("wait generation %d, want 1001", w.Generation)
+}
+
+// A progress report before the member's position in this generation is
+// impossible and changes nothing.
+func TestProgressBackwardsIgnored(t *testing.T) {
+	h := newHarness(t, testConfig(), Committed{})
+	run := h.running("a", "b", "c")
+	h.step(Progress{ID: "a", Generation: run.Generation, Pos: Position{Phase: 0, Step: 5}})
+	outs := h.step(Progress{ID: "a", Generation: run.Generation, Pos: Position{Phase: 0, Step: 2}})
+	if !hasLog(outs, slog.LevelWarn, "progress ignored") {
+		t.Fatalf("no warning for a position going backwards: %+v", outs)
+	}
+	for _, m := range h.m.Members() {
+		if m.ID == "a" && m.Pos != (Position{Phase: 0, Step: 5}) {
+			t.Fatalf("member a at %v after a backwards report, want 0:5", m.Pos)
+		}
 	}
 }
 

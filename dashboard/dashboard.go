@@ -40,6 +40,13 @@ type Options struct {
 	EventInterval time.Duration
 	// MaxEventClients bounds the open /events streams; 0 means 32.
 	MaxEventClients int
+	// Token, if set, is a bearer token every request but /healthz must
+	// carry: "Authorization: Bearer <token>", or the cookie that opening
+	// /?token=<token> once sets (a browser's EventSource sends no headers).
+	Token string
+	// Refused, if set, is told of every request refused for its token
+	// (the coordinator rate-limits the log); nil logs each at Debug.
+	Refused func(from, why string)
 }
 
 // Position is how far a run is: Step optimiser steps of phase Phase

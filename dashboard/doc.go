@@ -4,6 +4,11 @@
 // (/events), the latest samples plot (/samples.png), Prometheus metrics
 // (/metrics) and a liveness check (/healthz).
 //
+// It is read-only: every route is a GET, nothing a request says changes
+// the run. With Options.Token every request but /healthz needs the bearer
+// token (a header, or a cookie set by opening /?token=...); the
+// coordinator binds it to loopback unless told otherwise.
+//
 // It does no training math and reads no storage. The coordinator tells it
 // facts as they happen, through PlanPublished, MemberJoined, MemberLeft,
 // Progress and CheckpointCommitted, and the command that runs the

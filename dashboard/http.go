@@ -2,11 +2,13 @@ package dashboard
 
 import (
 	"context"
+	"crypto/subtle"
 	"embed"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -48,6 +50,9 @@ func (d *Dashboard) Handler() http.Handler {
 		h.Set("Content-Security-Policy", contentSecurity)
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "no-referrer")
+		if !d.authorized(w, r) {
+			return
+		}
 		if r.URL.Path != "/events" {
 			// The server has no write timeout (event streams live long);
 			// every other response gets one here. Recorders in tests
@@ -56,6 +61,48 @@ func (d *Dashboard) Handler() http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// tokenCookie carries the dashboard token for a browser.
+const tokenCookie = "sbtrain_token"
+
+// authorized checks the bearer token (Options.Token) and answers 401 when
+// it is missing or wrong. Opening /?token=T with the right T sets a cookie
+// for the page's own requests and sends the browser to / without the token
+// in its address bar.
+func (d *Dashboard) authorized(w http.ResponseWriter, r *http.Request) bool {
+	want := d.opts.Token
+	if want == "" || r.URL.Path == "/healthz" {
+		return true
+	}
+	got := ""
+	if a, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		got = a
+	} else if c, err := r.Cookie(tokenCookie); err == nil {
+		got = c.Value
+	} else if q := r.URL.Query().Get("token"); q != "" && r.URL.Path == "/" {
+		if subtle.ConstantTimeCompare([]byte(q), []byte(want)) == 1 {
+			http.SetCookie(w, &http.Cookie{Name: tokenCookie, Value: want, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode})
+			http.Redirect(w, r, "/", http.StatusSeeOther)
+			return false
+		}
+		got = q
+	}
+	if got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1 {
+		return true
+	}
+	why := "no bearer token"
+	if got != "" {
+		why = "wrong bearer token"
+	}
+	if d.opts.Refused != nil {
+		d.opts.Refused(r.RemoteAddr, why)
+	} else {
+		d.log.Debug("dashboard: refused a request", "remote", r.RemoteAddr, "why", why)
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="sbtrain"`)
+	http.Error(w, "unauthorized: this dashboard needs its bearer token", http.StatusUnauthorized)
+	return false
 }
 
 // errorLog sends promhttp's errors to the dashboard's logger.

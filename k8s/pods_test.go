@@ -213,20 +213,38 @@ func startLocally(t *testing.T, objs []object, s sbtrainContainer, ports map[int
 	for k, v := range envs {
 		env[k] = envSource{value: v}
 	}
-	// The ConfigMaps the container mounts, as local files.
+	// The ConfigMaps and Secrets the container mounts, as local files.
 	mounts := map[string]string{}
 	for _, m := range s.c.VolumeMounts {
 		i := slices.IndexFunc(s.w.tmpl.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == m.Name })
-		if i < 0 || s.w.tmpl.Spec.Volumes[i].ConfigMap == nil {
+		if i < 0 {
 			continue
 		}
-		cm, ok := find[*corev1.ConfigMap](objs, s.w.namespace, s.w.tmpl.Spec.Volumes[i].ConfigMap.Name)
-		if !ok {
-			t.Fatalf("%s: no ConfigMap for volume %s", s, m.Name)
+		files := map[string][]byte{}
+		switch v := s.w.tmpl.Spec.Volumes[i]; {
+		case v.ConfigMap != nil:
+			cm, ok := find[*corev1.ConfigMap](objs, s.w.namespace, v.ConfigMap.Name)
+			if !ok {
+				t.Fatalf("%s: no ConfigMap for volume %s", s, m.Name)
+			}
+			for k, d := range cm.Data {
+				files[k] = []byte(d)
+			}
+		case v.Secret != nil:
+			sec, ok := find[*corev1.Secret](objs, s.w.namespace, v.Secret.SecretName)
+			if !ok {
+				t.Fatalf("%s: no Secret for volume %s", s, m.Name)
+			}
+			maps.Copy(files, sec.Data)
+			for k, d := range sec.StringData {
+				files[k] = []byte(d)
+			}
+		default:
+			continue
 		}
 		dir := t.TempDir()
-		for k, v := range cm.Data {
-			if err := os.WriteFile(filepath.Join(dir, k), []byte(v), 0o600); err != nil {
+		for k, d := range files {
+			if err := os.WriteFile(filepath.Join(dir, k), d, 0o600); err != nil {
 				t.Fatal(err)
 			}
 		}

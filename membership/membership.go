@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/sbtrain/sbtrain/internal/runauth"
 )
 
 // Defaults. The failure-detection timings are tuned so that a process killed
@@ -63,6 +65,16 @@ type Options struct {
 	// Logger receives the node's own logs and memberlist's (at Debug);
 	// nil means slog.Default().
 	Logger *slog.Logger
+
+	// Secret, when set, encrypts and authenticates every gossip packet and
+	// stream with a key derived from it (AES-GCM, memberlist's SecretKey)
+	// and labels them with the run (memberlist's Label): a node without
+	// the secret, or of another run, is neither heard nor answered. Nil is
+	// for runs without a secret, which must bind loopback only.
+	Secret *runauth.Secret
+	// Rejects logs the packets and streams refused for want of the label
+	// or key; nil logs them with memberlist's other lines, at Debug.
+	Rejects *runauth.Rejects
 
 	// Failure detection and gossip; zero means the Default above.
 	ProbeInterval  time.Duration
@@ -178,7 +190,14 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	conf.DeadNodeReclaimTime = time.Nanosecond
 	conf.Delegate = delegate{n}
 	conf.Events = delegate{n}
-	conf.Logger = newStdLogger(logger)
+	conf.Logger = newStdLogger(logger, opts.Rejects)
+	if opts.Secret != nil {
+		conf.SecretKey = opts.Secret.GossipKey()
+		conf.Label = runauth.GossipLabel(opts.Meta.Run)
+		conf.GossipVerifyIncoming, conf.GossipVerifyOutgoing = true, true
+	} else if err := runauth.CheckBind(nil, "gossip address", net.JoinHostPort(host, strconv.Itoa(port))); err != nil {
+		return nil, fmt.Errorf("membership: start: %w", err)
+	}
 
 	ml, err := memberlist.Create(conf)
 	if err != nil {

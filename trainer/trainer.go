@@ -28,6 +28,7 @@ import (
 
 	"github.com/sbtrain/sbtrain/allreduce"
 	"github.com/sbtrain/sbtrain/api"
+	"github.com/sbtrain/sbtrain/internal/runauth"
 	"github.com/sbtrain/sbtrain/job"
 	"github.com/sbtrain/sbtrain/membership"
 	"github.com/sbtrain/sbtrain/storage"
@@ -63,6 +64,11 @@ type Options struct {
 	// writing the blobs of its n-th checkpoint and before asking for the
 	// commit (0 = never).
 	CrashAfterBlobs int
+	// Secret authenticates the trainer's channels: gRPC with mutual TLS,
+	// gossip with its key and label, ring links with a challenge-response
+	// (see package runauth). Nil means the run has none, and then Host
+	// must be a loopback address.
+	Secret *runauth.Secret
 }
 
 func (o *Options) fill() error {
@@ -105,7 +111,7 @@ func (o *Options) fill() error {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return nil
+	return runauth.CheckBind(o.Secret, "trainer host", net.JoinHostPort(o.Host, "0"))
 }
 
 // Trainer is one running trainer.
@@ -118,6 +124,8 @@ type Trainer struct {
 	shards *shardCache
 
 	state      *job.State
+	rejects    *runauth.Rejects
+	instance   string // this process's, sent with every control call
 	lastGen    uint64
 	checkpoint int // checkpoints written, for CrashAfterBlobs
 }
@@ -128,19 +136,28 @@ func Run(ctx context.Context, opts Options) error {
 	if err := opts.fill(); err != nil {
 		return fmt.Errorf("trainer: %w", err)
 	}
-	t := &Trainer{opts: opts, log: opts.Logger.With("trainer", opts.ID)}
+	t := &Trainer{opts: opts, log: opts.Logger.With("trainer", opts.ID), instance: runauth.NewInstance()}
+	t.rejects = runauth.NewRejects(t.log, 0)
+	lopts := allreduce.ListenOptions{HandshakeTimeout: opts.RingDeadline, Logger: t.log,
+		Refused: func(from, why string) { t.rejects.Refused("ring", from, why) }}
+	if opts.Secret != nil {
+		lopts.Key = opts.Secret.RingKey()
+	} else {
+		t.log.Warn("this run has no secret: its channels are not authenticated, so it binds loopback addresses only (give one with --secret-file or " + runauth.EnvVar + ")")
+	}
 	var err error
 	if t.ckpts, err = storage.NewCheckpoints(opts.Store, opts.Run, t.log); err != nil {
 		return err
 	}
 	t.shards = newShardCache(opts.Store, opts.Run, opts.Job, t.log)
 	ringAddr := net.JoinHostPort(opts.Host, strconv.Itoa(opts.RingPort))
-	if t.ep, err = allreduce.Listen(allreduce.TCP{}, ringAddr, opts.RingDeadline, t.log); err != nil {
+	if t.ep, err = allreduce.ListenWith(allreduce.TCP{}, ringAddr, lopts); err != nil {
 		return fmt.Errorf("trainer %s: ring endpoint: %w", opts.ID, err)
 	}
 	defer t.ep.Close()
 	t.node, err = membership.Start(ctx, membership.Options{
 		Name: opts.ID, BindAddr: net.JoinHostPort(opts.Host, strconv.Itoa(opts.GossipPort)), Logger: t.log,
+		Secret: opts.Secret, Rejects: t.rejects,
 		Meta: membership.Meta{Role: membership.RoleTrainer, Run: opts.Run, Ring: t.ep.Addr(),
 			ConfigHash: opts.Job.Hash, Version: opts.Version},
 	})
@@ -244,9 +261,17 @@ func (t *Trainer) connect(ctx context.Context) (*grpc.ClientConn, *planStream, e
 	if !ok {
 		return nil, nil, fmt.Errorf("no coordinator among the gossip members")
 	}
-	conn, err := grpc.NewClient(peer.Meta.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds := insecure.NewCredentials()
+	if t.opts.Secret != nil {
+		var err error
+		if creds, err = t.opts.Secret.ClientCredentials(); err != nil {
+			return nil, nil, err
+		}
+	}
+	dopts := append(runauth.WithInstance(t.instance), grpc.WithTransportCredentials(creds),
 		// A coordinator whose machine vanished sends no FIN: pings find out.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 3 * time.Second, PermitWithoutStream: true}))
+	conn, err := grpc.NewClient(peer.Meta.GRPC, dopts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dial coordinator %s: %w", peer.Meta.GRPC, err)
 	}
@@ -315,6 +340,7 @@ func (t *Trainer) execute(ctx context.Context, conn *grpc.ClientConn, ps *planSt
 		if plan.Generation > t.lastGen {
 			t.lastGen = plan.Generation
 		}
+		t.ep.Observe(plan.Run, plan.Generation)
 		t.log.Info("plan", "generation", plan.Generation, "kind", plan.Kind.String(), "members", len(plan.Members),
 			"start", fmt.Sprintf("%d/%d", plan.GetStart().GetPhase(), plan.GetStart().GetStep()), "reason", plan.Reason)
 		switch plan.Kind {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sbtrain/sbtrain/allreduce"
+	"github.com/sbtrain/sbtrain/internal/runauth"
 )
 
 // allreduceWorkerName is the hidden subcommand `sbtrain bench allreduce`
@@ -92,7 +93,15 @@ func allReduceWorker(ctx context.Context, rank, workers int, planFlag string, se
 	if err != nil {
 		return err
 	}
-	ep, err := allreduce.Listen(allreduce.TCP{ReadBuffer: sockBuf, WriteBuffer: sockBuf}, "127.0.0.1:0", deadline, nil)
+	secret, err := runauth.Load("")
+	if err != nil {
+		return err
+	}
+	lopts := allreduce.ListenOptions{HandshakeTimeout: deadline}
+	if secret != nil {
+		lopts.Key = secret.RingKey()
+	}
+	ep, err := allreduce.ListenWith(allreduce.TCP{ReadBuffer: sockBuf, WriteBuffer: sockBuf}, "127.0.0.1:0", lopts)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sbtrain/sbtrain/internal/cpuset"
+	"github.com/sbtrain/sbtrain/internal/runauth"
 )
 
 // benchmark is one named benchmark of `sbtrain bench NAME [flags]`.
@@ -231,8 +232,19 @@ func runBenchAllReduce(ctx context.Context, args []string) error {
 	procsPer := fs.Int("worker-procs", 0, "GOMAXPROCS of each worker; 0 means the number of CPUs it is bound to (unbound: CPUs/workers, at least 1), so that workers sharing cores do not spin against each other")
 	bind := fs.Bool("bind", true, "bind worker i to its share of the CPUs (CPU i mod CPUs when workers outnumber them), as MPI launchers bind ranks to cores; false leaves placement to the scheduler")
 	sockBuf := fs.String("sockbuf", "0", "SO_SNDBUF and SO_RCVBUF of ring links; 0 keeps the kernel's autotuning")
+	auth := fs.Bool("auth", true, "authenticate the ring links with a run secret made for the benchmark, as trainers do")
 	if done, err := parseFlags(fs, args); done {
 		return err
+	}
+	// The workers read the secret from the environment they inherit.
+	if *auth {
+		s, err := runauth.Generate()
+		if err != nil {
+			return err
+		}
+		os.Setenv(runauth.EnvVar, s.Reveal())
+	} else {
+		os.Unsetenv(runauth.EnvVar)
 	}
 	if *workers < 1 || *workers > 64 {
 		return usagef("--workers %d: want 1..64", *workers)
@@ -337,8 +349,8 @@ func runBenchAllReduce(ctx context.Context, args []string) error {
 
 	n := *workers
 	factor := 2 * float64(n-1) / float64(n)
-	fmt.Printf("# sbtrain bench allreduce: %d worker processes on 127.0.0.1 (GOMAXPROCS %s each, %d CPUs, %s), in-place sum of float32, segment %s, payload checksum %v, socket buffers %s\n",
-		n, procsText, runtime.NumCPU(), placement, formatSize(seg), *checksum, map[bool]string{true: "autotuned", false: formatSize(sb)}[sb == 0])
+	fmt.Printf("# sbtrain bench allreduce: %d worker processes on 127.0.0.1 (GOMAXPROCS %s each, %d CPUs, %s), in-place sum of float32, segment %s, payload checksum %v, socket buffers %s, authenticated links %v\n",
+		n, procsText, runtime.NumCPU(), placement, formatSize(seg), *checksum, map[bool]string{true: "autotuned", false: formatSize(sb)}[sb == 0], *auth)
 	fmt.Printf("# TCP loopback reference: %s (one stream, unbound, %s in 4 MiB writes per transfer, same machine, same run)\n", ref, formatSize(tb))
 	fmt.Printf("# busbw = algbw * 2(N-1)/N = algbw * %.3f\n", factor)
 	fmt.Printf("# cpu(ns/B): CPU per worker per byte it sent; the reference used %.3f ns/B\n", refCPU)

@@ -7,11 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/sbtrain/sbtrain/api"
 	"github.com/sbtrain/sbtrain/coordinator"
 	"github.com/sbtrain/sbtrain/experiment"
+	"github.com/sbtrain/sbtrain/internal/runauth"
 	"github.com/sbtrain/sbtrain/job"
 	"github.com/sbtrain/sbtrain/nn"
 	"github.com/sbtrain/sbtrain/storage"
@@ -28,6 +30,8 @@ type coordFlags struct {
 	leaseTTL        time.Duration
 	out             string
 	http            string // dashboard address; empty = none
+	httpTokenFile   string // the dashboard's bearer token; empty = none
+	secret          *runauth.Secret
 }
 
 func (f *coordFlags) validate() error {
@@ -53,12 +57,24 @@ func runCoordinator(ctx context.Context, args []string) error {
 	fs.DurationVar(&cf.leaseTTL, "lease-ttl", 15*time.Second, "how long the run's lease outlives a coordinator that stopped renewing it")
 	fs.StringVar(&cf.out, "out", "", "when the run finishes, write metrics.json, plots and networks here (empty = don't)")
 	fs.StringVar(&cf.http, "http", "", "serve the dashboard and Prometheus /metrics on this address, e.g. 127.0.0.1:8080, or :8080 for every interface (no authentication; empty = don't)")
+	fs.StringVar(&cf.httpTokenFile, "http-token-file", "", "file holding a bearer token the dashboard asks of every request but /healthz (empty = none)")
 	lf := addLogFlags(fs)
 	if done, err := parseProcessFlags(fs, args, lf); done {
 		return err
 	}
 	if err := cf.validate(); err != nil {
 		return err
+	}
+	var err error
+	if cf.secret, err = rf.secret(); err != nil {
+		return err
+	}
+	for _, a := range []struct{ flag, addr string }{{"--gossip", *gossip}, {"--grpc", *grpcAddr}, {"--http", cf.http}} {
+		if a.addr != "" {
+			if err := runauth.CheckBind(cf.secret, a.flag, a.addr); err != nil {
+				return usagef("%w", err)
+			}
+		}
 	}
 	j, run, store, err := rf.open(ctx)
 	if err != nil {
@@ -101,7 +117,16 @@ func startCoordinator(ctx context.Context, j *job.Job, run string, store storage
 		Phases: j.Phases(), StepsPerPhase: j.StepsPerPhase(), Shards: j.Shards(),
 		MinWorkers: cf.workers, CheckpointEvery: cf.checkpointEvery, Store: store,
 		GossipAddr: gossip, GRPCAddr: grpcAddr, LeaseTTL: cf.leaseTTL, Logger: slog.Default(),
-		OnProgress: onProgress, Method: j.Method(), PhaseNames: names, HTTPAddr: cf.http,
+		OnProgress: onProgress, Method: j.Method(), PhaseNames: names, HTTPAddr: cf.http, Secret: cf.secret,
+	}
+	if cf.httpTokenFile != "" {
+		b, err := os.ReadFile(cf.httpTokenFile)
+		if err != nil {
+			return nil, usagef("--http-token-file: %w", err)
+		}
+		if opts.DashboardToken = strings.TrimSpace(string(b)); opts.DashboardToken == "" {
+			return nil, usagef("--http-token-file %s is empty", cf.httpTokenFile)
+		}
 	}
 	var samples *liveSamples
 	if cf.http != "" {

@@ -15,6 +15,7 @@ import (
 	"github.com/sbtrain/sbtrain/api"
 	"github.com/sbtrain/sbtrain/coordinator"
 	"github.com/sbtrain/sbtrain/internal/cpuset"
+	"github.com/sbtrain/sbtrain/internal/runauth"
 	"github.com/sbtrain/sbtrain/job"
 	"github.com/sbtrain/sbtrain/nn"
 	"github.com/sbtrain/sbtrain/storage"
@@ -51,6 +52,16 @@ func runLocal(ctx context.Context, args []string) error {
 	j, run, store, err := rf.open(ctx)
 	if err != nil {
 		return err
+	}
+	// Even on loopback the run authenticates its channels: other users'
+	// processes on the machine can reach its ports too.
+	if cf.secret, err = rf.secret(); err != nil {
+		return err
+	}
+	if cf.secret == nil {
+		if cf.secret, err = runauth.Generate(); err != nil {
+			return err
+		}
 	}
 	if cf.out == "" {
 		cf.out = filepath.Join("runs", run)
@@ -111,7 +122,7 @@ func runLocal(ctx context.Context, args []string) error {
 			targs = append(targs, "--cpus", cpuset.Format(shares[i]))
 		}
 		logPath := filepath.Join(*logDir, fmt.Sprintf("trainer-%d.log", i))
-		env := rf.store.childEnv()
+		env := append(rf.store.childEnv(), runauth.EnvVar+"="+cf.secret.Reveal())
 		if os.Getenv("OPENBLAS_NUM_THREADS") == "" {
 			// N trainers on one machine: BLAS threads beyond the cores
 			// would only contend.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sbtrain/sbtrain/internal/runauth"
 	"github.com/sbtrain/sbtrain/job"
 	"github.com/sbtrain/sbtrain/storage"
 	"github.com/sbtrain/sbtrain/trainer"
@@ -21,9 +22,10 @@ func init() {
 
 // runFlags are the flags every process of a distributed run shares.
 type runFlags struct {
-	config string
-	run    string
-	store  *storeFlags
+	config     string
+	run        string
+	store      *storeFlags
+	secretFile string
 }
 
 func addRunFlags(fs *flag.FlagSet, defaultStore string) *runFlags {
@@ -31,6 +33,7 @@ func addRunFlags(fs *flag.FlagSet, defaultStore string) *runFlags {
 	fs.StringVar(&f.config, "config", "", "run config (YAML); empty uses the embedded default (see 'sbtrain config')")
 	fs.StringVar(&f.run, "run", "", "run ID in the store (default: the config's name)")
 	f.store = addStoreFlags(fs)
+	fs.StringVar(&f.secretFile, "secret-file", "", "file holding the run secret that authenticates every channel of the run (default: the "+runauth.EnvVar+" environment variable; with neither, every address must be on loopback)")
 	if defaultStore != "" {
 		fs.Lookup("store").DefValue = defaultStore
 		f.store.url = defaultStore
@@ -59,6 +62,16 @@ func (f *runFlags) open(ctx context.Context) (*job.Job, string, storage.Store, e
 		return nil, "", nil, err
 	}
 	return j, run, store, nil
+}
+
+// secret reads the run secret from --secret-file or the environment; nil
+// when the run has none.
+func (f *runFlags) secret() (*runauth.Secret, error) {
+	s, err := runauth.Load(f.secretFile)
+	if err != nil {
+		return nil, usagef("--secret-file: %w", err)
+	}
+	return s, nil
 }
 
 // absStoreURL turns file://./dir (relative to the working directory) into
@@ -121,11 +134,18 @@ func runTrainer(ctx context.Context, args []string) error {
 	if *deadline <= 0 || *coordTimeout <= 0 {
 		return usagef("--ring-deadline and --coordinator-timeout must be positive")
 	}
+	secret, err := rf.secret()
+	if err != nil {
+		return err
+	}
+	if err := runauth.CheckBind(secret, "--host", net.JoinHostPort(*bind, "0")); err != nil {
+		return usagef("%w", err)
+	}
 	j, run, store, err := rf.open(ctx)
 	if err != nil {
 		return err
 	}
-	return trainer.Run(ctx, trainer.Options{
+	return trainer.Run(ctx, trainer.Options{Secret: secret,
 		ID: *id, Run: run, Job: j, Store: store, Version: version, Join: *join, Host: *bind,
 		GossipPort: *gossipPort, RingPort: *ringPort,
 		RingDeadline: *deadline, CoordinatorTimeout: *coordTimeout, CrashAfterBlobs: *crash,
