@@ -11,7 +11,7 @@ import (
 
 // unetChunk is how many images one pass holds at a time. Larger batches are
 // cut into chunks of this size whose gradients add up, which bounds the
-// workspace (about 120 MB for unet-small) while every GEMM still has
+// workspace (287 MB for unet-small) while every GEMM still has
 // hundreds to thousands of rows.
 const unetChunk = 32
 
