@@ -23,6 +23,12 @@ type conv struct {
 	w, b                 int       // arena offsets of weight and bias
 	wk, dwk              []float32 // [k*k*cin, cout]
 	wb                   []float32 // 3x3 stride 1: [3, 3, cout, cin], the kernel flipped, for the input gradient
+
+	// With kept set, forward builds its im2col matrix in kept rather than
+	// the shared scratch and backward reuses it for the weight gradient:
+	// gathering the columns a second time cost more than keeping them.
+	kept     []float32
+	inH, inW int // input size, for sizing kept
 }
 
 // kdim is the length of one im2col row.
@@ -185,6 +191,9 @@ func (c *conv) forward(params, x, out, col []float32, nb, h, w int, add bool, e 
 		}
 	}
 	e.mark(kindOther)
+	if c.kept != nil {
+		col = c.kept
+	}
 	cols := c.columns(col, x, nb, h, w, e)
 	kd := c.kdim()
 	gorgonia.WhichBLAS().Sgemm(blas.NoTrans, blas.NoTrans, rows, c.cout, kd,
@@ -204,7 +213,12 @@ func (c *conv) backward(grads, x, dout, dx, col []float32, nb, h, w int, params,
 	if params {
 		colSum(grads[c.b:c.b+c.cout], dout, rows, true)
 		e.mark(kindOther)
-		cols := c.columns(col, x, nb, h, w, e)
+		var cols []float32
+		if c.kept != nil {
+			cols = c.kept[:rows*kd]
+		} else {
+			cols = c.columns(col, x, nb, h, w, e)
+		}
 		impl.Sgemm(blas.Trans, blas.NoTrans, kd, c.cout, rows,
 			1, cols, kd, dout, c.cout, 1, c.dwk, c.cout)
 		e.mark(kindConvGEMM)

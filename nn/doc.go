@@ -44,7 +44,7 @@
 // (rows = image, y, x), so each convolution of a chunk of images is one
 // im2col and one GEMM; the input gradient of a stride-1 convolution is a
 // second convolution with the flipped kernel rather than a col2im
-// scatter. Batches are cut into chunks of 16 images, and the non-GEMM work
+// scatter. Batches are cut into chunks of 8 images, and the non-GEMM work
 // is split over goroutines by image, with the same bits at any GOMAXPROCS.
 // With the openblas tag the package makes OpenBLAS use its AVX-512 or AVX2
 // kernels where its CPU detection fell back to the generic Prescott ones,

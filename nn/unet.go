@@ -11,9 +11,10 @@ import (
 
 // unetChunk is how many images one pass holds at a time. Larger batches are
 // cut into chunks of this size whose gradients add up, which bounds the
-// workspace (about 120 MB for unet-small) while every GEMM still has
-// hundreds to thousands of rows.
-const unetChunk = 32
+// workspace (160 MB for unet-small, im2col matrices kept for backward
+// included) while every GEMM still has hundreds to thousands of rows;
+// chunks of 16 measured no faster.
+const unetChunk = 8
 
 // linear is torch.nn.Linear with torch's [out, in] weight layout.
 type linear struct {
@@ -119,8 +120,8 @@ func (a *paramAlloc) add(name string, fanIn int, shape ...int) int {
 	return off
 }
 
-func (a *paramAlloc) conv(name string, cin, cout, k, stride int) conv {
-	c := conv{name: name, cin: cin, cout: cout, k: k, stride: stride}
+func (a *paramAlloc) conv(name string, cin, cout, k, stride, h, w int) conv {
+	c := conv{name: name, cin: cin, cout: cout, k: k, stride: stride, inH: h, inW: w}
 	fan := cin * k * k
 	c.w = a.add(name+".weight", fan, cout, cin, k, k)
 	c.b = a.add(name+".bias", fan, cout)
@@ -150,12 +151,12 @@ func (a *paramAlloc) groupNorm(name string, groups, c int) groupNorm {
 func (a *paramAlloc) resBlock(name string, cin, cout, groups, tembDim, h, w int) *resBlock {
 	b := &resBlock{cin: cin, cout: cout, h: h, w: w}
 	b.norm1 = a.groupNorm(name+".norm1", groups, cin)
-	b.conv1 = a.conv(name+".conv1", cin, cout, 3, 1)
+	b.conv1 = a.conv(name+".conv1", cin, cout, 3, 1, h, w)
 	b.temb = a.linear(name+".temb", tembDim, cout)
 	b.norm2 = a.groupNorm(name+".norm2", groups, cout)
-	b.conv2 = a.conv(name+".conv2", cout, cout, 3, 1)
+	b.conv2 = a.conv(name+".conv2", cout, cout, 3, 1, h, w)
 	if cin != cout {
-		s := a.conv(name+".skip", cin, cout, 1, 1)
+		s := a.conv(name+".skip", cin, cout, 1, 1, h, w)
 		b.skip = &s
 	}
 	return b
@@ -172,7 +173,7 @@ func newUNet(s Spec) (*unet, []ParamInfo, []int, int) {
 	a := &paramAlloc{}
 	u.te0 = a.linear("time_embed.0", s.TimeEmbed, td)
 	u.te2 = a.linear("time_embed.2", td, td)
-	u.inc = a.conv("inc", u.c, s.Channels[0], 3, 1)
+	u.inc = a.conv("inc", u.c, s.Channels[0], 3, 1, u.h, u.w)
 	for i := 0; i < L-1; i++ {
 		prev := s.Channels[0]
 		if i > 0 {
@@ -181,7 +182,7 @@ func newUNet(s Spec) (*unet, []ParamInfo, []int, int) {
 		u.down = append(u.down, a.resBlock(fmt.Sprintf("down.%d", i), prev, s.Channels[i], G, td, u.h>>i, u.w>>i))
 	}
 	for i := 0; i < L-1; i++ {
-		c := a.conv(fmt.Sprintf("downsample.%d", i), s.Channels[i], s.Channels[i], 3, 2)
+		c := a.conv(fmt.Sprintf("downsample.%d", i), s.Channels[i], s.Channels[i], 3, 2, u.h>>i, u.w>>i)
 		u.downs = append(u.downs, &c)
 	}
 	midIn := s.Channels[0]
@@ -197,7 +198,7 @@ func newUNet(s Spec) (*unet, []ParamInfo, []int, int) {
 	}
 	u.up = append(u.up, a.resBlock(fmt.Sprintf("up.%d", L-1), cur+s.Channels[0], s.Channels[0], G, td, u.h, u.w))
 	u.outNorm = a.groupNorm("out_norm", G, s.Channels[0])
-	u.outConv = a.conv("out_conv", s.Channels[0], u.c, 3, 1)
+	u.outConv = a.conv("out_conv", s.Channels[0], u.c, 3, 1, u.h, u.w)
 
 	u.convs = append(u.convs, &u.inc)
 	for _, b := range u.blocks() {
@@ -293,6 +294,11 @@ func (u *unet) grow(nb int) {
 	u.onZ, u.onSig, u.onA = f(nb*hw*c0), f(nb*hw*c0), f(nb*hw*c0)
 	u.onSt = make([]float64, 2*nb*u.outNorm.groups)
 	u.outY, u.dY = f(nb*hw*u.c), f(nb*hw*u.c)
+	for _, c := range u.convs {
+		if c.k == 3 {
+			c.kept = f(nb * c.outSize(c.inH) * c.outSize(c.inW) * c.kdim())
+		}
+	}
 	u.ex.pg = make([]float64, nb*2*u.maxC)
 }
 

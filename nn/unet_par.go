@@ -14,7 +14,9 @@ const maxWorkers = 8
 // GOMAXPROCS > 1. Work is cut by image or by element range, and every
 // output element is computed by the same arithmetic whatever the cut, so
 // results do not depend on the number of threads. A nil exec runs
-// everything on the calling goroutine, untimed.
+// everything on the calling goroutine, untimed. The closures handed to
+// the workers are the passes' only allocations (about 2,700 small ones per
+// unet-small step at batch 128, 180 KB); the workspaces are reused.
 type exec struct {
 	prof layerTimer
 	gn   []*gnScratch // per worker
