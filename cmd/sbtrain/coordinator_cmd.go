@@ -77,6 +77,13 @@ func runCoordinator(ctx context.Context, args []string) error {
 		fmt.Fprintf(os.Stderr, "dashboard: %s\n", u)
 	}
 	if err := c.Wait(ctx); err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			// SIGTERM or ^C is how an operator (or Kubernetes) stops a
+			// coordinator: an orderly stop, not a failure. The run resumes
+			// from its last checkpoint.
+			slog.Info("coordinator stopped by signal; starting it again resumes the run", "run", run)
+			return nil
+		}
 		return err
 	}
 	if cf.out == "" {
