@@ -92,6 +92,9 @@ func TestTrustBadInputExitsTwo(t *testing.T) {
 		{"check: Inf epsilon", []string{"config", "--check", epsInf}, "si.epsilon: +Inf"},
 		{"check: huge eval.samples", []string{"config", "--check", huge}, "eval.samples: 1000000000000"},
 		{"check: huge cache_size", []string{"config", "--check", cache}, "dsb.cache_size: 400000000000"},
+		{"bench buffers too big", []string{"bench", "allreduce", "--sizes", "1KiB:1024GiB"}, "--sizes: sizes \"1KiB:1024GiB\": want MIN:MAX with 4 <= MIN <= MAX <= 4GiB"},
+		{"bench size overflowing", []string{"bench", "allreduce", "--sizes", "4:9000000000GiB"}, "--sizes: size \"9000000000GiB\""},
+		{"bench reference too big", []string{"bench", "allreduce", "--tcp-bytes", "100GiB"}, `--tcp-bytes "100GiB": want a positive size up to 4GiB`},
 		{"ckpt ls of a mistyped store", []string{"ckpt", "ls", "--store", "file://" + typo, "--run", "demo"}, typo},
 	}
 	for _, c := range cases {
