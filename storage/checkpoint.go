@@ -811,6 +811,7 @@ func (c *Checkpoints) GC(ctx context.Context, keep int) (GCResult, error) {
 		return GCResult{}, err
 	}
 	keepSet := map[ID]bool{}
+	var newestValid *Manifest // the newest checkpoint that verifies
 	var newestCommitted int64 = -1
 	n := 0
 	for i := len(entries) - 1; i >= 0; i-- {
@@ -829,19 +830,16 @@ func (c *Checkpoints) GC(ctx context.Context, keep int) (GCResult, error) {
 		if e.Manifest == nil {
 			continue
 		}
-		if _, err := c.Verify(ctx, e.ID); err == nil {
+		if m, err := c.Verify(ctx, e.ID); err == nil {
 			keepSet[e.ID] = true
+			newestValid = m
 			break
 		} else if !errors.Is(err, ErrInvalid) {
 			return GCResult{}, fmt.Errorf("gc: %w", err)
 		}
 	}
 	var res GCResult
-	var newestValid *Manifest
 	for _, e := range entries {
-		if keepSet[e.ID] && e.Manifest != nil {
-			newestValid = e.Manifest // entries are in seq order
-		}
 		unreadable := e.Manifest == nil && !errors.Is(e.Err, ErrNotFound)
 		if unreadable {
 			c.log.Warn("gc: keeping a checkpoint it cannot read", "run", c.run, "checkpoint", e.ID.String(), "reason", e.Err)
