@@ -146,7 +146,10 @@ func Parse(b []byte, source string) (*Config, error) {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
 			// yaml.v3 lists one problem per line; keep the error on one line.
-			return nil, fmt.Errorf("config %s: %s", source, strings.Join(te.Errors, "; "))
+			return nil, fmt.Errorf("config %s: %s", source, oneLine(strings.Join(te.Errors, "; ")))
+		}
+		if strings.Contains(err.Error(), "\n") {
+			return nil, fmt.Errorf("config %s: %s", source, oneLine(err.Error()))
 		}
 		return nil, fmt.Errorf("config %s: %w", source, err)
 	}
@@ -163,6 +166,10 @@ func Parse(b []byte, source string) (*Config, error) {
 	}
 	return &c, nil
 }
+
+// oneLine escapes the newlines that quoted input values bring into an
+// error, so that a bad config always reads as one line.
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", `\n`) }
 
 // SetDefaults fills every field the user left zero.
 func (c *Config) SetDefaults() {
