@@ -17,9 +17,11 @@ KUBECTL ?= kubectl
 KIND_CLUSTER ?= sbtrain
 OVERLAY ?= kind
 NAMESPACE ?= sbtrain
+# Seconds, minutes... each fuzz target runs for under `make fuzz`.
+FUZZTIME ?= 10s
 RACE_PKGS := ./rng/... ./internal/... ./config/... ./allreduce/... ./storage/... ./api/... ./membership/... ./coordinator/... ./dashboard/... ./trainer/... ./job/... ./cmd/...
 
-.PHONY: build test test-pure demo bench results lint proto minio minio-stop clean help \
+.PHONY: build test test-pure fuzz demo bench results lint proto minio minio-stop clean help \
 	image kind-up kind-load deploy status logs kind-down k8s-validate
 
 help: ## list the targets
@@ -37,6 +39,15 @@ test: lint ## the whole test suite: both BLAS builds, the portable kernels, race
 
 test-pure: ## the whole suite with the pure-Go BLAS
 	$(GO) test -count=1 ./...
+
+fuzz: ## run every fuzz target (func FuzzX in a _test.go) for FUZZTIME each, one at a time
+	@set -e; for file in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
+		pkg=./$$(dirname $${file#./}); \
+		for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$file); do \
+			echo "== $$pkg $$target"; \
+			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
 
 demo: build ## train the embedded default run on a local cluster (coordinator + 2 trainers) into runs/demo
 	./$(BIN) local --workers 2 --out runs/demo

@@ -134,3 +134,39 @@ func frameKindOf(hdr []byte) frameKind {
 	}
 	return frameKind(hdr[5])
 }
+
+// An abort frame's payload: culprit rank u32 | reporter rank u32 | reason u8
+// | message, at most maxAbortPayload bytes in all.
+const (
+	abortFixed      = 9
+	maxAbortPayload = 64 << 10
+)
+
+// encodeAbort builds an abort payload; a longer message is cut, so the
+// receiver never refuses the report as corrupt.
+func encodeAbort(culprit, reporter int, reason abortReason, msg string) []byte {
+	if len(msg) > maxAbortPayload-abortFixed {
+		msg = msg[:maxAbortPayload-abortFixed]
+	}
+	p := make([]byte, abortFixed, abortFixed+len(msg))
+	binary.LittleEndian.PutUint32(p[0:], uint32(culprit))
+	binary.LittleEndian.PutUint32(p[4:], uint32(reporter))
+	p[8] = byte(reason)
+	return append(p, msg...)
+}
+
+// abortLengthOK says whether a header may announce an abort payload of n
+// bytes, checked before the payload is read.
+func abortLengthOK(n uint32) bool { return n >= abortFixed && n <= maxAbortPayload }
+
+// parseAbort reads an abort payload from a peer of a ring of size members.
+func parseAbort(p []byte, size int) (culprit, reporter int, reason abortReason, msg string, err error) {
+	if !abortLengthOK(uint32(min(len(p), maxAbortPayload+1))) {
+		return 0, 0, 0, "", fmt.Errorf("%w: abort frame of %d bytes", ErrCorrupt, len(p))
+	}
+	c, rep := binary.LittleEndian.Uint32(p[0:]), binary.LittleEndian.Uint32(p[4:])
+	if int64(c) >= int64(size) || int64(rep) >= int64(size) {
+		return 0, 0, 0, "", fmt.Errorf("%w: abort names rank %d reported by %d in a ring of %d", ErrCorrupt, c, rep, size)
+	}
+	return int(c), int(rep), abortReason(p[8]), string(p[abortFixed:]), nil
+}

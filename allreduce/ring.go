@@ -3,7 +3,6 @@ package allreduce
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -455,11 +454,7 @@ func (r *Ring) fail(op opKind, err error) {
 	case errors.As(err, &ge):
 		culprit, reason = ge.Rank, reasonGeneration
 	}
-	payload := make([]byte, 9, 9+len(msg))
-	binary.LittleEndian.PutUint32(payload[0:], uint32(culprit))
-	binary.LittleEndian.PutUint32(payload[4:], uint32(reporter))
-	payload[8] = byte(reason)
-	payload = append(payload, msg...)
+	payload := encodeAbort(culprit, reporter, reason, msg)
 	r.smu.Lock()
 	r.discard = true
 	r.queue = r.queue[:0]
@@ -841,19 +836,16 @@ func reasonCode(err error) abortReason {
 
 // readAbort turns an abort frame from prev into the error it reports.
 func (r *Ring) readAbort(h *header) error {
-	if h.length < 9 || h.length > 64<<10 {
+	if !abortLengthOK(h.length) {
 		return r.peerErr(r.prev, r.last.Op, fmt.Errorf("%w: abort frame of %d bytes", ErrCorrupt, h.length))
 	}
 	p := make([]byte, h.length)
 	if err := r.readFull(p); err != nil {
 		return r.readErr(err)
 	}
-	culprit := int(binary.LittleEndian.Uint32(p[0:]))
-	reporter := int(binary.LittleEndian.Uint32(p[4:]))
-	reason := abortReason(p[8])
-	msg := string(p[9:])
-	if culprit >= r.n || reporter >= r.n {
-		return r.peerErr(r.prev, r.last.Op, fmt.Errorf("%w: abort names rank %d reported by %d in a ring of %d", ErrCorrupt, culprit, reporter, r.n))
+	culprit, reporter, reason, msg, err := parseAbort(p, r.n)
+	if err != nil {
+		return r.peerErr(r.prev, r.last.Op, err)
 	}
 	if reason == reasonGeneration {
 		return &GenerationError{Rank: culprit, Member: r.cfg.Members[culprit], Ours: r.cfg.Generation, Theirs: r.cfg.Generation + 1}

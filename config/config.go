@@ -16,6 +16,8 @@ import (
 	"io"
 	"math"
 	"os"
+	"regexp"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -103,8 +105,8 @@ type DSB struct {
 
 // SI is the interpolant and its samplers.
 type SI struct {
-	Path            string  `yaml:"path" json:"path"`   // linear, trig, encdec, onesided
-	Gamma           string  `yaml:"gamma" json:"gamma"` // sqrt, quadratic, sin2, zero
+	Path            string  `yaml:"path" json:"path"`   // see SIPaths
+	Gamma           string  `yaml:"gamma" json:"gamma"` // see SIGammas; empty: the path's natural one
 	GammaScale      float64 `yaml:"gamma_scale" json:"gamma_scale"`
 	TrainDenoiser   bool    `yaml:"train_denoiser" json:"train_denoiser"`
 	Sampler         string  `yaml:"sampler" json:"sampler"` // heun, rk4, sde
@@ -153,7 +155,10 @@ func Parse(b []byte, source string) (*Config, error) {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
 			// yaml.v3 lists one problem per line; keep the error on one line.
-			return nil, fmt.Errorf("config %s: %s", source, strings.Join(te.Errors, "; "))
+			return nil, fmt.Errorf("config %s: %s", source, oneLine(strings.Join(te.Errors, "; ")))
+		}
+		if strings.Contains(err.Error(), "\n") {
+			return nil, fmt.Errorf("config %s: %s", source, oneLine(err.Error()))
 		}
 		return nil, fmt.Errorf("config %s: %w", source, err)
 	}
@@ -170,6 +175,10 @@ func Parse(b []byte, source string) (*Config, error) {
 	}
 	return &c, nil
 }
+
+// oneLine escapes the newlines that quoted input values bring into an
+// error, so that a bad config always reads as one line.
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", `\n`) }
 
 // SetDefaults fills every field the user left zero.
 func (c *Config) SetDefaults() {
@@ -256,6 +265,42 @@ func setFloat(p *float64, v float64) {
 	}
 }
 
+// SIPaths are the interpolant paths bridge/si builds ("encoding-decoding"
+// is another name of encdec); SIGammas its noise schedules g(t), none being
+// g = 0. One-sided paths take gamma none, encdec any other.
+var (
+	SIPaths  = []string{"linear", "trig", "encdec", "encoding-decoding", "one-sided-linear", "one-sided-trig"}
+	SIGammas = []string{"sqrt", "quad", "sin2", "none"}
+)
+
+// Upper bounds of the sizes. They sit far above any run this program can
+// train in memory, and exist so that a typo such as 1e12 fails at once,
+// naming the field, instead of as an out-of-memory crash minutes later.
+const (
+	MaxBatch         = 1 << 20
+	MaxSteps         = 1 << 30 // train.steps, dsb.cache_refresh
+	MaxDSBSteps      = 10_000  // dsb.steps, time steps N of a chain
+	MaxIterations    = 1000    // dsb.iterations: 2 phases each, phases are numbered up to 9999
+	MaxCacheSize     = 1 << 26 // dsb.cache_size, trajectories per cache generation
+	MaxCacheShards   = 1 << 16
+	MaxCachePairs    = 1 << 31 // dsb.cache_size × dsb.steps, the training pairs of one cache
+	MaxSamples       = 1 << 24 // eval.samples, and sbtrain sample --n
+	MaxLikelihood    = 1 << 20 // eval.likelihood_points
+	MaxTrajectories  = 1 << 14 // eval.trajectories
+	MaxSamplerSteps  = 1 << 20 // si.sampler_steps, si.likelihood_steps
+	MaxProbes        = 1 << 10 // si.probes
+	MaxDim           = 1 << 16 // data.dim, prior.dim
+	MaxHidden        = 1 << 16 // each model.hidden width
+	MaxHiddenLayers  = 64
+	MaxTimeEmbed     = 1 << 12
+	maxNameBytes     = 128
+	nameCharsMessage = "1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit"
+)
+
+// namePattern is the run ids the store accepts (storage.ValidateRunID): the
+// name is the default run id, so a name the store refuses is refused here.
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
 // Validate checks what the config can check alone; the dataset and network
 // packages check their own specs again when they are built.
 func (c *Config) Validate() error {
@@ -270,8 +315,22 @@ func (c *Config) Validate() error {
 	default:
 		bad("method", "%q, want %q or %q", c.Method, MethodDSB, MethodSI)
 	}
-	if strings.ContainsAny(c.Name, "/\\ \t\n") {
-		bad("name", "%q must not contain slashes or spaces", c.Name)
+	if !namePattern.MatchString(c.Name) {
+		bad("name", "%q: want %s (it names the run in the store)", c.Name, nameCharsMessage)
+	}
+	var nonFinite []namedFloat
+	for _, f := range c.floats() {
+		if math.IsNaN(f.v) || math.IsInf(f.v, 0) {
+			nonFinite = append(nonFinite, f)
+		}
+	}
+	if n := len(nonFinite); n > 0 {
+		// One is enough to fix; a covariance full of NaN is one mistake.
+		more := ""
+		if n > 1 {
+			more = fmt.Sprintf(" (and %d more non-finite numbers)", n-1)
+		}
+		bad(nonFinite[0].name, "%v, want a finite number%s", nonFinite[0].v, more)
 	}
 	c.Data.validate("data", bad)
 	c.Prior.validate("prior", bad)
@@ -283,13 +342,16 @@ func (c *Config) Validate() error {
 	default:
 		bad("model.arch", "%q, want mlp, dsb2d or unet", c.Model.Arch)
 	}
+	if len(c.Model.Hidden) > MaxHiddenLayers {
+		bad("model.hidden", "%d layers, want at most %d", len(c.Model.Hidden), MaxHiddenLayers)
+	}
 	for i, h := range c.Model.Hidden {
-		if h <= 0 {
-			bad(fmt.Sprintf("model.hidden[%d]", i), "%d, want > 0", h)
+		if h <= 0 || h > MaxHidden {
+			bad(fmt.Sprintf("model.hidden[%d]", i), "%d, want 1..%d", h, MaxHidden)
 		}
 	}
-	if c.Model.TimeEmbed < 0 || c.Model.TimeEmbed%2 != 0 {
-		bad("model.time_embed", "%d, want an even number >= 0", c.Model.TimeEmbed)
+	if c.Model.TimeEmbed < 0 || c.Model.TimeEmbed%2 != 0 || c.Model.TimeEmbed > MaxTimeEmbed {
+		bad("model.time_embed", "%d, want an even number in 0..%d", c.Model.TimeEmbed, MaxTimeEmbed)
 	}
 	switch c.Model.Activation {
 	case "leakyrelu", "silu", "relu", "tanh":
@@ -298,8 +360,8 @@ func (c *Config) Validate() error {
 	}
 
 	t := c.Train
-	positiveInt(bad, "train.batch", t.Batch)
-	positiveInt(bad, "train.steps", t.Steps)
+	boundedInt(bad, "train.batch", t.Batch, MaxBatch)
+	boundedInt(bad, "train.steps", t.Steps, MaxSteps)
 	positiveFloat(bad, "train.lr", t.LR)
 	if !(t.EMADecay >= 0 && t.EMADecay < 1) {
 		bad("train.ema_decay", "%v, want in [0, 1)", t.EMADecay)
@@ -322,12 +384,12 @@ func (c *Config) Validate() error {
 	case MethodSI:
 		c.validateSI(bad)
 	}
-	positiveInt(bad, "eval.samples", c.Eval.Samples)
-	if c.Eval.Likelihood < 0 {
-		bad("eval.likelihood_points", "%d, want >= 0", c.Eval.Likelihood)
+	boundedInt(bad, "eval.samples", c.Eval.Samples, MaxSamples)
+	if c.Eval.Likelihood < 0 || c.Eval.Likelihood > MaxLikelihood {
+		bad("eval.likelihood_points", "%d, want 0..%d", c.Eval.Likelihood, MaxLikelihood)
 	}
-	if c.Eval.Trajectories < 0 {
-		bad("eval.trajectories", "%d, want >= 0", c.Eval.Trajectories)
+	if c.Eval.Trajectories < 0 || c.Eval.Trajectories > MaxTrajectories {
+		bad("eval.trajectories", "%d, want 0..%d", c.Eval.Trajectories, MaxTrajectories)
 	}
 	if len(errs) == 0 {
 		return nil
@@ -424,8 +486,8 @@ func (m Model) validateUNet(bad func(string, string, ...any)) {
 
 func (c *Config) validateDSB(bad func(string, string, ...any)) {
 	d := c.DSB
-	if d.Steps <= 0 || d.Steps%2 != 0 {
-		bad("dsb.steps", "%d, want a positive even number of time steps N", d.Steps)
+	if d.Steps <= 0 || d.Steps%2 != 0 || d.Steps > MaxDSBSteps {
+		bad("dsb.steps", "%d, want a positive even number of time steps N, at most %d", d.Steps, MaxDSBSteps)
 	}
 	positiveFloat(bad, "dsb.gamma_min", d.GammaMin)
 	positiveFloat(bad, "dsb.gamma_max", d.GammaMax)
@@ -439,10 +501,13 @@ func (c *Config) validateDSB(bad func(string, string, ...any)) {
 	default:
 		bad("dsb.reference", "%q, want ou or brownian", d.Reference)
 	}
-	positiveInt(bad, "dsb.iterations", d.Iterations)
-	positiveInt(bad, "dsb.cache_size", d.CacheSize)
-	positiveInt(bad, "dsb.cache_shards", d.CacheShards)
-	positiveInt(bad, "dsb.cache_refresh", d.CacheRefresh)
+	boundedInt(bad, "dsb.iterations", d.Iterations, MaxIterations)
+	boundedInt(bad, "dsb.cache_size", d.CacheSize, MaxCacheSize)
+	boundedInt(bad, "dsb.cache_shards", d.CacheShards, MaxCacheShards)
+	boundedInt(bad, "dsb.cache_refresh", d.CacheRefresh, MaxSteps)
+	if d.CacheSize > 0 && d.CacheSize <= MaxCacheSize && d.Steps > 0 && d.Steps <= MaxDSBSteps && int64(d.CacheSize)*int64(d.Steps) > MaxCachePairs {
+		bad("dsb.cache_size", "%d trajectories of dsb.steps %d are %d training pairs, want at most %d", d.CacheSize, d.Steps, int64(d.CacheSize)*int64(d.Steps), int64(MaxCachePairs))
+	}
 	if d.CacheShards > 0 && d.CacheSize%d.CacheShards != 0 {
 		bad("dsb.cache_size", "%d is not a multiple of dsb.cache_shards %d", d.CacheSize, d.CacheShards)
 	}
@@ -453,7 +518,20 @@ func (c *Config) validateDSB(bad func(string, string, ...any)) {
 
 func (c *Config) validateSI(bad func(string, string, ...any)) {
 	s := c.SI
-	// Path and gamma names are checked where they are defined, in bridge/si.
+	// The names mirror bridge/si's (NewPath), so that `config --check`
+	// refuses what training would.
+	oneSided := s.Path == "one-sided-linear" || s.Path == "one-sided-trig"
+	encDec := s.Path == "encdec" || s.Path == "encoding-decoding"
+	switch {
+	case !slices.Contains(SIPaths, s.Path):
+		bad("si.path", "%q, want one of %s", s.Path, strings.Join(SIPaths, ", "))
+	case s.Gamma != "" && !slices.Contains(SIGammas, s.Gamma):
+		bad("si.gamma", "%q, want one of %s (or leave it out for the path's own)", s.Gamma, strings.Join(SIGammas, ", "))
+	case oneSided && s.Gamma != "" && s.Gamma != "none":
+		bad("si.gamma", "%q: a one-sided path (%s) has no latent z, want none", s.Gamma, s.Path)
+	case encDec && s.Gamma == "none":
+		bad("si.gamma", "none: the encdec path passes through pure noise at t = 1/2, want a gamma > 0")
+	}
 	positiveFloat(bad, "si.gamma_scale", s.GammaScale)
 	switch s.Sampler {
 	case "euler", "heun", "rk4":
@@ -461,13 +539,13 @@ func (c *Config) validateSI(bad func(string, string, ...any)) {
 		if !s.TrainDenoiser {
 			bad("si.sampler", "sde needs the score: set si.train_denoiser: true")
 		}
-		if s.Gamma == "none" {
-			bad("si.sampler", "sde needs a noisy interpolant: si.gamma must not be zero")
+		if s.Gamma == "none" || (s.Gamma == "" && oneSided) {
+			bad("si.sampler", "sde needs a noisy interpolant: si.gamma must not be none")
 		}
 	default:
 		bad("si.sampler", "%q, want euler, heun, rk4 or sde", s.Sampler)
 	}
-	positiveInt(bad, "si.sampler_steps", s.SamplerSteps)
+	boundedInt(bad, "si.sampler_steps", s.SamplerSteps, MaxSamplerSteps)
 	if s.Epsilon < 0 {
 		bad("si.epsilon", "%v, want >= 0", s.Epsilon)
 	}
@@ -476,16 +554,16 @@ func (c *Config) validateSI(bad func(string, string, ...any)) {
 	default:
 		bad("si.divergence", "%q, want auto, exact or hutchinson", s.Divergence)
 	}
-	positiveInt(bad, "si.probes", s.Probes)
-	positiveInt(bad, "si.likelihood_steps", s.LikelihoodSteps)
+	boundedInt(bad, "si.probes", s.Probes, MaxProbes)
+	boundedInt(bad, "si.likelihood_steps", s.LikelihoodSteps, MaxSamplerSteps)
 }
 
 func (d Dataset) validate(field string, bad func(string, string, ...any)) {
 	if d.Name == "" {
 		bad(field+".name", "missing: name a dataset (e.g. gaussian, moons, checkerboard, points)")
 	}
-	if d.Dim < 0 {
-		bad(field+".dim", "%d, want >= 0", d.Dim)
+	if d.Dim < 0 || d.Dim > MaxDim {
+		bad(field+".dim", "%d, want 0..%d", d.Dim, MaxDim)
 	}
 	if d.Name == "points" && d.Path == "" {
 		bad(field+".path", "missing: the points dataset reads a CSV or .npy file")
@@ -495,10 +573,46 @@ func (d Dataset) validate(field string, bad func(string, string, ...any)) {
 	}
 }
 
-func positiveInt(bad func(string, string, ...any), field string, v int) {
-	if v <= 0 {
-		bad(field, "%d, want > 0", v)
+func boundedInt(bad func(string, string, ...any), field string, v, most int) {
+	if v <= 0 || v > most {
+		bad(field, "%d, want 1..%d", v, most)
 	}
+}
+
+type namedFloat struct {
+	name string
+	v    float64
+}
+
+// floats lists every float of the config by field name: each must be
+// finite, whatever else its own check wants (JSON, and so Hash, cannot
+// encode NaN or Inf).
+func (c *Config) floats() []namedFloat {
+	out := []namedFloat{
+		{"train.lr", c.Train.LR}, {"train.ema_decay", c.Train.EMADecay}, {"train.grad_clip", c.Train.GradClip},
+		{"dsb.gamma_min", c.DSB.GammaMin}, {"dsb.gamma_max", c.DSB.GammaMax},
+		{"dsb.ou_mean", c.DSB.OUMean}, {"dsb.ou_var", c.DSB.OUVar},
+		{"si.gamma_scale", c.SI.GammaScale}, {"si.epsilon", c.SI.Epsilon},
+	}
+	for _, d := range []struct {
+		field string
+		d     Dataset
+	}{{"data", c.Data}, {"prior", c.Prior}} {
+		out = append(out, namedFloat{d.field + ".noise", d.d.Noise}, namedFloat{d.field + ".scale", d.d.Scale},
+			namedFloat{d.field + ".jitter", d.d.Jitter})
+		for i, v := range d.d.Mean {
+			out = append(out, namedFloat{fmt.Sprintf("%s.mean[%d]", d.field, i), v})
+		}
+		for i, v := range d.d.Var {
+			out = append(out, namedFloat{fmt.Sprintf("%s.var[%d]", d.field, i), v})
+		}
+		for i, row := range d.d.Cov {
+			for j, v := range row {
+				out = append(out, namedFloat{fmt.Sprintf("%s.cov[%d][%d]", d.field, i, j), v})
+			}
+		}
+	}
+	return out
 }
 
 func positiveFloat(bad func(string, string, ...any), field string, v float64) {

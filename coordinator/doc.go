@@ -3,7 +3,9 @@
 // membership, checkpoint commits and recovery from storage. It also tells
 // the run's dashboard (package dashboard, served on Options.HTTPAddr) what
 // happens, and appends every progress report and commit to the run's
-// metrics.jsonl in storage (see MetricsRecord and ReadMetrics).
+// metrics.jsonl in storage (see MetricsRecord and ReadMetrics). Every
+// call a trainer makes is decoded into the machine's events in one place
+// (decode.go) before anything acts on it.
 //
 // With a run secret (Options.Secret) the control service takes only mutual
 // TLS connections with the secret's certificate and gossip only the

@@ -572,9 +572,8 @@ func (c *Coordinator) watchGossip(ctx context.Context) {
 // gossip node is alive (loop goroutine).
 func (c *Coordinator) memberUp(ctx context.Context, f *follower) {
 	f.up = true
-	h := f.hello
-	c.feed(ctx, MemberUp{ID: f.id, RingAddr: h.RingAddr, HasState: h.HasState,
-		Held: Position{Phase: int(h.GetHeld().GetPhase()), Step: h.GetHeld().GetStep()}, LastGeneration: h.LastGeneration})
+	up, _ := decodeHello(f.hello) // Follow decoded it before filing f
+	c.feed(ctx, up)
 }
 
 // drop removes a follower and tells the machine (loop goroutine).
@@ -665,14 +664,8 @@ type service struct {
 func (s *service) Follow(h *api.Hello, stream grpc.ServerStreamingServer[api.Plan]) error {
 	c := s.c
 	var diffs []string
-	switch {
-	case h.TrainerId == "":
-		return status.Error(codes.InvalidArgument, "hello: trainer_id is empty")
-	case h.RingAddr == "":
-		return status.Errorf(codes.InvalidArgument, "hello from %s: ring_addr is empty", h.TrainerId)
-	}
-	if _, _, err := net.SplitHostPort(h.RingAddr); err != nil {
-		return status.Errorf(codes.InvalidArgument, "hello from %s: ring_addr %q: %v", h.TrainerId, h.RingAddr, err)
+	if _, err := decodeHello(h); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	if h.ConfigHash != c.opts.ConfigHash {
 		diffs = append(diffs, fmt.Sprintf("config hash %s, the coordinator's is %s (start every process with the same config)", h.ConfigHash, c.opts.ConfigHash))
@@ -749,21 +742,12 @@ func (s *service) Follow(h *api.Hello, stream grpc.ServerStreamingServer[api.Pla
 
 func (s *service) Report(ctx context.Context, r *api.Report) (*api.Ack, error) {
 	c := s.c
-	pos := Position{Phase: int(r.GetPosition().GetPhase()), Step: r.GetPosition().GetStep()}
-	var e Event
-	switch r.Kind {
-	case api.Report_HOLDING:
-		e = Holding{ID: r.TrainerId, Generation: r.Generation, HasState: r.HasState, Held: pos}
-	case api.Report_PROGRESS:
-		e = Progress{ID: r.TrainerId, Generation: r.Generation, Pos: pos, Loss: r.Loss,
-			SamplesPerSec: r.SamplesPerSec, AllReduceFraction: r.AllreduceFraction}
-	case api.Report_RING_FAILED:
-		e = RingFailed{ID: r.TrainerId, Generation: r.Generation, Suspect: r.Suspect, Err: r.Error}
-	default:
-		return nil, status.Errorf(codes.InvalidArgument, "report from %s: unknown kind %v", r.TrainerId, r.Kind)
+	e, err := decodeReport(r)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	instance := runauth.InstanceOf(ctx)
-	err := c.post(ctx, func() {
+	err = c.post(ctx, func() {
 		f := c.followers[r.TrainerId]
 		if f == nil {
 			return
@@ -808,21 +792,15 @@ func (s *service) Commit(ctx context.Context, r *api.CommitRequest) (*api.Commit
 		c.rejects.Refused("commit", peerAddr(ctx), fmt.Sprintf("commit for trainer %s from a process that does not follow as it", r.TrainerId))
 		return nil, status.Errorf(codes.PermissionDenied, "commit from %s refused: this process does not follow as trainer %s", peerAddr(ctx), r.TrainerId)
 	}
-	id, err := storage.ParseID(r.Checkpoint)
+	call, err := decodeCommit(r, c.opts.ConfigHash)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "commit from %s: %v", r.TrainerId, err)
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	pos := Position{Phase: int(r.GetPosition().GetPhase()), Step: r.GetPosition().GetStep()}
-	blobs := make([]storage.BlobRef, len(r.Blobs))
-	for i, b := range r.Blobs {
-		blobs[i] = storage.BlobRef{Name: b.Name, Key: b.Key, Size: b.Size, SHA256: b.Sha256}
-	}
-	meta := storage.Meta{Phase: int(r.Phase), IPFIteration: int(r.IpfIteration), Direction: r.Direction,
-		Step: r.Step, PhaseEnd: r.PhaseEnd, ConfigHash: c.opts.ConfigHash}
+	id, pos, meta, blobs := call.id, call.event.Pos, call.meta, call.blobs
 	var reply *api.CommitReply
 	var rerr error
 	err = c.call(ctx, func() {
-		outs := c.feed(ctx, CommitRequested{ID: r.TrainerId, Generation: r.Generation, Pos: pos, Checkpoint: r.Checkpoint})
+		outs := c.feed(ctx, call.event)
 		for _, o := range outs {
 			switch o := o.(type) {
 			case RejectCommit:

@@ -401,6 +401,13 @@ func f32bytes(v []float32) []byte {
 // ending in a newline so the data starts at a multiple of 64 bytes.
 func writeNPY(t *testing.T, path string, major byte, descr string, fortran bool, shape string, payload []byte) {
 	t.Helper()
+	if err := os.WriteFile(path, npyImage(major, descr, fortran, shape, payload), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// npyImage is the bytes writeNPY writes.
+func npyImage(major byte, descr string, fortran bool, shape string, payload []byte) []byte {
 	order := "False"
 	if fortran {
 		order = "True"
@@ -423,9 +430,7 @@ func writeNPY(t *testing.T, path string, major byte, descr string, fortran bool,
 	}
 	b.WriteString(header)
 	b.Write(payload)
-	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	return b.Bytes()
 }
 
 func leBytes(t *testing.T, v any) []byte {

@@ -73,7 +73,12 @@ func readCSV(path string) ([]float64, int, error) {
 		return nil, 0, fmt.Errorf("read points: %w", err)
 	}
 	defer f.Close()
-	r := csv.NewReader(f)
+	return decodeCSV(f, path)
+}
+
+// decodeCSV is readCSV of what r yields; path names it in errors.
+func decodeCSV(in io.Reader, path string) ([]float64, int, error) {
+	r := csv.NewReader(in)
 	r.FieldsPerRecord = -1 // checked below, with a message naming the line
 	r.TrimLeadingSpace = true
 	r.ReuseRecord = true
@@ -142,6 +147,11 @@ func readNPY(path string) ([]float64, int, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("read points: %w", err)
 	}
+	return decodeNPY(raw, path)
+}
+
+// decodeNPY is readNPY of a file's bytes; path names it in errors.
+func decodeNPY(raw []byte, path string) ([]float64, int, error) {
 	fail := func(format string, args ...any) ([]float64, int, error) {
 		return nil, 0, fmt.Errorf("read points %s: %s", path, fmt.Sprintf(format, args...))
 	}
@@ -161,7 +171,7 @@ func readNPY(path string) ([]float64, int, error) {
 	default:
 		return fail("format version %d.%d, want 1.0, 2.0 or 3.0", major, raw[7])
 	}
-	if start+headerLen > len(raw) {
+	if headerLen > len(raw)-start {
 		return fail("header length %d runs past the end of the file (%d bytes)", headerLen, len(raw))
 	}
 	header := string(raw[start : start+headerLen])
@@ -216,6 +226,11 @@ func readNPY(path string) ([]float64, int, error) {
 	n, dim := shape[0], shape[1]
 	if n == 0 || dim == 0 {
 		return fail("shape (%d, %d) holds no points", n, dim)
+	}
+	// n*dim*size can overflow an int for a shape no file holds, and would
+	// then pass for a small one: such shapes are refused first.
+	if dim > math.MaxInt/size || n > math.MaxInt/size/dim {
+		return fail("data is %d bytes, too few for shape (%d, %d) of %d-byte floats", len(body), n, dim, size)
 	}
 	if want := n * dim * size; len(body) != want {
 		return fail("data is %d bytes, want %d for shape (%d, %d) of %d-byte floats", len(body), want, n, dim, size)

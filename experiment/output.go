@@ -127,6 +127,18 @@ func DecodeNet(b []byte, name string) (*RoleNet, error) {
 	if err := json.Unmarshal([]byte(meta[metaSpec]), &spec); err != nil {
 		return nil, fmt.Errorf("%s: metadata %q: want the network's JSON spec: %w", name, metaSpec, err)
 	}
+	// The spec comes from the file: one that declares more weights than
+	// the file holds is refused before the network is allocated (64
+	// layers of the widest MLP would be a terabyte).
+	if spec.Arch == nn.ArchMLP && spec.Validate() == nil {
+		var least int64
+		for i := 1; i < len(spec.Hidden); i++ {
+			least += int64(spec.Hidden[i-1]) * int64(spec.Hidden[i])
+		}
+		if 4*least > int64(len(b)) {
+			return nil, fmt.Errorf("%s: network spec declares at least %d weights, the file has %d bytes", name, least, len(b))
+		}
+	}
 	net, err := nn.New(spec, 1)
 	if err != nil {
 		return nil, fmt.Errorf("%s: network spec: %w", name, err)

@@ -34,7 +34,7 @@ train: {batch: 64, lr: 0.002, steps: 9, ema_decay: 0.99}
 si: {train_denoiser: true}
 `
 
-func newJob(t *testing.T, y string) *Job {
+func newJob(t testing.TB, y string) *Job {
 	t.Helper()
 	cfg, err := config.Parse([]byte(y), "test config")
 	if err != nil {
@@ -82,7 +82,7 @@ func owners(shards, n int) [][]int {
 // runReplicas trains replicas in lockstep, summing their buffers in rank
 // order (what a ring all-reduce computes up to summation order), until
 // stop (or the end); every replica's state is returned.
-func runReplicas(t *testing.T, states []*State, stop Position) {
+func runReplicas(t testing.TB, states []*State, stop Position) {
 	t.Helper()
 	ctx := context.Background()
 	n := len(states)
@@ -118,7 +118,7 @@ func runReplicas(t *testing.T, states []*State, stop Position) {
 	}
 }
 
-func replicas(t *testing.T, j *Job, n int) []*State {
+func replicas(t testing.TB, j *Job, n int) []*State {
 	out := make([]*State, n)
 	for i := range out {
 		s, err := j.Init()
@@ -130,7 +130,7 @@ func replicas(t *testing.T, j *Job, n int) []*State {
 	return out
 }
 
-func encode(t *testing.T, s *State) []byte {
+func encode(t testing.TB, s *State) []byte {
 	t.Helper()
 	b, err := s.Encode()
 	if err != nil {

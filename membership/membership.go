@@ -310,6 +310,22 @@ func (n *Node) Members() []Peer {
 	return out
 }
 
+// Strangers lists the live members whose meta names another run, sorted
+// by name: they are no members, but a node that finds no peer of its own
+// run can say why.
+func (n *Node) Strangers() []Peer {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []Peer
+	for _, s := range n.peers {
+		if s.err != nil && s.peer.Meta.Run != "" && s.peer.Meta.Run != n.run {
+			out = append(out, s.peer)
+		}
+	}
+	slices.SortFunc(out, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
 // Find returns a live member with the given role, this node included (the
 // first by name, so every node picks the same one when there are several).
 func (n *Node) Find(role string) (Peer, bool) {

@@ -288,12 +288,21 @@ func (c *Checkpoints) readLatest(ctx context.Context) (latestPointer, error) {
 	if err != nil {
 		return latestPointer{}, err
 	}
+	return decodeLatest(b, c.latestKey(), c.ckptPrefix(), c.run)
+}
+
+// decodeLatest parses a LATEST pointer; content errors match ErrInvalid.
+func decodeLatest(b []byte, key, ckptPrefix, run string) (latestPointer, error) {
 	var p latestPointer
 	if err := strictUnmarshal(b, &p); err != nil {
-		return latestPointer{}, fmt.Errorf("%s: %w", c.latestKey(), err)
+		return latestPointer{}, invalid(fmt.Errorf("%s: %w", key, err))
 	}
-	if !strings.HasPrefix(p.Manifest, c.ckptPrefix()) || !strings.HasSuffix(p.Manifest, "/"+manifestName) {
-		return latestPointer{}, fmt.Errorf("%s: manifest %q is not a manifest of run %s", c.latestKey(), p.Manifest, c.run)
+	dir, ok := strings.CutSuffix(strings.TrimPrefix(p.Manifest, ckptPrefix), "/"+manifestName)
+	if !strings.HasPrefix(p.Manifest, ckptPrefix) || !ok {
+		return latestPointer{}, invalid(fmt.Errorf("%s: manifest %q is not a manifest of run %s", key, p.Manifest, run))
+	}
+	if id, ok := parseDirName(dir); !ok || id.Seq != p.Seq {
+		return latestPointer{}, invalid(fmt.Errorf("%s: manifest %q and seq %d do not name one checkpoint", key, p.Manifest, p.Seq))
 	}
 	return p, nil
 }
@@ -599,11 +608,16 @@ func (c *Checkpoints) commit(ctx context.Context, id ID, meta Meta, blobs []Blob
 		return nil, fmt.Errorf("commit checkpoint %s: manifest: %w", id, err)
 	}
 	if cur, err := c.readLatest(ctx); err == nil && cur.Seq > id.Seq {
-		c.log.Warn("LATEST already names a newer checkpoint; leaving it", "run", c.run, "latest", cur.Manifest, "committed", c.manifestKey(id))
-		return &m, nil
+		// A pointer to a newer checkpoint stays only while that checkpoint
+		// exists: one removed by hand would otherwise pin LATEST forever.
+		_, serr := c.store.Stat(ctx, cur.Manifest)
+		if !errors.Is(serr, ErrNotFound) {
+			c.log.Warn("LATEST already names a newer checkpoint; leaving it", "run", c.run, "latest", cur.Manifest, "committed", c.manifestKey(id))
+			return &m, nil
+		}
+		c.log.Warn("LATEST names a checkpoint that is not in the store; repairing it", "run", c.run, "latest", cur.Manifest, "committed", c.manifestKey(id))
 	}
-	lp, _ := json.Marshal(latestPointer{Manifest: c.manifestKey(id), Seq: id.Seq})
-	if err := c.store.Put(ctx, c.latestKey(), bytes.NewReader(lp), int64(len(lp))); err != nil {
+	if err := c.writeLatest(ctx, id); err != nil {
 		// The manifest is the commit point, so the checkpoint is
 		// committed and loadable; only the pointer is stale.
 		return &m, fmt.Errorf("commit checkpoint %s: manifest written, LATEST not updated: %w", id, err)
@@ -781,9 +795,13 @@ type GCResult struct {
 // phase-end checkpoint, and the newest one that verifies (so GC never
 // leaves a run without a loadable checkpoint). Directories without a
 // manifest older than the newest commit are abandoned writes and go too;
-// newer ones may be in progress and stay. Each removal deletes the
-// manifest before the blobs, so a reader never sees a manifest whose blobs
-// are gone.
+// newer ones may be in progress and stay. A checkpoint whose manifest
+// exists but cannot be read (a newer format version, or damaged) always
+// stays, with a warning: what this program cannot read it must not judge
+// old. Each removal deletes the manifest before the blobs, so a reader
+// never sees a manifest whose blobs are gone. Last, a LATEST that names a
+// checkpoint which is not there is pointed at the newest one that
+// verifies.
 func (c *Checkpoints) GC(ctx context.Context, keep int) (GCResult, error) {
 	if keep < 1 {
 		return GCResult{}, fmt.Errorf("gc: keep %d, want at least 1", keep)
@@ -793,6 +811,7 @@ func (c *Checkpoints) GC(ctx context.Context, keep int) (GCResult, error) {
 		return GCResult{}, err
 	}
 	keepSet := map[ID]bool{}
+	var newestValid *Manifest // the newest checkpoint that verifies
 	var newestCommitted int64 = -1
 	n := 0
 	for i := len(entries) - 1; i >= 0; i-- {
@@ -811,8 +830,9 @@ func (c *Checkpoints) GC(ctx context.Context, keep int) (GCResult, error) {
 		if e.Manifest == nil {
 			continue
 		}
-		if _, err := c.Verify(ctx, e.ID); err == nil {
+		if m, err := c.Verify(ctx, e.ID); err == nil {
 			keepSet[e.ID] = true
+			newestValid = m
 			break
 		} else if !errors.Is(err, ErrInvalid) {
 			return GCResult{}, fmt.Errorf("gc: %w", err)
@@ -820,7 +840,11 @@ func (c *Checkpoints) GC(ctx context.Context, keep int) (GCResult, error) {
 	}
 	var res GCResult
 	for _, e := range entries {
-		if keepSet[e.ID] || (e.Manifest == nil && e.ID.Seq > newestCommitted) {
+		unreadable := e.Manifest == nil && !errors.Is(e.Err, ErrNotFound)
+		if unreadable {
+			c.log.Warn("gc: keeping a checkpoint it cannot read", "run", c.run, "checkpoint", e.ID.String(), "reason", e.Err)
+		}
+		if keepSet[e.ID] || unreadable || (e.Manifest == nil && e.ID.Seq > newestCommitted) {
 			res.Kept = append(res.Kept, e.ID)
 			continue
 		}
@@ -829,7 +853,41 @@ func (c *Checkpoints) GC(ctx context.Context, keep int) (GCResult, error) {
 		}
 		res.Removed = append(res.Removed, e.ID)
 	}
+	if newestValid != nil {
+		if err := c.repairLatest(ctx, newestValid); err != nil {
+			return res, fmt.Errorf("gc: %w", err)
+		}
+	}
 	return res, nil
+}
+
+// repairLatest points LATEST at m when it is missing, unreadable, or names
+// a manifest that is not in the store; a LATEST naming a manifest that
+// exists stays as it is (that checkpoint may be newer than m, or of a
+// newer format).
+func (c *Checkpoints) repairLatest(ctx context.Context, m *Manifest) error {
+	cur, err := c.readLatest(ctx)
+	if err == nil {
+		_, serr := c.store.Stat(ctx, cur.Manifest)
+		if serr == nil {
+			return nil
+		}
+		if !errors.Is(serr, ErrNotFound) {
+			return fmt.Errorf("check LATEST of run %s: %w", c.run, serr)
+		}
+		c.log.Warn("LATEST names a checkpoint that is not in the store; repairing it", "run", c.run, "latest", cur.Manifest, "now", c.manifestKey(ID{Seq: m.Seq, Phase: m.Phase, Step: m.Step}))
+	} else if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrInvalid) {
+		return fmt.Errorf("read LATEST of run %s: %w", c.run, err)
+	}
+	return c.writeLatest(ctx, ID{Seq: m.Seq, Phase: m.Phase, Step: m.Step})
+}
+
+func (c *Checkpoints) writeLatest(ctx context.Context, id ID) error {
+	lp, _ := json.Marshal(latestPointer{Manifest: c.manifestKey(id), Seq: id.Seq})
+	if err := c.store.Put(ctx, c.latestKey(), bytes.NewReader(lp), int64(len(lp))); err != nil {
+		return fmt.Errorf("write LATEST of run %s: %w", c.run, err)
+	}
+	return nil
 }
 
 func (c *Checkpoints) remove(ctx context.Context, id ID) error {

@@ -2,8 +2,11 @@
 // object store (s3:// through minio-go, file:// on local disk), the
 // safetensors encoding of tensors, the checkpoint format and its commit
 // protocol (blobs, then a checksummed manifest, then the LATEST pointer), and
-// the cache-shard format. A reader trusts a checkpoint only after its
-// manifest and every blob verify; partial writes are never visible.
+// the cache-shard format, and the run lease. A reader trusts a checkpoint
+// only after its manifest and every blob verify; partial writes are never
+// visible, and nothing it cannot read is ever garbage-collected. Every
+// decoder of stored bytes checks declared sizes against the input and
+// documented maxima before it allocates.
 //
 // It imports nothing else of the project.
 package storage

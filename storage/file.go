@@ -23,8 +23,21 @@ type fileStore struct {
 	root string
 }
 
-func openFile(dir string) (*fileStore, error) {
+func openFile(dir string, mustExist bool) (*fileStore, error) {
 	root := filepath.Clean(filepath.FromSlash(dir))
+	if mustExist {
+		fi, err := os.Stat(root)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("file store %s: no such directory: %w", root, ErrNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("file store %s: %w", root, err)
+		}
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("file store %s: not a directory", root)
+		}
+		return &fileStore{root: root}, nil
+	}
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, fmt.Errorf("file store %s: %w", root, err)
 	}

@@ -384,6 +384,21 @@ func (l *Lease) Release(ctx context.Context) error {
 	return nil
 }
 
+// LeaseLive says whether info, run's lease read at now, still belongs to a working
+// holder: not stale by its TTL, and its process not known to be gone (see
+// LeaseOptions.ProcessAlive; nil: this host's process table). When it is
+// live, why says by whom and until when; otherwise why says why it is
+// stale.
+func LeaseLive(run string, info LeaseInfo, now time.Time, alive func(host string, pid int) bool) (live bool, why string) {
+	if alive == nil {
+		alive = processAlive
+	}
+	if reason := staleReason(info, now, alive); reason != "" {
+		return false, reason
+	}
+	return true, heldError(run, leaseKey(run), info, now).msg
+}
+
 // BreakLease removes run's lease whoever holds it (operators only).
 func BreakLease(ctx context.Context, s Store, run string) error {
 	if err := ValidateRunID(run); err != nil {

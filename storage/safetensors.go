@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"unicode/utf8"
 )
@@ -462,8 +463,8 @@ func ReadSafetensors(r io.Reader) ([]Tensor, map[string]string, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("safetensors: %w", err)
 	}
-	h := make([]byte, n)
-	if _, err := io.ReadFull(r, h); err != nil {
+	h, err := readExactly(r, n)
+	if err != nil {
 		return nil, nil, fmt.Errorf("safetensors: read %d-byte header: %w", n, err)
 	}
 	p, err := parseSafetensorsHeader(h)
@@ -475,9 +476,9 @@ func ReadSafetensors(r io.Reader) ([]Tensor, map[string]string, error) {
 	}
 	for i := range p.tensors {
 		o := p.offsets[i]
-		buf := make([]byte, o[1]-o[0])
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return nil, nil, fmt.Errorf("safetensors: read tensor %q (%d bytes at offset %d): %w", p.tensors[i].Name, len(buf), o[0], err)
+		buf, err := readExactly(r, o[1]-o[0])
+		if err != nil {
+			return nil, nil, fmt.Errorf("safetensors: read tensor %q (%d bytes at offset %d): %w", p.tensors[i].Name, o[1]-o[0], o[0], err)
 		}
 		p.tensors[i].Data = buf
 	}
@@ -486,6 +487,29 @@ func ReadSafetensors(r io.Reader) ([]Tensor, map[string]string, error) {
 		return nil, nil, fmt.Errorf("safetensors: data continues past the %d bytes the header describes", p.dataLen)
 	}
 	return p.tensors, p.metadata, nil
+}
+
+// readExactly reads n bytes from r. A stream has no length to check a
+// declared size against, so memory grows with what actually arrives
+// (doubling, from at most readChunk): a header that declares terabytes
+// fails at the stream's end, not in make.
+func readExactly(r io.Reader, n int64) ([]byte, error) {
+	const readChunk = 16 << 20
+	buf := make([]byte, 0, min(n, readChunk))
+	for int64(len(buf)) < n {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, int(min(n-int64(len(buf)), int64(cap(buf)))))
+		}
+		k, err := io.ReadFull(r, buf[len(buf):int(min(int64(cap(buf)), n))])
+		buf = buf[:len(buf)+k]
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fmt.Errorf("got %d of %d bytes: %w", len(buf), n, err)
+		}
+	}
+	return buf, nil
 }
 
 // TensorByName returns the tensor called name.

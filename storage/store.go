@@ -125,6 +125,11 @@ type Options struct {
 	// CreateBucket creates the bucket if it does not exist; otherwise a
 	// missing bucket is an error.
 	CreateBucket bool
+	// MustExist refuses a file:// directory that does not exist (ErrNotFound)
+	// instead of creating it: readers such as `sbtrain ckpt` must not
+	// leave a mistyped path behind. S3 buckets must exist anyway unless
+	// CreateBucket.
+	MustExist bool
 	// Retry bounds retries of transient S3 errors; zero value: DefaultRetry.
 	Retry RetryPolicy
 	// Logger receives retry and fallback messages; nil: slog.Default().
@@ -157,7 +162,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (Store, error) {
 		if !strings.HasPrefix(u.Path, "/") || u.Path == "/" {
 			return nil, fmt.Errorf("%w %q: want file:///absolute/dir", ErrBadURL, rawURL)
 		}
-		return openFile(u.Path)
+		return openFile(u.Path, opts.MustExist)
 	case "s3":
 		return openS3(ctx, u, opts)
 	case "":

@@ -152,3 +152,33 @@ func TestOptionsPorts(t *testing.T) {
 		})
 	}
 }
+
+// A trainer whose run name differs from its coordinator's was once told
+// "no coordinator among the gossip members"; it is refused at once, with
+// both names.
+func TestRunOfAnotherNameIsRefused(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	seedAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freeTCPUDPPort(t)))
+	opts := Options{ID: "t-0", Run: shardsRun, Job: shardsJob(t), Version: "test", Join: seedAddr,
+		CoordinatorTimeout: 20 * time.Second, Logger: quiet}
+	opts.Store, _ = shardStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := membership.Start(ctx, membership.Options{Name: "coordinator", BindAddr: seedAddr, Logger: quiet,
+		Meta: membership.Meta{Role: membership.RoleCoordinator, Run: "other-run", GRPC: "127.0.0.1:1",
+			ConfigHash: opts.Job.Hash, Version: "test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close(context.Background())
+	start := time.Now()
+	err = Run(ctx, opts)
+	for _, want := range []string{`runs run "other-run"`, `this trainer run "` + shardsRun + `"`, "the run names differ"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Run: %v; want an error containing %q", err, want)
+		}
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("refused after %s, want at once (CoordinatorTimeout is %s)", took, opts.CoordinatorTimeout)
+	}
+}

@@ -259,6 +259,19 @@ func (t *Trainer) connect(ctx context.Context) (*grpc.ClientConn, *planStream, e
 	_ = t.node.Join(ctx, []string{t.opts.Join}) // a restarted coordinator is a new gossip node
 	peer, ok := t.node.Find(membership.RoleCoordinator)
 	if !ok {
+		for _, p := range t.node.Strangers() {
+			if p.Meta.Role != membership.RoleCoordinator {
+				continue
+			}
+			err := fmt.Errorf("trainer %s: the coordinator at %s runs run %q, this trainer run %q: the run names differ (give both the same --run, or the same name in the config)",
+				t.opts.ID, p.Addr, p.Meta.Run, t.opts.Run)
+			if p.Addr == t.opts.Join {
+				// The seed it was told to join is that coordinator: ours
+				// will never be found there.
+				return nil, nil, &refusedError{err.Error()}
+			}
+			return nil, nil, err
+		}
 		return nil, nil, fmt.Errorf("no coordinator among the gossip members")
 	}
 	creds := insecure.NewCredentials()

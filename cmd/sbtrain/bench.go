@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -82,11 +83,15 @@ func parseSize(s string) (int64, error) {
 		}
 	}
 	v, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
-	if err != nil || v < 0 {
+	if err != nil || v < 0 || v > math.MaxInt64/mul {
 		return 0, fmt.Errorf("size %q: want a non-negative integer with an optional unit (KiB, MiB, GiB)", s)
 	}
 	return v * mul, nil
 }
+
+// maxBenchBytes bounds every buffer a benchmark allocates; each worker
+// holds one of the largest size.
+const maxBenchBytes = 4 << 30
 
 // parseSizeRange reads "MIN:MAX" into sizes doubling from MIN to MAX.
 func parseSizeRange(s string) ([]int64, error) {
@@ -102,8 +107,8 @@ func parseSizeRange(s string) ([]int64, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a < 4 || b < a {
-		return nil, fmt.Errorf("sizes %q: want MIN:MAX with 4 <= MIN <= MAX", s)
+	if a < 4 || b < a || b > maxBenchBytes {
+		return nil, fmt.Errorf("sizes %q: want MIN:MAX with 4 <= MIN <= MAX <= %s", s, formatSize(maxBenchBytes))
 	}
 	var out []int64
 	for v := a; v <= b; v *= 2 {
@@ -254,8 +259,8 @@ func runBenchAllReduce(ctx context.Context, args []string) error {
 		return usagef("--sizes: %v", err)
 	}
 	tb, err := parseSize(*tcpBytes)
-	if err != nil || tb <= 0 {
-		return usagef("--tcp-bytes %q: want a positive size", *tcpBytes)
+	if err != nil || tb <= 0 || tb > maxBenchBytes {
+		return usagef("--tcp-bytes %q: want a positive size up to %s", *tcpBytes, formatSize(maxBenchBytes))
 	}
 	if *tcpRuns < 1 || *tcpRuns > 100 {
 		return usagef("--tcp-runs %d: want 1..100", *tcpRuns)
@@ -265,8 +270,8 @@ func runBenchAllReduce(ctx context.Context, args []string) error {
 		return usagef("--budget %q: want a positive size", *budget)
 	}
 	seg, err := parseSize(*segment)
-	if err != nil || seg < 4 {
-		return usagef("--segment %q: want at least 4 bytes", *segment)
+	if err != nil || seg < 4 || seg > 1<<30 {
+		return usagef("--segment %q: want 4 bytes to 1GiB", *segment)
 	}
 	sb, err := parseSize(*sockBuf)
 	if err != nil || sb > 1<<30 {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"text/tabwriter"
+	"time"
 
 	"github.com/sbtrain/sbtrain/storage"
 )
@@ -32,6 +33,9 @@ type storeFlags struct {
 	accessKey    string
 	secretKey    string
 	createBucket bool
+	// mustExist: the command only reads what is there, so a file store
+	// that does not exist is a mistyped path, not one to create.
+	mustExist bool
 }
 
 func addStoreFlags(fs *flag.FlagSet) *storeFlags {
@@ -58,6 +62,7 @@ func (f *storeFlags) open(ctx context.Context) (storage.Store, error) {
 	opts := storage.Options{
 		Endpoint: f.endpoint, Region: f.region, PathStyle: f.pathStyle,
 		AccessKey: f.accessKey, SecretKey: f.secretKey, CreateBucket: f.createBucket,
+		MustExist: f.mustExist,
 	}
 	if f.tls != "" {
 		b, err := strconv.ParseBool(f.tls)
@@ -106,12 +111,14 @@ func (f *storeFlags) childEnv() []string {
 	return env
 }
 
-const ckptUsage = "ls|verify|gc|unlock --store URL --run ID [flags]"
+const ckptUsage = "ls|verify|gc|unlock --store URL --run ID [--force] [flags]"
 
 func runCkpt(ctx context.Context, args []string) error {
 	fs := newFlagSet("ckpt", ckptUsage)
 	sf := addStoreFlags(fs)
+	sf.mustExist = true
 	run := fs.String("run", "", "run id (required)")
+	force := fs.Bool("force", false, "unlock: remove the lease even if its holder looks alive (two coordinators would then run the run)")
 	keep := fs.Int("keep", 3, "gc: keep the newest N committed checkpoints (phase ends and the newest valid one are always kept)")
 	seq := fs.Int64("seq", 0, "verify: only the checkpoint with this sequence number (default: all)")
 	if len(args) == 0 {
@@ -149,7 +156,7 @@ func runCkpt(ctx context.Context, args []string) error {
 		if errors.As(err, &ue) {
 			return err
 		}
-		if errors.Is(err, storage.ErrBadURL) {
+		if errors.Is(err, storage.ErrBadURL) || errors.Is(err, storage.ErrNotFound) {
 			return usagef("--store: %v", err)
 		}
 		return fmt.Errorf("open store: %w", err)
@@ -181,6 +188,9 @@ func runCkpt(ctx context.Context, args []string) error {
 		}
 		if err != nil {
 			return err
+		}
+		if live, why := storage.LeaseLive(*run, info, time.Now(), nil); live && !*force {
+			return fmt.Errorf("%s: refusing to unlock a live lease (stop that coordinator first, or pass --force if it is dead)", why)
 		}
 		if err := storage.BreakLease(ctx, s, *run); err != nil {
 			return err
@@ -223,6 +233,16 @@ func ckptVerify(ctx context.Context, out io.Writer, c *storage.Checkpoints, only
 	bad, n := 0, 0
 	for _, e := range ents {
 		if only != 0 && e.ID.Seq != only {
+			continue
+		}
+		if e.Manifest == nil && errors.Is(e.Err, storage.ErrNotFound) {
+			// Blobs without a manifest: a write a crash abandoned, or one
+			// in progress. Neither was ever a checkpoint, so neither is a
+			// bad one; ckpt gc removes the abandoned ones.
+			fmt.Fprintf(out, "--  %s: uncommitted write (no manifest), not a checkpoint\n", e.ID)
+			if only != 0 {
+				return fmt.Errorf("checkpoint seq %d was never committed", only)
+			}
 			continue
 		}
 		n++

@@ -31,6 +31,10 @@ const execMainEnv = "SBTRAIN_TEST_EXEC_MAIN"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(execMainEnv) == "1" {
+		if os.Getenv(trainerFailsEnv) == "1" && len(os.Args) > 1 && os.Args[1] == "trainer" {
+			fmt.Fprintln(os.Stderr, "trainer: failing at start, as the test asked")
+			os.Exit(3)
+		}
 		os.Exit(runMain(os.Args[1:], os.Stderr)) // exactly what main does
 	}
 	os.Exit(m.Run())

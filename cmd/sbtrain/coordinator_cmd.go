@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,6 +45,22 @@ func (f *coordFlags) validate() error {
 	case f.leaseTTL < time.Second:
 		return usagef("--lease-ttl %s: want at least 1s", f.leaseTTL)
 	}
+	if f.http != "" {
+		return checkListenAddr("http", f.http)
+	}
+	return nil
+}
+
+// checkListenAddr checks a HOST:PORT flag before anything binds it, so a
+// bad port is a usage error naming the flag, not a failure to listen.
+func checkListenAddr(flag, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return usagef("--%s %q: want host:port", flag, addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return usagef("--%s %q: port %q, want 0 (any free port) to 65535", flag, addr, port)
+	}
 	return nil
 }
 
@@ -64,6 +82,11 @@ func runCoordinator(ctx context.Context, args []string) error {
 	}
 	if err := cf.validate(); err != nil {
 		return err
+	}
+	for _, a := range []struct{ flag, addr string }{{"gossip", *gossip}, {"grpc", *grpcAddr}} {
+		if err := checkListenAddr(a.flag, a.addr); err != nil {
+			return err
+		}
 	}
 	var err error
 	if cf.secret, err = rf.secret(); err != nil {
@@ -93,6 +116,13 @@ func runCoordinator(ctx context.Context, args []string) error {
 		fmt.Fprintf(os.Stderr, "dashboard: %s\n", u)
 	}
 	if err := c.Wait(ctx); err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			// SIGTERM or ^C is how an operator (or Kubernetes) stops a
+			// coordinator: an orderly stop, not a failure. The run resumes
+			// from its last checkpoint.
+			slog.Info("coordinator stopped by signal; starting it again resumes the run", "run", run)
+			return nil
+		}
 		return err
 	}
 	if cf.out == "" {

@@ -140,6 +140,7 @@ func runLocal(ctx context.Context, args []string) error {
 	}
 
 	running := cf.workers
+	var lastExit trainerExit
 	for {
 		waitCtx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
@@ -155,14 +156,30 @@ func runLocal(ctx context.Context, args []string) error {
 			cancel()
 			<-done
 			running--
+			lastExit = ex
 			if ex.err != nil {
 				slog.Warn("trainer exited", "trainer", ex.id, "err", ex.err, "log", ex.log)
 			}
 			if running == 0 {
-				if err := c.Wait(ctx); err == nil {
+				// The last trainer may have left because the run just
+				// finished, a moment before the coordinator says so; past
+				// that moment nobody is left to train, and waiting longer
+				// would wait for ever.
+				wctx, cancelWait := context.WithTimeout(ctx, 3*time.Second)
+				err := c.Wait(wctx)
+				cancelWait()
+				if err == nil {
 					return finishLocal(ctx, j, run, cf, start, c, watcher, exited, &running, store)
 				}
-				return fmt.Errorf("every trainer exited before the run finished; see the logs in %s", *logDir)
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				why := "exited"
+				if lastExit.err != nil {
+					why = lastExit.err.Error()
+				}
+				return fmt.Errorf("no trainer is left: all %d exited before the run finished (the last, %s: %s); see the logs in %s",
+					cf.workers, lastExit.id, why, *logDir)
 			}
 		}
 	}

@@ -2,8 +2,11 @@ package main
 
 import (
 	"flag"
+	"io"
 	"log"
 	"log/slog"
+	"os"
+	"sync"
 )
 
 // logFlags is --log-format, shared by the processes of a distributed run.
@@ -24,17 +27,58 @@ func (f *logFlags) apply() error {
 	case "text":
 		return nil
 	case "json":
-		slog.SetDefault(slog.New(slog.NewJSONHandler(logWriter{}, nil)))
+		jsonLog.Lock()
+		jsonLog.on = true
+		jsonLog.Unlock()
+		// slog.SetDefault also points the log package's output at this
+		// handler, so the handler must not write through the log package:
+		// that would call back into itself (and deadlock on its lock).
+		slog.SetDefault(slog.New(slog.NewJSONHandler(jsonSink{}, nil)))
 		return nil
 	}
 	return usagef("--log-format %q: want text or json", f.format)
 }
 
-// logWriter writes where the log package writes (stderr unless a progress
-// bar has taken it, see progressLine.captureLog), as the text handler does.
-type logWriter struct{}
+// jsonLog is where the JSON handler writes: stderr, unless a progress bar
+// has taken the terminal (see redirectLog).
+var jsonLog struct {
+	sync.Mutex
+	on bool      // --log-format json was applied
+	w  io.Writer // nil: os.Stderr
+}
 
-func (logWriter) Write(p []byte) (int, error) { return log.Writer().Write(p) }
+type jsonSink struct{}
+
+func (jsonSink) Write(p []byte) (int, error) {
+	jsonLog.Lock()
+	w := jsonLog.w
+	jsonLog.Unlock()
+	if w == nil {
+		w = os.Stderr
+	}
+	return w.Write(p)
+}
+
+// redirectLog sends log lines, of the text or the JSON format, to w until
+// the returned func restores the previous destination.
+func redirectLog(w io.Writer) (restore func()) {
+	jsonLog.Lock()
+	defer jsonLog.Unlock()
+	if jsonLog.on {
+		// The log package's output is slog's bridge to the JSON handler;
+		// replacing it would bypass the handler.
+		prev := jsonLog.w
+		jsonLog.w = w
+		return func() {
+			jsonLog.Lock()
+			jsonLog.w = prev
+			jsonLog.Unlock()
+		}
+	}
+	prev := log.Writer()
+	log.SetOutput(w)
+	return func() { log.SetOutput(prev) }
+}
 
 // childFlags passes the format on to child processes.
 func (f *logFlags) childFlags() []string { return []string{"--log-format", f.format} }

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"log"
 	"os"
 	"slices"
 	"strings"
@@ -190,18 +189,17 @@ func (l *progressLine) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// captureLog sends the log package's output, and so slog's default and
-// JSON handlers' (see logFlags), through the bar's terminal until the
-// returned func restores it. Without a terminal nothing changes.
+// captureLog sends log lines, of slog's default and JSON handlers (see
+// redirectLog), through the bar's terminal until the returned func
+// restores them. Without a terminal nothing changes.
 func (l *progressLine) captureLog() (restore func()) {
 	if l == nil || !l.tty {
 		return func() {}
 	}
-	prev := log.Writer()
-	log.SetOutput(l)
+	restoreLog := redirectLog(l)
 	return func() {
 		l.finish()
-		log.SetOutput(prev)
+		restoreLog()
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sbtrain/sbtrain/config"
 	"github.com/sbtrain/sbtrain/dataset"
 	"github.com/sbtrain/sbtrain/eval"
 	"github.com/sbtrain/sbtrain/experiment"
@@ -32,12 +33,16 @@ func runSample(ctx context.Context, args []string) error {
 	if *dir == "" {
 		return usagef("--run is required")
 	}
-	if *n <= 0 {
-		return usagef("--n %d, want > 0", *n)
+	if *n <= 0 || *n > config.MaxSamples {
+		return usagef("--n %d, want 1..%d", *n, config.MaxSamples)
 	}
 	setup, model, err := experiment.Load(*dir)
 	if err != nil {
 		return usageError{err}
+	}
+	// The samples, their starts and the CSV text all scale with n×dim.
+	if values := int64(*n) * int64(setup.Dim); values > maxSampleValues {
+		return usagef("--n %d: %d samples of dimension %d are %d numbers, at most %d; draw fewer", *n, *n, setup.Dim, values, int64(maxSampleValues))
 	}
 	// Sampling streams are keyed by the user's seed, never by training's.
 	start := dataset.Draw(setup.Prior, *seed, rng.PurposeSample, []uint64{0}, 0, *n)
@@ -58,6 +63,10 @@ func runSample(ctx context.Context, args []string) error {
 	}
 	return nil
 }
+
+// maxSampleValues bounds n×dim for sample: 256 Mi float32 are 1 GiB, and
+// the CSV text several times that.
+const maxSampleValues = 1 << 28
 
 func writeCSV(path string, rows []float32, dim int) error {
 	var b strings.Builder

@@ -57,6 +57,9 @@ func (f *runFlags) open(ctx context.Context) (*job.Job, string, storage.Store, e
 	if run == "" {
 		run = setup.Config.Name
 	}
+	if err := storage.ValidateRunID(run); err != nil {
+		return nil, "", nil, usagef("--run: %v", err)
+	}
 	store, err := f.store.open(ctx)
 	if err != nil {
 		return nil, "", nil, err
