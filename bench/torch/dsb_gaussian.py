@@ -39,6 +39,7 @@ of the Schrödinger bridge (0.618 for unit variances and sigma 1).
 
 import argparse
 import math
+import os
 import sys
 import time
 
@@ -219,7 +220,7 @@ def main(argv):
         f"config dim={d} a={a.a} sigma={a.sigma} N={N} gamma={gamma:g} iterations={a.iterations} "
         f"steps={a.steps} batch={a.batch} lr={a.lr} hidden={a.hidden} cache={a.cache} "
         f"cache_mode={a.cache_mode} warm_start={a.warm_start} threads={a.threads} "
-        f"blas={loaded_blas()} torch={torch.__version__}",
+        f"blas={loaded_blas()} omp_wait={os.environ['OMP_WAIT_POLICY']} torch={torch.__version__}",
         flush=True,
     )
     train_wall = eval_wall = 0.0
