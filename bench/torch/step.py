@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
 """Times one PyTorch training step of an sbtrain network.
 
-A step is what sbtrain's nn benchmarks time: forward, the loss
-mean over the batch of |net(t, x) - target|^2 (squared norm summed over
-coordinates), backward, one Adam step (lr 1e-4). After --warmup untimed
+A step is what sbtrain's nn benchmarks time: forward, the loss (mean over
+the batch of |net(t, x) - target|^2 (squared norm summed over
+coordinates)), backward, one Adam step (lr 1e-4). After --warmup untimed
 steps, --steps steps are timed one by one; the result is one line of
 key=value pairs:
 
   step arch=mlp batch=512 threads=1 params=133122 median_ms=... p10_ms=...
-       p90_ms=... cpu_ms=... samples_per_s=... gflop=... blas=openblas:Prescott
+       p90_ms=... cpu_ms=... samples_per_s=... gflop=... gflops=...
+       blas=openblas:SkylakeX omp_wait=PASSIVE torch=1.13.0a0 steps=200
 
 median_ms is the median wall time of a step, samples_per_s is batch over it,
 cpu_ms is the process CPU time per step (all threads; on a shared machine it
 excludes time spent waiting for a core), gflop is the multiply-adds of the
-convolutions and Linear layers, doubled, times 3 for forward plus backward.
+convolutions and Linear layers, doubled, times 3 for forward plus backward,
+and gflops is gflop over median_ms.
 """
 
 import argparse
