@@ -110,7 +110,7 @@ func TestOptionsValidateNamesTheField(t *testing.T) {
 		want string
 	}{
 		{"net dim", func(o *Options) { o.Net.Dim = 3 }, "net dim"},
-		{"arch", func(o *Options) { o.Net.Arch = "unet" }, "Arch"},
+		{"arch", func(o *Options) { o.Net.Arch = "resnet" }, "Arch"},
 		{"iterations", func(o *Options) { o.Iterations = 0 }, "iterations"},
 		{"steps", func(o *Options) { o.StepsPerPhase = 0 }, "steps per phase"},
 		{"lr", func(o *Options) { o.Hyper.LR = 0 }, "lr"},
