@@ -25,4 +25,10 @@
 // batch 512, gradient plus Adam step, median CPU time per step): the fused
 // step is about 3.5 times faster with OpenBLAS (1.5 ms against 5.4 ms) and
 // 1.5 times faster with the pure-Go BLAS (7.1 ms against 10.6 ms).
+//
+// A Net is not safe for concurrent use, since it owns its workspace;
+// Evaluator gives another Net that reads the same parameter arena with a
+// workspace of its own, for one goroutine each. SetBLASThreads and
+// BLASThreads set and read OpenBLAS's own thread count (always 1 with the
+// pure-Go BLAS), which callers running their own goroutines turn down to 1.
 package nn
