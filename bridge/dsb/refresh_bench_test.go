@@ -19,8 +19,9 @@ import (
 // refresh contains, 2 Forward calls of 10,000 rows per step (400,000 rows),
 // on the same workers in the same 8 pieces, each worker with its own
 // evaluator, so the two figures share the machine's load. Metrics (medians
-// over iterations): refresh-s, net-s, refresh/net (wall), cpu-refresh/net
-// (process CPU time, which does not count waiting for a busy CPU), net1-s,
+// over iterations): refresh-s, net-s, refresh/net (wall), cpu-refresh-s,
+// cpu-refresh/net and cpu-refresh/gemm (process CPU time, which does not
+// count waiting for a busy CPU), net1-s,
 // the same evaluations as single 10,000-row calls on one goroutine, and
 // gemm-s and refresh/gemm, the matrix products of those evaluations alone
 // (same shapes, same pieces): the GEMM-rate floor.
@@ -82,7 +83,7 @@ func BenchmarkRefresh(b *testing.B) {
 			}
 		}
 	}
-	var refresh, pure, single, gemms, cpuRefresh, cpuPure []time.Duration
+	var refresh, pure, single, gemms, cpuRefresh, cpuPure, cpuGemm []time.Duration
 	timed := func(f func()) (wall, cpu time.Duration) {
 		c0, t0 := processCPU(), time.Now()
 		f()
@@ -105,8 +106,8 @@ func BenchmarkRefresh(b *testing.B) {
 			}
 		})
 		single = append(single, w)
-		w, _ = timed(gemmOnly)
-		gemms = append(gemms, w)
+		w, cpu = timed(gemmOnly)
+		gemms, cpuGemm = append(gemms, w), append(cpuGemm, cpu)
 	}
 	med := func(d []time.Duration) float64 {
 		s := slices.Clone(d)
@@ -121,5 +122,7 @@ func BenchmarkRefresh(b *testing.B) {
 	b.ReportMetric(med(refresh)/med(gemms), "refresh/gemm")
 	if m := med(cpuPure); m > 0 {
 		b.ReportMetric(med(cpuRefresh)/m, "cpu-refresh/net")
+		b.ReportMetric(med(cpuRefresh)/med(cpuGemm), "cpu-refresh/gemm")
+		b.ReportMetric(med(cpuRefresh), "cpu-refresh-s")
 	}
 }
