@@ -67,6 +67,13 @@ func BenchmarkRefresh(b *testing.B) {
 	gb := make([]gemmBufs, len(nets))
 	for i := range gb {
 		gb[i] = gemmBufs{make([]float32, per*256), make([]float32, 256*256), make([]float32, per*256)}
+		// Nonzero operands: gonum's kernels skip the work of zero entries.
+		for j := range gb[i].in {
+			gb[i].in[j] = float32(j%13)/13 - 0.4
+		}
+		for j := range gb[i].w {
+			gb[i].w[j] = float32(j%7)/70 - 0.04
+		}
 	}
 	impl := gorgonia.WhichBLAS()
 	gemmOnly := func() {
