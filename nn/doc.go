@@ -50,4 +50,10 @@
 // kernels where its CPU detection fell back to the generic Prescott ones,
 // whose matrix products are five to nine times slower, on CPU models it
 // does not know.
+//
+// A Net is not safe for concurrent use, since it owns its workspace;
+// Evaluator gives another Net that reads the same parameter arena with a
+// workspace of its own, for one goroutine each. SetBLASThreads and
+// BLASThreads set and read OpenBLAS's own thread count (always 1 with the
+// pure-Go BLAS), which callers running their own goroutines turn down to 1.
 package nn

@@ -29,6 +29,13 @@
 // which every replica applies with [Phase.Apply]. [Train] is this loop with
 // one worker owning all shards.
 //
+// Parallelism: the shards of a generation ([Chain.SimulateShards]) and the
+// fixed row chunks of [SampleContext] run on a bounded pool of goroutines,
+// one per core by default, each with its own fork of the frozen mean
+// ([Forker]; a network mean forks into an nn evaluator sharing the weights).
+// A piece of work is a shard or a chunk, never a share of the workers, so
+// the bytes do not depend on the worker count.
+//
 // Defaults: a finished phase is frozen with its EMA weights whenever an EMA
 // is kept (Hyper.EMADecay > 0, as in the official code), else with its live
 // weights; the EMA decay warms up as min(decay, (1+t)/(10+t)). [Sample] keeps

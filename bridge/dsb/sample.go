@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/sbtrain/sbtrain/internal/par"
-
 	"github.com/sbtrain/sbtrain/rng"
 )
 

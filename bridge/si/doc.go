@@ -17,6 +17,11 @@
 //     b = cos^2(pi t) 1_(1/2,1](t), g = sin^2(pi t) (times the gamma scale).
 //   - One-sided paths draw x0 from N(0, I) themselves and have g = 0.
 //
+// Sampling, the likelihood and the velocity error cut their rows into
+// fixed chunks (DefaultChunk) that run on a bounded pool of goroutines, one
+// per core by default, each with its own fork of the fields ([Forker]):
+// chunks never depend on the worker count, so neither do the bytes.
+//
 // The package does no I/O: progress is reported through callbacks, and every
 // random number comes from an rng stream keyed by (seed, purpose, ids...).
 package si

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"runtime"
 
 	"github.com/sbtrain/sbtrain/internal/cpuset"
@@ -30,6 +31,11 @@ func bindCPUs(list string) error {
 		slog.Warn("running unbound", "cpus", list, "err", err)
 	} else if err != nil {
 		return usagef("--cpus: %v", err)
+	} else if os.Getenv("GOMAXPROCS") == "" {
+		// The runtime sized GOMAXPROCS before the bind; the simulation
+		// pools start one goroutine per GOMAXPROCS, which must be the
+		// CPUs this process now has.
+		runtime.GOMAXPROCS(len(cpus))
 	}
 	return nil
 }
