@@ -22,8 +22,16 @@ func runTrain(ctx context.Context, args []string) error {
 	cfgPath := fs.String("config", "", "run config (YAML); empty uses the embedded default (see 'sbtrain config')")
 	out := fs.String("out", "runs/train", "directory for config.yaml, metrics.json, PNG plots and safetensors networks")
 	quiet := fs.Bool("quiet", false, "print only the final summary")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to `file` (go tool pprof reads it)")
 	if done, err := parseFlags(fs, args); done {
 		return err
+	}
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected arguments %q", fs.Args())
