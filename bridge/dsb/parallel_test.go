@@ -249,3 +249,49 @@ func TestWideNetCacheIsWorkerCountInvariant(t *testing.T) {
 		sameFloats(t, fmt.Sprintf("shard %d targets", i), three[i].Targets, one[i].Targets)
 	}
 }
+
+// TestTrainIsWorkerCountInvariant trains through several cache generations
+// per phase with one worker (each generation built when its first step
+// needs it) and with several (the next generation built while the steps
+// train): the networks and EMA shadows must be the same bytes.
+func TestTrainIsWorkerCountInvariant(t *testing.T) {
+	var ref *Result
+	for _, workers := range []int{1, 3} {
+		o := gaussianOptions(3, 2, 60)
+		o.Net.Hidden = []int{128, 128}
+		o.CacheSize, o.Refresh, o.Workers = 256, 7, workers
+		res, err := Train(context.Background(), o, nil)
+		if err != nil {
+			t.Fatalf("workers %d: %v", workers, err)
+		}
+		if ref == nil {
+			ref = res
+			continue
+		}
+		for _, c := range []struct {
+			name      string
+			got, want []float32
+		}{
+			{"backward net", res.B.Params(), ref.B.Params()},
+			{"forward net", res.F.Params(), ref.F.Params()},
+			{"backward EMA", res.BEMA, ref.BEMA},
+			{"forward EMA", res.FEMA, ref.FEMA},
+		} {
+			if i := firstBitDifference(c.got, c.want); i >= 0 {
+				t.Fatalf("workers %d: %s differs from 1 worker's at %d: %v vs %v", workers, c.name, i, c.got[i], c.want[i])
+			}
+		}
+	}
+}
+
+func firstBitDifference(a, b []float32) int {
+	if len(a) != len(b) {
+		return 0
+	}
+	for i := range a {
+		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+			return i
+		}
+	}
+	return -1
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sbtrain/sbtrain/internal/par"
 	"github.com/sbtrain/sbtrain/nn"
 	"github.com/sbtrain/sbtrain/rng"
 )
@@ -230,6 +231,8 @@ func runPhase(ctx context.Context, o *Options, chain *Chain, id PhaseID, frozen 
 	for i := range all {
 		all[i] = i
 	}
+	cache := newCachePipeline(ctx, p, all, o.Workers, chain.GenForStep(o.StepsPerPhase-1))
+	defer cache.stop()
 	haveGen := false
 	var gen uint64
 	start := time.Now()
@@ -238,7 +241,7 @@ func runPhase(ctx context.Context, o *Options, chain *Chain, id PhaseID, frozen 
 			return nil, nil, nil, fmt.Errorf("%v step %d: %w", id, step, err)
 		}
 		if g := chain.GenForStep(step); !haveGen || g != gen {
-			if shards, err = p.SimulateShards(ctx, g, all, o.Workers); err != nil {
+			if shards, err = cache.generation(g); err != nil {
 				return nil, nil, nil, err
 			}
 			gen, haveGen = g, true
@@ -266,4 +269,80 @@ func runPhase(ctx context.Context, o *Options, chain *Chain, id PhaseID, frozen 
 		shadow = p.EMA.Shadow
 	}
 	return net, shadow, losses, nil
+}
+
+// cachePipeline builds a phase's cache generations, and with more than one
+// worker builds generation g+1 in the background while steps train on g:
+// the frozen mean does not change within a phase, so a generation's bytes
+// are the same whenever it is built. The BLAS is held at one thread for the
+// whole phase (par.SingleThreadBLAS), whatever the worker count: OpenBLAS's
+// products can change bits with its thread count, and the steps must depend
+// neither on when the background pool runs nor on how many workers it has.
+type cachePipeline struct {
+	ctx     context.Context
+	cancel  context.CancelFunc
+	phase   *Phase
+	shards  []int
+	workers int
+	last    uint64 // the phase's last generation
+	ahead   bool
+	next    *pendingGen
+	release func()
+}
+
+// pendingGen is a generation being built; done closes when it is.
+type pendingGen struct {
+	gen    uint64
+	done   chan struct{}
+	shards []*Shard
+	err    error
+}
+
+func newCachePipeline(ctx context.Context, p *Phase, shards []int, workers int, last uint64) *cachePipeline {
+	c := &cachePipeline{phase: p, shards: shards, workers: workers, last: last,
+		ahead: par.Workers(workers) > 1 && last > 0, release: par.SingleThreadBLAS()}
+	c.ctx, c.cancel = context.WithCancel(ctx)
+	return c
+}
+
+// generation returns generation g, waiting for it if it is being built,
+// and starts building g+1 when the phase will need it.
+func (c *cachePipeline) generation(g uint64) ([]*Shard, error) {
+	var shards []*Shard
+	var err error
+	if n := c.next; n != nil && n.gen == g {
+		<-n.done
+		c.next = nil
+		shards, err = n.shards, n.err
+	} else {
+		c.wait()
+		shards, err = c.phase.SimulateShards(c.ctx, g, c.shards, c.workers)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.ahead && g < c.last {
+		n := &pendingGen{gen: g + 1, done: make(chan struct{})}
+		c.next = n
+		go func() {
+			defer close(n.done)
+			n.shards, n.err = c.phase.SimulateShards(c.ctx, n.gen, c.shards, c.workers)
+		}()
+	}
+	return shards, nil
+}
+
+// wait drops a generation being built, once it has stopped.
+func (c *cachePipeline) wait() {
+	if c.next != nil {
+		<-c.next.done
+		c.next = nil
+	}
+}
+
+// stop ends the background build, waits for it and restores the BLAS.
+func (c *cachePipeline) stop() {
+	c.cancel()
+	c.wait()
+	c.release()
 }

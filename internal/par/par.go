@@ -103,6 +103,12 @@ var blas struct {
 	threads int
 }
 
+// SingleThreadBLAS holds the BLAS at one thread until the returned
+// function is called, as every pool does while it runs. A caller that
+// overlaps a pool with its own BLAS work holds it across both, so that its
+// products do not change bits with the pool's timing.
+func SingleThreadBLAS() (restore func()) { return singleThreadBLAS() }
+
 // singleThreadBLAS sets the BLAS to one thread until the returned function
 // is called.
 func singleThreadBLAS() (restore func()) {
