@@ -52,9 +52,11 @@ fuzz: ## run every fuzz target (func FuzzX in a _test.go) for FUZZTIME each, one
 demo: build ## train the embedded default run on a local cluster (coordinator + 2 trainers) into runs/demo
 	./$(BIN) local --workers 2 --out runs/demo
 
-bench: build ## one training step of the DSB 2D net at batch 512, OpenBLAS vs pure Go, on one core
-	GOMAXPROCS=1 OPENBLAS_NUM_THREADS=1 $(GO) test -run '^$$' -bench 'DSB2DStep|MLPStep' -benchtime 200x ./nn/
-	@if [ -n "$(OPENBLAS)" ]; then GOMAXPROCS=1 OPENBLAS_NUM_THREADS=1 $(GO) test -tags openblas -run '^$$' -bench 'DSB2DStep|MLPStep' -benchtime 200x ./nn/; fi
+bench: build ## one training step of each network on one core (sbtrain bench step), then the fused vs gorgonia-graph nn benchmarks
+	./$(BIN) bench step --arch mlp --batch 512 --threads 1
+	./$(BIN) bench step --arch dsb2d --batch 512 --threads 1
+	./$(BIN) bench step --arch unet --batch 128 --threads 1 --steps 5
+	GOMAXPROCS=1 OPENBLAS_NUM_THREADS=1 $(GO) test -tags '$(TAGS)' -run '^$$' -bench 'DSB2DStep|MLPStep' -benchtime 200x ./nn/
 
 results: build ## run every example in examples/ and print result, measured, target, pass/fail
 	./$(BIN) results --examples examples --out results
