@@ -162,6 +162,15 @@ func siluGo(a, s, z []float32) {
 	}
 }
 
+// siluFwdGo sets a[i] = z[i]*sigmoid(z[i]), the a of siluGo to the bit,
+// for passes that run no backward and so need no sigmoid kept.
+func siluFwdGo(a, z []float32) {
+	a = a[:len(z)]
+	for i, v := range z {
+		a[i] = v * sigmoid32(v)
+	}
+}
+
 // siluGradGo sets g[i] *= s*(1+z*(1-s)) with s = s[i] = sigmoid(z[i]):
 // the derivative of z*sigmoid(z). The conversions forbid fused
 // multiply-adds, so every platform and the assembly round alike.
