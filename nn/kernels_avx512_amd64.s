@@ -12,7 +12,7 @@
 // go through masked loads and stores, whose masked-off lanes compute on
 // zeros and are never written.
 //
-// The constants live in Z16..Z29 (and Z8..Z15 for tanh), broadcast once
+// The constants live in Z16..Z27, Z29 (and Z8..Z15 for tanh), broadcast once
 // per call from k512, 4 bytes each.
 
 #define K_EXPHI     k512<>+0(SB)
@@ -54,7 +54,6 @@
 	VBROADCASTSS K_EXPP4, Z25    \
 	VBROADCASTSS K_EXPP5, Z26    \
 	VBROADCASTSS K_ONE, ONE16    \
-	VBROADCASTSS K_BIAS, Z28     \
 	VBROADCASTSS K_SIGNMASK, SIGN16
 
 // TAILMASK sets K7 to the lanes of this block: all 16, or the low CX
@@ -72,7 +71,12 @@ label:
 	MOVQ  $0xffff, AX \
 	KMOVW AX, K7
 
-// EXP16 sets x = e^x, clobbering t1, t2, t3: EXP8 lane for lane.
+// EXP16 sets x = e^x, clobbering t1, t2, t3: EXP8 lane for lane, but
+// for the scaling by 2^n. EXP8 multiplies by 2^(n>>1) exactly (p is in
+// [0.7, 1.42] and n>>1 in [-75, 64], so the product is normal) and then
+// by 2^(n-n>>1), rounding once; VSCALEFPS rounds p*2^n once, so both give
+// the correctly rounded p*2^n, subnormal or +Inf included, and for a NaN
+// x both return p's NaN, quieted.
 #define EXP16(x, t1, t2, t3) \
 	VMINPS       x, Z16, t1   \
 	VMAXPS       t1, Z17, x   \
@@ -89,15 +93,7 @@ label:
 	VMULPS       x, x, t3     \
 	VFMADD213PS  x, t3, t2    \
 	VADDPS       ONE16, t2, t2 \
-	VCVTPS2DQ    t1, t1       \
-	VPSRAD       $1, t1, t3   \
-	VPSUBD       t3, t1, t1   \
-	VPADDD       Z28, t3, t3  \
-	VPSLLD       $23, t3, t3  \
-	VPADDD       Z28, t1, t1  \
-	VPSLLD       $23, t1, t1  \
-	VMULPS       t3, t2, t2   \
-	VMULPS       t1, t2, x
+	VSCALEFPS    t1, t2, x
 
 // SIGMOID16 sets s = sigmoid(x), keeping x, clobbering t1..t3 and K1:
 // SIGMOID8 lane for lane, the VBLENDVPS on x's sign as a K1-masked move.
@@ -335,7 +331,7 @@ DATA k512<>+32(SB)/4, $0x3d2aa9c1 // expP3
 DATA k512<>+36(SB)/4, $0x3e2aaaaa // expP4
 DATA k512<>+40(SB)/4, $0x3f000000 // expP5
 DATA k512<>+44(SB)/4, $0x3f800000 // 1
-DATA k512<>+48(SB)/4, $0x0000007f // bias 127
+DATA k512<>+48(SB)/4, $0x0000007f // bias 127, unused
 DATA k512<>+52(SB)/4, $0x80000000 // signMask
 DATA k512<>+56(SB)/4, $0x7fffffff // absMask
 DATA k512<>+60(SB)/4, $0x3f200000 // tanhSmall
