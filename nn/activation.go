@@ -1,8 +1,9 @@
 package nn
 
 // activate writes act(z) into a; for SiLU it also keeps sigmoid(z) in sig
-// for the backward pass. a may be z itself. The vectorised kernels in
-// kernels.go do the work.
+// for the backward pass, unless sig is nil (a pass that runs no backward):
+// a gets the same bits either way. a may be z itself. The vectorised
+// kernels in kernels.go do the work.
 func activate(act Activation, a, sig, z []float32) {
 	switch act {
 	case LeakyReLU:
@@ -12,7 +13,11 @@ func activate(act Activation, a, sig, z []float32) {
 	case Tanh:
 		tanhVec(a, z)
 	case SiLU:
-		siluVec(a, sig, z)
+		if sig == nil {
+			siluFwdVec(a, z)
+		} else {
+			siluVec(a, sig, z)
+		}
 	default:
 		panic("nn: unknown activation " + string(act))
 	}

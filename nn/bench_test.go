@@ -77,6 +77,29 @@ func BenchmarkForward10000(b *testing.B) {
 	}
 }
 
+// BenchmarkMLPForward2048 is the Gaussian-benchmark MLP (d=5, 256-256,
+// SiLU) on one 2048-row chunk, forward only: what sampling and the DSB
+// trajectory simulation spend most of their time in.
+func BenchmarkMLPForward2048(b *testing.B) {
+	n, err := New(Spec{Arch: ArchMLP, Dim: 5, Hidden: []int{256, 256}}, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ts, x := randomBatch(1, 2048, 5)
+	out := make([]float32, len(x))
+	if err := n.Forward(ts, x, out); err != nil { // sizes the workspace
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	cpu := startCPU(b)
+	defer cpu.stop(b)
+	for b.Loop() {
+		if err := n.Forward(ts, x, out); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkVJP512 is one exact-divergence probe of the dsb2d net.
 func BenchmarkVJP512(b *testing.B) {
 	n, err := New(Spec{Arch: ArchDSB2D, Dim: 2}, 1)

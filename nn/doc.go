@@ -29,11 +29,13 @@
 //
 // The elementwise work between the matrix products runs through the
 // package's float32 kernels (kernels.go): exp, sigmoid, SiLU and tanh with
-// their gradients, ReLU and LeakyReLU, and the Adam update, as AVX2+FMA
-// assembly on amd64 CPUs that have it and as Go code elsewhere (or with
-// the purego build tag). Their accuracy bounds against float64 math are
-// documented and tested there; the Adam kernels give exactly the bits of
-// the scalar float64 update.
+// their gradients, ReLU and LeakyReLU, and the Adam update, as AVX-512 or
+// AVX2+FMA assembly on amd64 CPUs that have it and as Go code elsewhere
+// (or with the purego build tag). The AVX-512 and AVX2 kernels give the
+// same bits, so a cluster may mix the two kinds of machine. Their accuracy
+// bounds against float64 math are documented and tested there; the Adam
+// kernels give exactly the bits of the scalar float64 update. Forward,
+// which never runs backward, takes a SiLU that does not store the sigmoid.
 //
 // The unet (Arch "unet") has no graph form: its layers are proven one by
 // one against gorgonia's Conv2d, GroupNorm, Upsample2D and Concat graphs

@@ -4,11 +4,15 @@ import "math"
 
 // Elementwise float32 kernels for the activations: exp, sigmoid, SiLU and
 // tanh with their gradients, and the sign-selected scaling of ReLU and
-// LeakyReLU. On amd64 with AVX2 and FMA they run as 8-wide assembly
+// LeakyReLU. On amd64 with AVX-512 (F, BW, DQ and VL) they run as 16-wide
+// assembly (kernels_avx512_amd64.s), with AVX2 and FMA as 8-wide assembly
 // (kernels_amd64.s); elsewhere, with the purego tag, or on older CPUs, the
-// Go functions in this file run instead. Both compute the same algorithm
+// Go functions in this file run instead. All compute the same algorithm
 // with the same constants, so they agree to within the bounds below (the
 // assembly fuses some multiply-adds, the Go code rounds each operation).
+// The two assembly widths do the same operations per lane and give the
+// same bits for every input, NaN payloads included: training must not
+// depend on which machines of a cluster have AVX-512.
 //
 // Accuracy: the bounds TestKernelAccuracy holds every implementation to,
 // as a relative error |got-want|/|want| against float64 math, over every
@@ -159,6 +163,15 @@ func siluGo(a, s, z []float32) {
 		si := sigmoid32(v)
 		s[i] = si
 		a[i] = v * si
+	}
+}
+
+// siluFwdGo sets a[i] = z[i]*sigmoid(z[i]), the a of siluGo to the bit,
+// for passes that run no backward and so need no sigmoid kept.
+func siluFwdGo(a, z []float32) {
+	a = a[:len(z)]
+	for i, v := range z {
+		a[i] = v * sigmoid32(v)
 	}
 }
 

@@ -8,7 +8,12 @@ import "golang.org/x/sys/cpu"
 // requires the OS to save the YMM state.
 var useAVX2FMA = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 
-// The assembly kernels take n > 0, a multiple of 8.
+// useAVX512 selects the 16-wide kernels over the 8-wide ones, where the
+// OS saves the ZMM and mask state (cpu.X86.HasAVX512F checks). They give
+// the same bits, so the choice only changes speed.
+var useAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512DQ && cpu.X86.HasAVX512VL
+
+// The AVX2 kernels take n > 0, a multiple of 8.
 
 //go:noescape
 func expAVX2(dst, x *float32, n int)
@@ -18,6 +23,9 @@ func sigmoidAVX2(dst, x *float32, n int)
 
 //go:noescape
 func siluAVX2(a, s, z *float32, n int)
+
+//go:noescape
+func siluFwdAVX2(a, z *float32, n int)
 
 //go:noescape
 func siluGradAVX2(grad, z, s *float32, n int)
@@ -93,6 +101,24 @@ func siluAsm(a, s, z []float32) {
 		siluAVX2(&ba[0], &bs[0], &bz[0], 8)
 		copy(a[m:n], ba[:])
 		copy(s[m:n], bs[:])
+	}
+}
+
+func siluFwdAsm(a, z []float32) {
+	n := len(z)
+	if n == 0 {
+		return
+	}
+	_ = a[n-1]
+	m := n &^ 7
+	if m > 0 {
+		siluFwdAVX2(&a[0], &z[0], m)
+	}
+	if m < n {
+		var ba, bz [8]float32
+		copy(bz[:], z[m:])
+		siluFwdAVX2(&ba[0], &bz[0], 8)
+		copy(a[m:n], ba[:])
 	}
 }
 
@@ -175,57 +201,89 @@ func signScaleAsm(dst, src, z []float32, neg float32) {
 // The dispatchers that activate and activateGrad call.
 
 func expVec(dst, x []float32) {
-	if useAVX2FMA {
+	switch {
+	case useAVX512:
+		exp512(dst, x)
+	case useAVX2FMA:
 		expAsm(dst, x)
-	} else {
+	default:
 		expGo(dst, x)
 	}
 }
 
 func sigmoidVec(dst, x []float32) {
-	if useAVX2FMA {
+	switch {
+	case useAVX512:
+		sigmoid512(dst, x)
+	case useAVX2FMA:
 		sigmoidAsm(dst, x)
-	} else {
+	default:
 		sigmoidGo(dst, x)
 	}
 }
 
 func siluVec(a, s, z []float32) {
-	if useAVX2FMA {
+	switch {
+	case useAVX512:
+		silu512(a, s, z)
+	case useAVX2FMA:
 		siluAsm(a, s, z)
-	} else {
+	default:
 		siluGo(a, s, z)
 	}
 }
 
+func siluFwdVec(a, z []float32) {
+	switch {
+	case useAVX512:
+		siluFwd512(a, z)
+	case useAVX2FMA:
+		siluFwdAsm(a, z)
+	default:
+		siluFwdGo(a, z)
+	}
+}
+
 func siluGradVec(g, z, s []float32) {
-	if useAVX2FMA {
+	switch {
+	case useAVX512:
+		siluGrad512(g, z, s)
+	case useAVX2FMA:
 		siluGradAsm(g, z, s)
-	} else {
+	default:
 		siluGradGo(g, z, s)
 	}
 }
 
 func tanhVec(dst, x []float32) {
-	if useAVX2FMA {
+	switch {
+	case useAVX512:
+		tanh512(dst, x)
+	case useAVX2FMA:
 		tanhAsm(dst, x)
-	} else {
+	default:
 		tanhGo(dst, x)
 	}
 }
 
 func tanhGradVec(g, a []float32) {
-	if useAVX2FMA {
+	switch {
+	case useAVX512:
+		tanhGrad512(g, a)
+	case useAVX2FMA:
 		tanhGradAsm(g, a)
-	} else {
+	default:
 		tanhGradGo(g, a)
 	}
 }
 
 func signScaleVec(dst, src, z []float32, neg float32) {
-	if useAVX2FMA {
+	switch {
+	case useAVX512:
+		signScale512(dst, src, z, neg)
+	case useAVX2FMA:
 		signScaleAsm(dst, src, z, neg)
-	} else {
+	default:
 		signScaleGo(dst, src, z, neg)
 	}
 }

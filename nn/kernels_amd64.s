@@ -129,6 +129,25 @@ siluLoop:
 	VZEROUPPER
 	RET
 
+// func siluFwdAVX2(a, z *float32, n int)
+// siluAVX2 without storing the sigmoid.
+TEXT ·siluFwdAVX2(SB), NOSPLIT, $0-24
+	MOVQ a+0(FP), DI
+	MOVQ z+8(FP), SI
+	MOVQ n+16(FP), CX
+
+siluFwdLoop:
+	VMOVUPS (SI), Y0
+	SIGMOID8(Y0, Y1, Y2, Y3, Y4)
+	VMULPS  Y1, Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DI
+	SUBQ    $8, CX
+	JNZ     siluFwdLoop
+	VZEROUPPER
+	RET
+
 // func siluGradAVX2(grad, z, s *float32, n int)
 // g *= s*(1+z*(1-s)) in the scalar order, unfused.
 TEXT ·siluGradAVX2(SB), NOSPLIT, $0-32
@@ -233,7 +252,6 @@ signScaleLoop:
 	VZEROUPPER
 	RET
 
-// 0: expHi
 // func adamAVX2(params, grads, m, v *float32, n int, b1, c1, b2, c2, stepSize, sqrtBC2, eps float64)
 // adamGo 4 elements at a time in float64, the same operations in the same
 // order, none fused.
@@ -284,6 +302,7 @@ adamLoop:
 	VZEROUPPER
 	RET
 
+// 0: expHi
 DATA kconst<>+0(SB)/8, $0x42b2000042b20000
 DATA kconst<>+8(SB)/8, $0x42b2000042b20000
 DATA kconst<>+16(SB)/8, $0x42b2000042b20000

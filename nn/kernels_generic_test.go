@@ -3,3 +3,5 @@
 package nn
 
 func kernelSets() []kernelSet { return []kernelSet{goKernels, dispatchKernels} }
+
+func widePair() (avx2, avx512 kernelSet, ok bool) { return kernelSet{}, kernelSet{}, false }

@@ -11,6 +11,7 @@ type kernelSet struct {
 	exp       func(dst, x []float32)
 	sigmoid   func(dst, x []float32)
 	silu      func(a, s, z []float32)
+	siluFwd   func(a, z []float32)
 	siluGrad  func(g, z, s []float32)
 	tanh      func(dst, x []float32)
 	tanhGrad  func(g, a []float32)
@@ -18,9 +19,9 @@ type kernelSet struct {
 	adam      func(params, grads, m, v []float32, c adamCoef)
 }
 
-var goKernels = kernelSet{"go", expGo, sigmoidGo, siluGo, siluGradGo, tanhGo, tanhGradGo, signScaleGo, adamGo}
+var goKernels = kernelSet{"go", expGo, sigmoidGo, siluGo, siluFwdGo, siluGradGo, tanhGo, tanhGradGo, signScaleGo, adamGo}
 
-var dispatchKernels = kernelSet{"dispatch", expVec, sigmoidVec, siluVec, siluGradVec, tanhVec, tanhGradVec, signScaleVec, adamVec}
+var dispatchKernels = kernelSet{"dispatch", expVec, sigmoidVec, siluVec, siluFwdVec, siluGradVec, tanhVec, tanhGradVec, signScaleVec, adamVec}
 
 // The bounds documented in kernels.go: relative error against float64
 // where the result is a normal float32, and an absolute one below that
@@ -315,6 +316,7 @@ func TestKernelLengthsAndOffsets(t *testing.T) {
 		{"exp", func(k kernelSet, out, _, x, _ []float32) { k.exp(out, x) }},
 		{"sigmoid", func(k kernelSet, out, _, x, _ []float32) { k.sigmoid(out, x) }},
 		{"silu", func(k kernelSet, out, aux, x, _ []float32) { k.silu(out, aux, x) }},
+		{"siluFwd", func(k kernelSet, out, _, x, _ []float32) { k.siluFwd(out, x) }},
 		{"tanh", func(k kernelSet, out, _, x, _ []float32) { k.tanh(out, x) }},
 		{"siluGrad", func(k kernelSet, out, _, x, y []float32) {
 			copy(out, y)
@@ -359,7 +361,7 @@ func TestKernelLengthsAndOffsets(t *testing.T) {
 						}
 					}
 					// In place: the output is the input slice itself.
-					if o.name == "exp" || o.name == "sigmoid" || o.name == "tanh" || o.name == "leaky" {
+					if o.name == "exp" || o.name == "sigmoid" || o.name == "siluFwd" || o.name == "tanh" || o.name == "leaky" {
 						inPlace := append([]float32(nil), x...)
 						o.run(k, inPlace, make([]float32, n), inPlace, y)
 						for i := range inPlace {
@@ -543,7 +545,7 @@ func BenchmarkKernels(b *testing.B) {
 	p, m, v := kernelInputs(n, 3), make([]float32, n), make([]float32, n)
 	adamC := adamCoef{0.9, 0.1, 0.999, 1 - 0.999, 1e-4, 0.5, 1e-8}
 	float64Impl["adam"] = func() { adamScalar(p, g, m, v, 0.9, 0.999, 1e-4, 1e-8, 10) }
-	for _, name := range []string{"exp", "sigmoid", "silu", "tanh", "siluGrad", "tanhGrad", "leaky", "adam"} {
+	for _, name := range []string{"exp", "sigmoid", "silu", "siluFwd", "tanh", "siluGrad", "tanhGrad", "leaky", "adam"} {
 		for _, k := range kernelSets() {
 			if k.name == "dispatch" {
 				continue
@@ -552,6 +554,7 @@ func BenchmarkKernels(b *testing.B) {
 				"exp":      func() { k.exp(out, x) },
 				"sigmoid":  func() { k.sigmoid(out, x) },
 				"silu":     func() { k.silu(out, aux, x) },
+				"siluFwd":  func() { k.siluFwd(out, x) },
 				"tanh":     func() { k.tanh(out, x) },
 				"siluGrad": func() { copy(out, g); k.siluGrad(out, x, s) },
 				"tanhGrad": func() { copy(out, g); k.tanhGrad(out, s) },

@@ -225,7 +225,7 @@ func (n *Net) Forward(t, x, out []float32) error {
 	d := n.spec.Dim
 	for lo := 0; lo < len(t); lo += maxChunk {
 		hi := min(lo+maxChunk, len(t))
-		y := n.forward(t[lo:hi], x[lo*d:hi*d])
+		y := n.forward(t[lo:hi], x[lo*d:hi*d], false)
 		copy(out[lo*d:hi*d], y)
 	}
 	return nil
@@ -246,7 +246,7 @@ func (n *Net) LossGrad(t, x, target []float32) (float64, error) {
 	var loss float64
 	for lo := 0; lo < len(t); lo += maxChunk {
 		hi := min(lo+maxChunk, len(t))
-		y := n.forward(t[lo:hi], x[lo*d:hi*d])
+		y := n.forward(t[lo:hi], x[lo*d:hi*d], true)
 		dy := n.ws.da[len(n.layers)-1][:len(y)]
 		for i, yi := range y {
 			r := yi - target[lo*d+i]
@@ -278,7 +278,7 @@ func (n *Net) VJP(t, x, v, out, vjp []float32) error {
 	}
 	for lo := 0; lo < len(t); lo += maxChunk {
 		hi := min(lo+maxChunk, len(t))
-		y := n.forward(t[lo:hi], x[lo*d:hi*d])
+		y := n.forward(t[lo:hi], x[lo*d:hi*d], true)
 		copy(out[lo*d:hi*d], y)
 		copy(n.ws.da[len(n.layers)-1], v[lo*d:hi*d])
 		n.backward(hi-lo, x[lo*d:hi*d], false, false, vjp[lo*d:hi*d])
@@ -340,8 +340,10 @@ func (n *Net) source(src, rows int, x []float32) []float32 {
 }
 
 // forward runs the layers on one chunk (rows <= maxChunk) and returns the
-// output rows, which live in the workspace until the next call.
-func (n *Net) forward(t, x []float32) []float32 {
+// output rows, which live in the workspace until the next call. keep
+// keeps what backward needs beyond z and a (SiLU's sigmoid); Forward, which
+// never runs backward, skips storing it.
+func (n *Net) forward(t, x []float32, keep bool) []float32 {
 	rows := len(t)
 	n.grow(rows)
 	timeFeatures(n.ws.tf, t, n.spec.TimeEmbed, n.freqs)
@@ -362,7 +364,7 @@ func (n *Net) forward(t, x []float32) []float32 {
 		}
 		if l.act {
 			var sig []float32
-			if n.ws.sig[li] != nil {
+			if keep && n.ws.sig[li] != nil {
 				sig = n.ws.sig[li][:len(z)]
 			}
 			activate(n.spec.Activation, n.ws.a[li][:len(z)], sig, z)

@@ -575,3 +575,30 @@ func TestForwardInPlace(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardMatchesVJPOutput: Forward skips keeping SiLU's sigmoid, which
+// must not change a bit of the output that VJP's (keeping) pass computes.
+func TestForwardMatchesVJPOutput(t *testing.T) {
+	for _, tc := range testSpecs {
+		t.Run(tc.name, func(t *testing.T) {
+			n, err := New(tc.spec, 5)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := maxChunk + 37
+			ts, x := randomBatch(9, b, tc.spec.Dim)
+			out, vout, vjp := make([]float32, len(x)), make([]float32, len(x)), make([]float32, len(x))
+			if err := n.Forward(ts, x, out); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.VJP(ts, x, x, vout, vjp); err != nil {
+				t.Fatal(err)
+			}
+			for i := range out {
+				if math.Float32bits(out[i]) != math.Float32bits(vout[i]) {
+					t.Fatalf("out[%d]: Forward %g, VJP %g", i, out[i], vout[i])
+				}
+			}
+		})
+	}
+}
