@@ -1,6 +1,8 @@
 package nn
 
 import (
+	"runtime"
+
 	"gonum.org/v1/gonum/blas"
 	"gorgonia.org/gorgonia"
 )
@@ -24,11 +26,7 @@ type conv struct {
 	wk, dwk              []float32 // [k*k*cin, cout]
 	wb                   []float32 // 3x3 stride 1: [3, 3, cout, cin], the kernel flipped, for the input gradient
 
-	// With kept set, forward builds its im2col matrix in kept rather than
-	// the shared scratch and backward reuses it for the weight gradient:
-	// gathering the columns a second time cost more than keeping them.
-	kept     []float32
-	inH, inW int // input size, for sizing kept
+	inH, inW int // input size
 }
 
 // kdim is the length of one im2col row.
@@ -74,56 +72,74 @@ func (c *conv) storeGrad(grads []float32) {
 	}
 }
 
-// im2col writes, for each output pixel of a 3x3 padding-1 convolution of
-// nb images of h x w pixels with c channels at stride s, the 9*c input
-// values its kernel covers (zero outside the image) as one row of col.
-func im2col(col, x []float32, nb, h, w, c, s int) {
+// im2colRows writes rows [m0, m1) of the im2col matrix of a 3x3
+// padding-1 convolution at stride s over images of h x w pixels with c
+// channels, x holding every image: row m is the 9*c input values (zero
+// outside the image) that output pixel m's kernel covers.
+func im2colRows(col, x []float32, h, w, c, s, m0, m1 int) {
 	ho, wo := (h-1)/s+1, (w-1)/s+1
 	kd := 9 * c
-	m := 0
-	for b := range nb {
+	for m := m0; m < m1; m++ {
+		b, q := m/(ho*wo), m%(ho*wo)
+		oy, ox := q/wo, q%wo
 		img := x[b*h*w*c : (b+1)*h*w*c]
-		for oy := range ho {
-			for ox := range wo {
-				row := col[m*kd : (m+1)*kd]
-				m++
-				for ky := range 3 {
-					dst := row[ky*3*c : (ky+1)*3*c]
-					iy := oy*s + ky - 1
-					if iy < 0 || iy >= h {
-						clear(dst)
-						continue
-					}
-					// The three taps of a kernel row are adjacent pixels,
-					// one contiguous run of the channel-last input.
-					ix := ox*s - 1
-					src := img[iy*w*c : (iy+1)*w*c]
-					switch {
-					case ix >= 0 && ix+3 <= w:
-						copy(dst, src[ix*c:(ix+3)*c])
-					default:
-						for kx := range 3 {
-							d := dst[kx*c : (kx+1)*c]
-							if j := ix + kx; j >= 0 && j < w {
-								copy(d, src[j*c:(j+1)*c])
-							} else {
-								clear(d)
-							}
-						}
-					}
+		row := col[(m-m0)*kd : (m-m0+1)*kd]
+		for ky := range 3 {
+			dst := row[ky*3*c : (ky+1)*3*c]
+			iy := oy*s + ky - 1
+			if iy < 0 || iy >= h {
+				clear(dst)
+				continue
+			}
+			// The three taps of a kernel row are adjacent pixels,
+			// one contiguous run of the channel-last input.
+			ix := ox*s - 1
+			src := img[iy*w*c : (iy+1)*w*c]
+			if ix >= 0 && ix+3 <= w {
+				copy(dst, src[ix*c:(ix+3)*c])
+				continue
+			}
+			for kx := range 3 {
+				d := dst[kx*c : (kx+1)*c]
+				if j := ix + kx; j >= 0 && j < w {
+					copy(d, src[j*c:(j+1)*c])
+				} else {
+					clear(d)
 				}
 			}
 		}
 	}
 }
 
-// im2col is im2col split over the workers by image.
-func (e *exec) im2col(col, x []float32, nb, h, w, c, s int) {
+// im2col writes the whole im2col matrix of nb images.
+func im2col(col, x []float32, nb, h, w, c, s int) {
 	ho, wo := (h-1)/s+1, (w-1)/s+1
-	e.run(nb, func(_, lo, hi int) {
-		im2col(col[lo*ho*wo*9*c:hi*ho*wo*9*c], x[lo*h*w*c:hi*h*w*c], hi-lo, h, w, c, s)
+	im2colRows(col, x, h, w, c, s, 0, nb*ho*wo)
+}
+
+// im2colRows is im2colRows split over the workers by row.
+func (e *exec) im2colRows(col, x []float32, h, w, c, s, m0, m1 int) {
+	const minRows = 64 // below this a goroutine costs more than it saves
+	n := m1 - m0
+	pieces := max(1, n/minRows)
+	if e == nil || pieces == 1 || runtime.GOMAXPROCS(0) == 1 {
+		im2colRows(col, x, h, w, c, s, m0, m1) // no closure to allocate
+		return
+	}
+	e.run(pieces, func(_, lo, hi int) {
+		a, z := m0+lo*n/pieces, m0+hi*n/pieces
+		im2colRows(col[(a-m0)*9*c:], x, h, w, c, s, a, z)
 	})
 }
+
+// convBlock is how many floats of im2col matrix one GEMM takes at a time:
+// a block that stays in the core's L2 cache between being written and
+// being read by the GEMM, where building the chunk's whole matrix first
+// made both the copy and the product wait on memory.
+const convBlock = 1 << 18
+
+// blockRows is how many im2col rows of kd values make one block.
+func blockRows(kd int) int { return max(1, convBlock/kd) }
 
 // col2im adds each row of col back onto the input pixels it was gathered
 // from: the adjoint of im2col. dx must hold what it should be added to.
@@ -159,21 +175,9 @@ func (c *conv) col2im(dx, col []float32, nb, h, w int) {
 	}
 }
 
-// columns returns the GEMM's left operand for x: the im2col matrix built
-// in col for a 3x3 kernel, x itself for a 1x1 kernel (stride 1 only).
-func (c *conv) columns(col, x []float32, nb, h, w int, e *exec) []float32 {
-	if c.k == 1 {
-		return x
-	}
-	col = col[:nb*c.outSize(h)*c.outSize(w)*c.kdim()]
-	e.im2col(col, x, nb, h, w, c.cin, c.stride)
-	e.mark(kindIm2col)
-	return col
-}
-
 // forward computes out = conv(x) + bias for nb images of h x w pixels, or
 // with add set adds that onto out. col is scratch of at least
-// nb*ho*wo*kdim values.
+// blockRows(kdim)*kdim values.
 func (c *conv) forward(params, x, out, col []float32, nb, h, w int, add bool, e *exec) {
 	rows := nb * c.outSize(h) * c.outSize(w)
 	out = out[:rows*c.cout]
@@ -191,20 +195,31 @@ func (c *conv) forward(params, x, out, col []float32, nb, h, w int, add bool, e 
 		}
 	}
 	e.mark(kindOther)
-	if c.kept != nil {
-		col = c.kept
-	}
-	cols := c.columns(col, x, nb, h, w, e)
+	impl := gorgonia.WhichBLAS()
 	kd := c.kdim()
-	gorgonia.WhichBLAS().Sgemm(blas.NoTrans, blas.NoTrans, rows, c.cout, kd,
-		1, cols, kd, c.wk, c.cout, 1, out, c.cout)
-	e.mark(kindConvGEMM)
+	if c.k == 1 {
+		impl.Sgemm(blas.NoTrans, blas.NoTrans, rows, c.cout, kd,
+			1, x, kd, c.wk, c.cout, 1, out, c.cout)
+		e.mark(kindConvGEMM)
+		return
+	}
+	br := blockRows(kd)
+	for m0 := 0; m0 < rows; m0 += br {
+		m1 := min(m0+br, rows)
+		e.im2colRows(col, x, h, w, c.cin, c.stride, m0, m1)
+		e.mark(kindIm2col)
+		impl.Sgemm(blas.NoTrans, blas.NoTrans, m1-m0, c.cout, kd,
+			1, col, kd, c.wk, c.cout, 1, out[m0*c.cout:], c.cout)
+		e.mark(kindConvGEMM)
+	}
 }
 
 // backward takes dout, the gradient with respect to the output of the
 // forward call on x, and with params set adds the weight gradient to dwk
 // and the bias gradient to the arena's grads. With dx non-nil it writes
-// the gradient with respect to x there, or with addDX adds it.
+// the gradient with respect to x there, or with addDX adds it. col is
+// scratch of at least blockRows(kdim)*kdim and blockRows(9*cout)*9*cout
+// values, and for stride 2 of the whole output's im2col matrix.
 func (c *conv) backward(grads, x, dout, dx, col []float32, nb, h, w int, params, addDX bool, e *exec) {
 	impl := gorgonia.WhichBLAS()
 	rows := nb * c.outSize(h) * c.outSize(w)
@@ -213,25 +228,34 @@ func (c *conv) backward(grads, x, dout, dx, col []float32, nb, h, w int, params,
 	if params {
 		colSum(grads[c.b:c.b+c.cout], dout, rows, true)
 		e.mark(kindOther)
-		var cols []float32
-		if c.kept != nil {
-			cols = c.kept[:rows*kd]
+		if c.k == 1 {
+			impl.Sgemm(blas.Trans, blas.NoTrans, kd, c.cout, rows,
+				1, x, kd, dout, c.cout, 1, c.dwk, c.cout)
+			e.mark(kindConvGEMM)
 		} else {
-			cols = c.columns(col, x, nb, h, w, e)
+			// The columns are gathered again rather than kept from
+			// forward: a block in cache costs less to rebuild than a
+			// chunk's matrix costs to read back from memory.
+			br := blockRows(kd)
+			for m0 := 0; m0 < rows; m0 += br {
+				m1 := min(m0+br, rows)
+				e.im2colRows(col, x, h, w, c.cin, c.stride, m0, m1)
+				e.mark(kindIm2col)
+				impl.Sgemm(blas.Trans, blas.NoTrans, kd, c.cout, m1-m0,
+					1, col, kd, dout[m0*c.cout:], c.cout, 1, c.dwk, c.cout)
+				e.mark(kindConvGEMM)
+			}
 		}
-		impl.Sgemm(blas.Trans, blas.NoTrans, kd, c.cout, rows,
-			1, cols, kd, dout, c.cout, 1, c.dwk, c.cout)
-		e.mark(kindConvGEMM)
 	}
 	if dx == nil {
 		return
 	}
 	n := nb * h * w * c.cin
+	var beta float32
+	if addDX {
+		beta = 1
+	}
 	if c.k == 1 {
-		var beta float32
-		if addDX {
-			beta = 1
-		}
 		impl.Sgemm(blas.NoTrans, blas.Trans, rows, c.cin, c.cout,
 			1, dout, c.cout, c.wk, c.cout, beta, dx[:n], c.cin)
 		e.mark(kindConvGEMM)
@@ -240,16 +264,15 @@ func (c *conv) backward(grads, x, dout, dx, col []float32, nb, h, w int, params,
 	if c.stride == 1 {
 		// A gather and a GEMM instead of a GEMM and a scatter-add.
 		kb := 9 * c.cout
-		col = col[:rows*kb]
-		e.im2col(col, dout, nb, h, w, c.cout, 1)
-		e.mark(kindIm2col)
-		var beta float32
-		if addDX {
-			beta = 1
+		br := blockRows(kb)
+		for m0 := 0; m0 < rows; m0 += br {
+			m1 := min(m0+br, rows)
+			e.im2colRows(col, dout, h, w, c.cout, 1, m0, m1)
+			e.mark(kindIm2col)
+			impl.Sgemm(blas.NoTrans, blas.NoTrans, m1-m0, c.cin, kb,
+				1, col, kb, c.wb, c.cin, beta, dx[m0*c.cin:n], c.cin)
+			e.mark(kindConvGEMM)
 		}
-		impl.Sgemm(blas.NoTrans, blas.NoTrans, rows, c.cin, kb,
-			1, col, kb, c.wb, c.cin, beta, dx[:n], c.cin)
-		e.mark(kindConvGEMM)
 		return
 	}
 	col = col[:rows*kd]

@@ -11,8 +11,7 @@ import (
 
 // unetChunk is how many images one pass holds at a time. Larger batches are
 // cut into chunks of this size whose gradients add up, which bounds the
-// workspace (160 MB for unet-small, im2col matrices kept for backward
-// included) while every GEMM still has hundreds to thousands of rows;
+// workspace while every GEMM still has hundreds to thousands of rows;
 // chunks of 16 measured no faster.
 const unetChunk = 8
 
@@ -269,7 +268,7 @@ func (u *unet) grow(nb int) {
 		u.dDs = append(u.dDs, f(n))
 	}
 	u.cat = nil
-	maxCol, maxCat, maxOut, maxIn := u.outConv.kdim()*nb*hw, 0, 0, 0
+	maxCat, maxOut, maxIn := 0, 0, 0
 	for _, b := range u.blocks() {
 		rows := nb * b.h * b.w
 		b.z1, b.sig1, b.a1 = f(rows*b.cin), f(rows*b.cin), f(rows*b.cin)
@@ -277,7 +276,6 @@ func (u *unet) grow(nb int) {
 		b.out, b.dout = f(rows*b.cout), f(rows*b.cout)
 		b.st1, b.st2 = make([]float64, 2*nb*b.norm1.groups), make([]float64, 2*nb*b.norm2.groups)
 		b.tb, b.dtb = f(nb*b.cout), f(nb*b.cout)
-		maxCol = max(maxCol, rows*b.conv1.kdim(), rows*b.conv2.kdim())
 		maxOut = max(maxOut, rows*b.cout)
 		maxIn = max(maxIn, rows*b.cin)
 	}
@@ -285,20 +283,25 @@ func (u *unet) grow(nb int) {
 		u.cat = append(u.cat, f(nb*b.h*b.w*b.cin))
 		maxCat = max(maxCat, nb*b.h*b.w*b.cin)
 	}
-	for i, d := range u.downs {
-		maxCol = max(maxCol, nb*(u.h>>(i+1))*(u.w>>(i+1))*d.kdim())
+	maxCol := 0
+	for _, c := range u.convs {
+		if c.k == 1 {
+			continue
+		}
+		rows := nb * c.outSize(c.inH) * c.outSize(c.inW)
+		if c.stride != 1 { // its input gradient goes through col2im
+			maxCol = max(maxCol, rows*c.kdim())
+			continue
+		}
+		for _, kd := range []int{c.kdim(), 9 * c.cout} {
+			maxCol = max(maxCol, min(rows, blockRows(kd))*kd)
+		}
 	}
-	maxCol = max(maxCol, nb*hw*u.inc.kdim())
 	u.col, u.dcat = f(maxCol), f(maxCat)
 	u.g1, u.g2, u.g3 = f(maxOut), f(maxOut), f(max(maxIn, nb*hw*c0))
 	u.onZ, u.onSig, u.onA = f(nb*hw*c0), f(nb*hw*c0), f(nb*hw*c0)
 	u.onSt = make([]float64, 2*nb*u.outNorm.groups)
 	u.outY, u.dY = f(nb*hw*u.c), f(nb*hw*u.c)
-	for _, c := range u.convs {
-		if c.k == 3 {
-			c.kept = f(nb * c.outSize(c.inH) * c.outSize(c.inW) * c.kdim())
-		}
-	}
 	u.ex.pg = make([]float64, nb*2*u.maxC)
 }
 
