@@ -310,9 +310,8 @@ func (b *resBlock) forward(u *unet, params, x, emb []float32, nb int) {
 	e := u.ex
 	hw := b.h * b.w
 	rows := nb * hw
-	b.norm1.forward(params, x, b.z1, b.st1, nb, hw, e)
+	b.norm1.forwardSiLU(params, x, b.z1, b.sig1, b.a1, b.st1, nb, hw, e)
 	e.mark(kindGroupNorm)
-	e.silu(b.a1[:rows*b.cin], b.sig1[:rows*b.cin], b.z1[:rows*b.cin])
 	b.temb.forward(params, emb, b.tb, nb)
 	e.mark(kindOther)
 	b.conv1.forward(params, b.a1, b.h1, u.col, nb, b.h, b.w, false, e)
@@ -327,10 +326,9 @@ func (b *resBlock) forward(u *unet, params, x, emb []float32, nb int) {
 		}
 	}
 	e.mark(kindOther)
-	b.norm2.forward(params, b.h1, b.z2, b.st2, nb, hw, e)
+	b.norm2.forwardSiLU(params, b.h1, b.z2, b.sig2, b.a2, b.st2, nb, hw, e)
 	e.mark(kindGroupNorm)
 	n := rows * b.cout
-	e.silu(b.a2[:n], b.sig2[:n], b.z2[:n])
 	b.conv2.forward(params, b.a2, b.out, u.col, nb, b.h, b.w, false, e)
 	if b.skip != nil {
 		b.skip.forward(params, x, b.out, u.col, nb, b.h, b.w, true, e)
@@ -354,8 +352,7 @@ func (b *resBlock) backward(u *unet, params, grads, x, emb, dx, demb []float32, 
 	n := rows * b.cout
 	g1, g2, g3 := u.g1[:n], u.g2[:n], u.g3[:rows*b.cin]
 	b.conv2.backward(grads, b.a2, b.dout, g1, u.col, nb, b.h, b.w, wantParams, false, e)
-	e.siluGrad(g1, b.z2[:n], b.a2[:n], b.sig2[:n])
-	b.norm2.backward(params, grads, b.h1, g1, g2, b.st2, nb, hw, wantParams, false, e)
+	b.norm2.backwardSiLU(params, grads, b.h1, g1, g2, b.z2, b.sig2, b.st2, nb, hw, wantParams, false, e)
 	e.mark(kindGroupNorm)
 	if wantParams {
 		clear(b.dtb[:nb*b.cout])
@@ -366,8 +363,7 @@ func (b *resBlock) backward(u *unet, params, grads, x, emb, dx, demb []float32, 
 		e.mark(kindOther)
 	}
 	b.conv1.backward(grads, b.a1, g2, g3, u.col, nb, b.h, b.w, wantParams, false, e)
-	e.siluGrad(g3, b.z1[:len(g3)], b.a1[:len(g3)], b.sig1[:len(g3)])
-	b.norm1.backward(params, grads, x, g3, dx, b.st1, nb, hw, wantParams, addDX, e)
+	b.norm1.backwardSiLU(params, grads, x, g3, dx, b.z1, b.sig1, b.st1, nb, hw, wantParams, addDX, e)
 	e.mark(kindGroupNorm)
 	if b.skip != nil {
 		b.skip.backward(grads, x, b.dout, dx, u.col, nb, b.h, b.w, wantParams, true, e)
@@ -503,10 +499,8 @@ func (u *unet) forward(params, t, x, out []float32) {
 		b.forward(u, params, u.cat[j], u.emb, nb)
 		prev = b
 	}
-	n := nb * hw * u.ch[0]
-	u.outNorm.forward(params, prev.out, u.onZ, u.onSt, nb, hw, e)
+	u.outNorm.forwardSiLU(params, prev.out, u.onZ, u.onSig, u.onA, u.onSt, nb, hw, e)
 	e.mark(kindGroupNorm)
-	e.silu(u.onA[:n], u.onSig[:n], u.onZ[:n])
 	u.outConv.forward(params, u.onA, u.outY, u.col, nb, u.h, u.w, false, e)
 	nhwcToNCHW(out, u.outY, nb, u.c, hw)
 	e.mark(kindOther)
@@ -526,9 +520,8 @@ func (u *unet) backward(params, grads, dy, dx []float32, nb int, wantParams bool
 	n := nb * hw * u.ch[0]
 	g := u.g3[:n]
 	u.outConv.backward(grads, u.onA, u.dY, g, u.col, nb, u.h, u.w, wantParams, false, e)
-	e.siluGrad(g, u.onZ[:n], u.onA[:n], u.onSig[:n])
 	last := u.up[L-1]
-	u.outNorm.backward(params, grads, last.out, g, last.dout, u.onSt, nb, hw, wantParams, false, e)
+	u.outNorm.backwardSiLU(params, grads, last.out, g, last.dout, u.onZ, u.onSig, u.onSt, nb, hw, wantParams, false, e)
 	e.mark(kindGroupNorm)
 	if wantParams {
 		clear(u.demb[:nb*u.tembDim])

@@ -1,0 +1,11 @@
+//go:build !amd64 || purego
+
+package nn
+
+func gnSums(p1, p2, a, b []float32, c, rows int) { gnSumsGo(p1, p2, a, b, c, rows) }
+
+func gnAffine(z, x, mu, sc, beta []float32, c, rows int) { gnAffineGo(z, x, mu, sc, beta, c, rows) }
+
+func gnBack(dx, x, d, k1, k2, mu, k4 []float32, c, rows int, add bool) {
+	gnBackGo(dx, x, d, k1, k2, mu, k4, c, rows, add)
+}
