@@ -175,6 +175,18 @@ func (c *conv) col2im(dx, col []float32, nb, h, w int) {
 	}
 }
 
+// fillRows writes v into every row of dst (len(dst) a multiple of len(v)),
+// doubling the filled part with each copy rather than copying row by row.
+func fillRows(dst, v []float32) {
+	if len(dst) == 0 {
+		return
+	}
+	n := copy(dst, v)
+	for n < len(dst) {
+		n += copy(dst[n:], dst[:n])
+	}
+}
+
 // forward computes out = conv(x) + bias for nb images of h x w pixels, or
 // with add set adds that onto out. col is scratch of at least
 // blockRows(kdim)*kdim values.
@@ -183,16 +195,9 @@ func (c *conv) forward(params, x, out, col []float32, nb, h, w int, add bool, e 
 	out = out[:rows*c.cout]
 	bias := params[c.b : c.b+c.cout]
 	if add {
-		for r := range rows {
-			o := out[r*c.cout : (r+1)*c.cout]
-			for j, v := range bias {
-				o[j] += v
-			}
-		}
+		addRows(out, bias, c.cout, rows)
 	} else {
-		for r := range rows {
-			copy(out[r*c.cout:(r+1)*c.cout], bias)
-		}
+		fillRows(out, bias)
 	}
 	e.mark(kindOther)
 	impl := gorgonia.WhichBLAS()

@@ -1,9 +1,10 @@
 package nn
 
-// The GroupNorm row kernels, over rows of c floats with per-channel
-// vectors of c floats: gnSums, gnAffine and gnBack dispatch to these Go
-// forms or to AVX2+FMA assembly (on amd64 without purego, c a multiple of
-// 8), which fuses the multiply-adds and so may differ in the last bit.
+// The GroupNorm and bias row kernels, over rows of c floats with per-channel
+// vectors of c floats: gnSums, gnAffine, gnBack, colSumRows and addRows
+// dispatch to these Go forms or to AVX2+FMA assembly (on amd64 without
+// purego, c a multiple of 8). The first three fuse multiply-adds there and
+// so may differ in the last bit; the sums are exact alike.
 // The choice depends only on c, so a result never depends on how a pass
 // was split over threads.
 
@@ -48,6 +49,32 @@ func gnBackGo(dx, x, d, k1, k2, mu, k4 []float32, c, rows int, add bool) {
 			for j, v := range row {
 				out[j] = k1[j]*drow[j] + k2[j]*(v-mu[j]) + k4[j]
 			}
+		}
+	}
+}
+
+// colSumRowsGo adds each of rows rows of c floats of m onto dst, in row
+// order; the assembly adds in the same order, so both give the same bits.
+func colSumRowsGo(dst, m []float32, c, rows int) {
+	dst = dst[:c]
+	for r := range rows {
+		row := m[r*c : (r+1)*c]
+		row = row[:len(dst)]
+		for j, v := range row {
+			dst[j] += v
+		}
+	}
+}
+
+// addRowsGo adds v (c floats) onto each of rows rows of dst; exact like
+// the assembly.
+func addRowsGo(dst, v []float32, c, rows int) {
+	v = v[:c]
+	for r := range rows {
+		row := dst[r*c : (r+1)*c]
+		row = row[:len(v)]
+		for j, x := range v {
+			row[j] += x
 		}
 	}
 }

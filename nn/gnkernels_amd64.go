@@ -45,3 +45,27 @@ func gnBack(dx, x, d, k1, k2, mu, k4 []float32, c, rows int, add bool) {
 	}
 	gnBackAVX2(&dx[0], &x[0], &d[0], &k1[0], &k2[0], &mu[0], &k4[0], c, rows, a)
 }
+
+//go:noescape
+func colSumAVX2(dst, m *float32, c, rows int)
+
+//go:noescape
+func addRowsAVX2(dst, v *float32, c, rows int)
+
+func colSumRows(dst, m []float32, c, rows int) {
+	if !gnVec(c) || rows == 0 {
+		colSumRowsGo(dst, m, c, rows)
+		return
+	}
+	_, _ = dst[c-1], m[rows*c-1]
+	colSumAVX2(&dst[0], &m[0], c, rows)
+}
+
+func addRows(dst, v []float32, c, rows int) {
+	if !gnVec(c) || rows == 0 {
+		addRowsGo(dst, v, c, rows)
+		return
+	}
+	_, _ = dst[rows*c-1], v[c-1]
+	addRowsAVX2(&dst[0], &v[0], c, rows)
+}

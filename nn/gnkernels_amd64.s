@@ -106,3 +106,51 @@ bstore:
 	JNZ     brow
 	VZEROUPPER
 	RET
+
+// func colSumAVX2(dst, m *float32, c, rows int)
+TEXT ·colSumAVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ m+8(FP), AX
+	MOVQ c+16(FP), R8
+	SHLQ $2, R8
+	MOVQ rows+24(FP), DX
+
+crow:
+	XORQ BX, BX
+
+ccol:
+	VMOVUPS (DI)(BX*1), Y0
+	VADDPS  (AX)(BX*1), Y0, Y0
+	VMOVUPS Y0, (DI)(BX*1)
+	ADDQ    $32, BX
+	CMPQ    BX, R8
+	JLT     ccol
+	ADDQ    R8, AX
+	DECQ    DX
+	JNZ     crow
+	VZEROUPPER
+	RET
+
+// func addRowsAVX2(dst, v *float32, c, rows int)
+TEXT ·addRowsAVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ v+8(FP), SI
+	MOVQ c+16(FP), R8
+	SHLQ $2, R8
+	MOVQ rows+24(FP), DX
+
+rrow:
+	XORQ BX, BX
+
+rcol:
+	VMOVUPS (DI)(BX*1), Y0
+	VADDPS  (SI)(BX*1), Y0, Y0
+	VMOVUPS Y0, (DI)(BX*1)
+	ADDQ    $32, BX
+	CMPQ    BX, R8
+	JLT     rcol
+	ADDQ    R8, DI
+	DECQ    DX
+	JNZ     rrow
+	VZEROUPPER
+	RET

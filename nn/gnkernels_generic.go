@@ -9,3 +9,7 @@ func gnAffine(z, x, mu, sc, beta []float32, c, rows int) { gnAffineGo(z, x, mu, 
 func gnBack(dx, x, d, k1, k2, mu, k4 []float32, c, rows int, add bool) {
 	gnBackGo(dx, x, d, k1, k2, mu, k4, c, rows, add)
 }
+
+func colSumRows(dst, m []float32, c, rows int) { colSumRowsGo(dst, m, c, rows) }
+
+func addRows(dst, v []float32, c, rows int) { addRowsGo(dst, v, c, rows) }

@@ -28,6 +28,14 @@ func TestGNKernelsMatchGo(t *testing.T) {
 			}
 		}
 	}
+	equal := func(t *testing.T, what string, got, want []float32) {
+		t.Helper()
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%s[%d] = %v, want %v exactly", what, i, got[i], want[i])
+			}
+		}
+	}
 	for _, c := range []int{8, 16, 32, 96, 6, 12} {
 		for _, rows := range []int{1, 3, 32} {
 			t.Run(fmt.Sprintf("c%d_rows%d", c, rows), func(t *testing.T) {
@@ -53,6 +61,18 @@ func TestGNKernelsMatchGo(t *testing.T) {
 					gnBackGo(dg, a, b, k1, k2, mu, k4, c, rows, add)
 					near(t, fmt.Sprintf("back(add=%v)", add), dx, dg)
 				}
+
+				// The sums add in the same order as the Go forms: same bits.
+				d1 := vec(c)
+				d2 := append([]float32(nil), d1...)
+				colSumRows(d1, a, c, rows)
+				colSumRowsGo(d2, a, c, rows)
+				equal(t, "column sums", d1, d2)
+				r1 := append([]float32(nil), a...)
+				r2 := append([]float32(nil), a...)
+				addRows(r1, beta, c, rows)
+				addRowsGo(r2, beta, c, rows)
+				equal(t, "row adds", r1, r2)
 			})
 		}
 	}

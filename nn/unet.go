@@ -316,14 +316,7 @@ func (b *resBlock) forward(u *unet, params, x, emb []float32, nb int) {
 	e.mark(kindOther)
 	b.conv1.forward(params, b.a1, b.h1, u.col, nb, b.h, b.w, false, e)
 	for i := range nb {
-		tb := b.tb[i*b.cout : (i+1)*b.cout]
-		img := b.h1[i*hw*b.cout : (i+1)*hw*b.cout]
-		for q := range hw {
-			row := img[q*b.cout : (q+1)*b.cout]
-			for j, v := range tb {
-				row[j] += v
-			}
-		}
+		addRows(b.h1[i*hw*b.cout:(i+1)*hw*b.cout], b.tb[i*b.cout:(i+1)*b.cout], b.cout, hw)
 	}
 	e.mark(kindOther)
 	b.norm2.forwardSiLU(params, b.h1, b.z2, b.sig2, b.a2, b.st2, nb, hw, e)
@@ -333,10 +326,7 @@ func (b *resBlock) forward(u *unet, params, x, emb []float32, nb int) {
 	if b.skip != nil {
 		b.skip.forward(params, x, b.out, u.col, nb, b.h, b.w, true, e)
 	} else {
-		out := b.out[:n]
-		for i, v := range x[:n] {
-			out[i] += v
-		}
+		addRows(b.out[:n], x[:n], n, 1)
 		e.mark(kindOther)
 	}
 }
@@ -368,10 +358,7 @@ func (b *resBlock) backward(u *unet, params, grads, x, emb, dx, demb []float32, 
 	if b.skip != nil {
 		b.skip.backward(grads, x, b.dout, dx, u.col, nb, b.h, b.w, wantParams, true, e)
 	} else {
-		d := dx[:n]
-		for i, v := range b.dout[:n] {
-			d[i] += v
-		}
+		addRows(dx[:n], b.dout[:n], n, 1)
 		e.mark(kindOther)
 	}
 }
