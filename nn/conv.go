@@ -175,6 +175,115 @@ func (c *conv) col2im(dx, col []float32, nb, h, w int) {
 	}
 }
 
+// rowTapMinW is the narrowest image a stride-1 3x3 convolution runs on as
+// row taps (see rowTapConv); narrower ones make too short a GEMM per image.
+const rowTapMinW = 14
+
+// rowTaps reports whether this convolution runs on images w pixels wide
+// as row taps.
+func (c *conv) rowTaps(w int) bool { return c.k == 3 && c.stride == 1 && w >= rowTapMinW }
+
+// rowTapLen is the size of one image's row-tap matrix (see rowTapsRange).
+func rowTapLen(h, w, c int) int { return (h + 2) * w * 3 * c }
+
+// rowTapImages is how many images' row-tap matrices are built at a time.
+func rowTapImages(nb, h, w, c int) int { return max(1, min(nb, convBlock/rowTapLen(h, w, c))) }
+
+// rowTapsRange writes rows [r0, r1) of the row-tap matrices of images
+// b0, b0+1, ... of x (h x w pixels of c channels) into dst, which starts at
+// image b0's: image b's matrix has h+2 rows of w pixels, of which row y+1
+// holds, for pixel x, the 3*c input values at (y, x-1), (y, x), (y, x+1)
+// (zero outside the image), and rows 0 and h+1 are zero. Output row oy of
+// a 3x3 convolution is then the sum over ky of the matrix's rows oy+ky,
+// taken as one contiguous block of h*w rows per ky, times the kernel's row
+// ky: three GEMMs over a matrix a third the size of im2col's.
+func rowTapsRange(dst, x []float32, h, w, c, b0, r0, r1 int) {
+	rw := 3 * c * w // one padded row
+	for r := r0; r < r1; r++ {
+		b, y := b0+r/(h+2), r%(h+2)-1
+		d := dst[r*rw : (r+1)*rw]
+		if y < 0 || y >= h {
+			clear(d)
+			continue
+		}
+		src := x[(b*h+y)*w*c : (b*h+y+1)*w*c]
+		for px := range w {
+			o := d[px*3*c : (px+1)*3*c]
+			lo, hi := px-1, px+2 // source pixels [lo, hi)
+			if lo < 0 {
+				clear(o[:c])
+				o, lo = o[c:], 0
+			}
+			if hi > w {
+				clear(o[len(o)-c:])
+				hi = w
+			}
+			copy(o, src[lo*c:hi*c])
+		}
+	}
+}
+
+// rowTaps builds the row-tap matrices of images [b0, b1) into dst, split
+// over the workers by row.
+func (e *exec) rowTaps(dst, x []float32, h, w, c, b0, b1 int) {
+	n := (b1 - b0) * (h + 2)
+	if e == nil || runtime.GOMAXPROCS(0) == 1 {
+		rowTapsRange(dst, x, h, w, c, b0, 0, n) // no closure to allocate
+		return
+	}
+	e.run(n, func(_, lo, hi int) { rowTapsRange(dst, x, h, w, c, b0, lo, hi) })
+}
+
+// rowTapConv writes (beta 0) or adds (beta 1) onto out the stride-1 3x3
+// convolution of nb images x of h x w pixels with cin channels by the
+// kernel wt in wk's layout ([3][3][cin][cout] rows of cout), without bias,
+// building row-tap matrices in col.
+func rowTapConv(out, x, wt, col []float32, nb, h, w, cin, cout int, beta float32, e *exec) {
+	impl := gorgonia.WhichBLAS()
+	per, k3, hw := rowTapLen(h, w, cin), 3*cin, h*w
+	g := rowTapImages(nb, h, w, cin)
+	for b0 := 0; b0 < nb; b0 += g {
+		b1 := min(b0+g, nb)
+		e.rowTaps(col, x, h, w, cin, b0, b1)
+		e.mark(kindIm2col)
+		for b := b0; b < b1; b++ {
+			x3 := col[(b-b0)*per : (b-b0+1)*per]
+			o := out[b*hw*cout : (b+1)*hw*cout]
+			for ky := range 3 {
+				bt := beta
+				if ky > 0 {
+					bt = 1
+				}
+				impl.Sgemm(blas.NoTrans, blas.NoTrans, hw, cout, k3,
+					1, x3[ky*w*k3:], k3, wt[ky*k3*cout:], cout, bt, o, cout)
+			}
+		}
+		e.mark(kindConvGEMM)
+	}
+}
+
+// rowTapWeightGrad adds to dwk the weight gradient of a row-tap
+// convolution of x by dout.
+func (c *conv) rowTapWeightGrad(x, dout, col []float32, nb, h, w int, e *exec) {
+	impl := gorgonia.WhichBLAS()
+	per, k3, hw := rowTapLen(h, w, c.cin), 3*c.cin, h*w
+	g := rowTapImages(nb, h, w, c.cin)
+	for b0 := 0; b0 < nb; b0 += g {
+		b1 := min(b0+g, nb)
+		e.rowTaps(col, x, h, w, c.cin, b0, b1)
+		e.mark(kindIm2col)
+		for b := b0; b < b1; b++ {
+			x3 := col[(b-b0)*per : (b-b0+1)*per]
+			d := dout[b*hw*c.cout : (b+1)*hw*c.cout]
+			for ky := range 3 {
+				impl.Sgemm(blas.Trans, blas.NoTrans, k3, c.cout, hw,
+					1, x3[ky*w*k3:], k3, d, c.cout, 1, c.dwk[ky*k3*c.cout:], c.cout)
+			}
+		}
+		e.mark(kindConvGEMM)
+	}
+}
+
 // fillRows writes v into every row of dst (len(dst) a multiple of len(v)),
 // doubling the filled part with each copy rather than copying row by row.
 func fillRows(dst, v []float32) {
@@ -208,6 +317,10 @@ func (c *conv) forward(params, x, out, col []float32, nb, h, w int, add bool, e 
 		e.mark(kindConvGEMM)
 		return
 	}
+	if c.rowTaps(w) {
+		rowTapConv(out, x, c.wk, col, nb, h, w, c.cin, c.cout, 1, e)
+		return
+	}
 	br := blockRows(kd)
 	for m0 := 0; m0 < rows; m0 += br {
 		m1 := min(m0+br, rows)
@@ -237,6 +350,8 @@ func (c *conv) backward(grads, x, dout, dx, col []float32, nb, h, w int, params,
 			impl.Sgemm(blas.Trans, blas.NoTrans, kd, c.cout, rows,
 				1, x, kd, dout, c.cout, 1, c.dwk, c.cout)
 			e.mark(kindConvGEMM)
+		} else if c.rowTaps(w) {
+			c.rowTapWeightGrad(x, dout, col, nb, h, w, e)
 		} else {
 			// The columns are gathered again rather than kept from
 			// forward: a block in cache costs less to rebuild than a
@@ -264,6 +379,12 @@ func (c *conv) backward(grads, x, dout, dx, col []float32, nb, h, w int, params,
 		impl.Sgemm(blas.NoTrans, blas.Trans, rows, c.cin, c.cout,
 			1, dout, c.cout, c.wk, c.cout, beta, dx[:n], c.cin)
 		e.mark(kindConvGEMM)
+		return
+	}
+	if c.rowTaps(w) {
+		// The input gradient of a stride-1 convolution is the
+		// convolution of dout by the flipped kernel.
+		rowTapConv(dx[:n], dout, c.wb, col, nb, h, w, c.cout, c.cin, beta, e)
 		return
 	}
 	if c.stride == 1 {

@@ -103,7 +103,9 @@ var convCases = []convCase{
 	{3, 4, 4, 3, 2, 6, 6},
 	{2, 3, 2, 3, 2, 7, 5}, // odd sizes at stride 2
 	{2, 6, 3, 1, 1, 3, 4},
-	{1, 8, 8, 3, 1, 1, 1}, // a single pixel: every tap but the centre is padding
+	{1, 8, 8, 3, 1, 1, 1},  // a single pixel: every tap but the centre is padding
+	{2, 3, 5, 3, 1, 3, 16}, // wide enough for row taps
+	{1, 2, 4, 3, 1, 5, 14}, // row taps at the narrowest width
 }
 
 // runConv runs the fused conv layer on NCHW data: forward, then backward
@@ -120,7 +122,7 @@ func runConv(tc convCase, wt, bias, x, dy []float32) (y, dw, db, dx []float32) {
 	c.loadWeights(params)
 	ho, wo := c.outSize(tc.h), c.outSize(tc.w)
 	xin := toNHWC(x, tc.nb, tc.cin, tc.h*tc.w)
-	col := make([]float32, tc.nb*max(ho*wo*c.kdim(), tc.h*tc.w*9*tc.cout))
+	col := make([]float32, tc.nb*max(ho*wo*c.kdim(), tc.h*tc.w*9*tc.cout, rowTapLen(tc.h, tc.w, max(tc.cin, tc.cout))))
 	out := make([]float32, tc.nb*ho*wo*tc.cout)
 	c.forward(params, xin, out, col, tc.nb, tc.h, tc.w, false, nil)
 	dout := toNHWC(dy, tc.nb, tc.cout, ho*wo)

@@ -293,8 +293,11 @@ func (u *unet) grow(nb int) {
 			maxCol = max(maxCol, rows*c.kdim())
 			continue
 		}
-		for _, kd := range []int{c.kdim(), 9 * c.cout} {
-			maxCol = max(maxCol, min(rows, blockRows(kd))*kd)
+		for _, ci := range []int{c.cin, c.cout} {
+			maxCol = max(maxCol, min(rows, blockRows(9*ci))*9*ci)
+			if c.rowTaps(c.inW) {
+				maxCol = max(maxCol, rowTapImages(nb, c.inH, c.inW, ci)*rowTapLen(c.inH, c.inW, ci))
+			}
 		}
 	}
 	u.col, u.dcat = f(maxCol), f(maxCat)
