@@ -186,21 +186,22 @@ func (c *conv) rowTaps(w int) bool { return c.k == 3 && c.stride == 1 && w >= ro
 // rowTapLen is the size of one image's row-tap matrix (see rowTapsRange).
 func rowTapLen(h, w, c int) int { return (h + 2) * w * 3 * c }
 
-// rowTapImages is how many images' row-tap matrices are built at a time.
-func rowTapImages(nb, h, w, c int) int { return max(1, min(nb, convBlock/rowTapLen(h, w, c))) }
+// rowTapSlots is how many row-tap matrices rowTapConv may build at once,
+// one per worker, each in its own slot of col.
+func rowTapSlots(nb int) int { return max(1, min(maxWorkers, nb)) }
 
-// rowTapsRange writes rows [r0, r1) of the row-tap matrices of images
-// b0, b0+1, ... of x (h x w pixels of c channels) into dst, which starts at
-// image b0's: image b's matrix has h+2 rows of w pixels, of which row y+1
-// holds, for pixel x, the 3*c input values at (y, x-1), (y, x), (y, x+1)
-// (zero outside the image), and rows 0 and h+1 are zero. Output row oy of
-// a 3x3 convolution is then the sum over ky of the matrix's rows oy+ky,
-// taken as one contiguous block of h*w rows per ky, times the kernel's row
-// ky: three GEMMs over a matrix a third the size of im2col's.
-func rowTapsRange(dst, x []float32, h, w, c, b0, r0, r1 int) {
+// rowTapsRange writes rows [r0, r1) of the row-tap matrix of image b of x
+// (h x w pixels of c channels) into dst: it has h+2 rows of w pixels, of
+// which row y+1 holds, for pixel x, the 3*c input values at (y, x-1),
+// (y, x), (y, x+1) (zero outside the image), and rows 0 and h+1 are zero.
+// Output row oy of a 3x3 convolution is then the sum over ky of the
+// matrix's rows oy+ky, taken as one contiguous block of h*w rows per ky,
+// times the kernel's row ky: three GEMMs over a matrix a third the size
+// of im2col's.
+func rowTapsRange(dst, x []float32, h, w, c, b, r0, r1 int) {
 	rw := 3 * c * w // one padded row
 	for r := r0; r < r1; r++ {
-		b, y := b0+r/(h+2), r%(h+2)-1
+		y := r - 1
 		d := dst[r*rw : (r+1)*rw]
 		if y < 0 || y >= h {
 			clear(d)
@@ -223,64 +224,73 @@ func rowTapsRange(dst, x []float32, h, w, c, b0, r0, r1 int) {
 	}
 }
 
-// rowTaps builds the row-tap matrices of images [b0, b1) into dst, split
-// over the workers by row.
-func (e *exec) rowTaps(dst, x []float32, h, w, c, b0, b1 int) {
-	n := (b1 - b0) * (h + 2)
-	if e == nil || runtime.GOMAXPROCS(0) == 1 {
-		rowTapsRange(dst, x, h, w, c, b0, 0, n) // no closure to allocate
-		return
-	}
-	e.run(n, func(_, lo, hi int) { rowTapsRange(dst, x, h, w, c, b0, lo, hi) })
-}
-
 // rowTapConv writes (beta 0) or adds (beta 1) onto out the stride-1 3x3
 // convolution of nb images x of h x w pixels with cin channels by the
 // kernel wt in wk's layout ([3][3][cin][cout] rows of cout), without bias,
-// building row-tap matrices in col.
+// building each image's row-tap matrix in a slot of col. The images are
+// split over the workers, each making its images' GEMMs (see
+// unetBLASThreads), so a result does not depend on the split.
 func rowTapConv(out, x, wt, col []float32, nb, h, w, cin, cout int, beta float32, e *exec) {
+	if e == nil || runtime.GOMAXPROCS(0) == 1 {
+		rowTapConvImages(out, x, wt, col, 0, nb, h, w, cin, cout, beta) // no closure to allocate
+	} else {
+		per := rowTapLen(h, w, cin)
+		e.run(nb, func(wi, lo, hi int) {
+			rowTapConvImages(out, x, wt, col[wi*per:(wi+1)*per], lo, hi, h, w, cin, cout, beta)
+		})
+	}
+	e.mark(kindConvGEMM)
+}
+
+func rowTapConvImages(out, x, wt, x3 []float32, lo, hi, h, w, cin, cout int, beta float32) {
 	impl := gorgonia.WhichBLAS()
-	per, k3, hw := rowTapLen(h, w, cin), 3*cin, h*w
-	g := rowTapImages(nb, h, w, cin)
-	for b0 := 0; b0 < nb; b0 += g {
-		b1 := min(b0+g, nb)
-		e.rowTaps(col, x, h, w, cin, b0, b1)
-		e.mark(kindIm2col)
-		for b := b0; b < b1; b++ {
-			x3 := col[(b-b0)*per : (b-b0+1)*per]
-			o := out[b*hw*cout : (b+1)*hw*cout]
-			for ky := range 3 {
-				bt := beta
-				if ky > 0 {
-					bt = 1
-				}
-				impl.Sgemm(blas.NoTrans, blas.NoTrans, hw, cout, k3,
-					1, x3[ky*w*k3:], k3, wt[ky*k3*cout:], cout, bt, o, cout)
+	k3, hw := 3*cin, h*w
+	for b := lo; b < hi; b++ {
+		rowTapsRange(x3, x, h, w, cin, b, 0, h+2)
+		o := out[b*hw*cout : (b+1)*hw*cout]
+		for ky := range 3 {
+			bt := beta
+			if ky > 0 {
+				bt = 1
 			}
+			impl.Sgemm(blas.NoTrans, blas.NoTrans, hw, cout, k3,
+				1, x3[ky*w*k3:], k3, wt[ky*k3*cout:], cout, bt, o, cout)
 		}
-		e.mark(kindConvGEMM)
 	}
 }
 
 // rowTapWeightGrad adds to dwk the weight gradient of a row-tap
-// convolution of x by dout.
-func (c *conv) rowTapWeightGrad(x, dout, col []float32, nb, h, w int, e *exec) {
+// convolution of x by dout. Each image's share is computed on its own, in
+// a slot of pw (nb slots of len(dwk)), and the shares are added to dwk in
+// image order, so the sum does not depend on how the images were split.
+func (c *conv) rowTapWeightGrad(x, dout, col, pw []float32, nb, h, w int, e *exec) {
+	nw := len(c.dwk)
+	if e == nil || runtime.GOMAXPROCS(0) == 1 {
+		c.rowTapWeightGradImages(x, dout, col, pw, 0, nb, h, w)
+	} else {
+		per := rowTapLen(h, w, c.cin)
+		e.run(nb, func(wi, lo, hi int) {
+			c.rowTapWeightGradImages(x, dout, col[wi*per:(wi+1)*per], pw, lo, hi, h, w)
+		})
+	}
+	e.mark(kindConvGEMM)
+	for b := range nb {
+		addRows(c.dwk, pw[b*nw:(b+1)*nw], nw, 1)
+	}
+	e.mark(kindOther)
+}
+
+func (c *conv) rowTapWeightGradImages(x, dout, x3, pw []float32, lo, hi, h, w int) {
 	impl := gorgonia.WhichBLAS()
-	per, k3, hw := rowTapLen(h, w, c.cin), 3*c.cin, h*w
-	g := rowTapImages(nb, h, w, c.cin)
-	for b0 := 0; b0 < nb; b0 += g {
-		b1 := min(b0+g, nb)
-		e.rowTaps(col, x, h, w, c.cin, b0, b1)
-		e.mark(kindIm2col)
-		for b := b0; b < b1; b++ {
-			x3 := col[(b-b0)*per : (b-b0+1)*per]
-			d := dout[b*hw*c.cout : (b+1)*hw*c.cout]
-			for ky := range 3 {
-				impl.Sgemm(blas.Trans, blas.NoTrans, k3, c.cout, hw,
-					1, x3[ky*w*k3:], k3, d, c.cout, 1, c.dwk[ky*k3*c.cout:], c.cout)
-			}
+	k3, hw, nw := 3*c.cin, h*w, len(c.dwk)
+	for b := lo; b < hi; b++ {
+		rowTapsRange(x3, x, h, w, c.cin, b, 0, h+2)
+		d := dout[b*hw*c.cout : (b+1)*hw*c.cout]
+		p := pw[b*nw : (b+1)*nw]
+		for ky := range 3 {
+			impl.Sgemm(blas.Trans, blas.NoTrans, k3, c.cout, hw,
+				1, x3[ky*w*k3:], k3, d, c.cout, 0, p[ky*k3*c.cout:], c.cout)
 		}
-		e.mark(kindConvGEMM)
 	}
 }
 
@@ -298,7 +308,8 @@ func fillRows(dst, v []float32) {
 
 // forward computes out = conv(x) + bias for nb images of h x w pixels, or
 // with add set adds that onto out. col is scratch of at least
-// blockRows(kdim)*kdim values.
+// blockRows(kdim)*kdim values, or for row taps rowTapSlots(nb) row-tap
+// matrices.
 func (c *conv) forward(params, x, out, col []float32, nb, h, w int, add bool, e *exec) {
 	rows := nb * c.outSize(h) * c.outSize(w)
 	out = out[:rows*c.cout]
@@ -337,8 +348,10 @@ func (c *conv) forward(params, x, out, col []float32, nb, h, w int, add bool, e 
 // and the bias gradient to the arena's grads. With dx non-nil it writes
 // the gradient with respect to x there, or with addDX adds it. col is
 // scratch of at least blockRows(kdim)*kdim and blockRows(9*cout)*9*cout
-// values, and for stride 2 of the whole output's im2col matrix.
-func (c *conv) backward(grads, x, dout, dx, col []float32, nb, h, w int, params, addDX bool, e *exec) {
+// values (for row taps rowTapSlots(nb) row-tap matrices of x and of dout),
+// and for stride 2 of the whole output's im2col matrix; pw holds nb
+// weight-gradient shares for row taps.
+func (c *conv) backward(grads, x, dout, dx, col, pw []float32, nb, h, w int, params, addDX bool, e *exec) {
 	impl := gorgonia.WhichBLAS()
 	rows := nb * c.outSize(h) * c.outSize(w)
 	dout = dout[:rows*c.cout]
@@ -351,7 +364,7 @@ func (c *conv) backward(grads, x, dout, dx, col []float32, nb, h, w int, params,
 				1, x, kd, dout, c.cout, 1, c.dwk, c.cout)
 			e.mark(kindConvGEMM)
 		} else if c.rowTaps(w) {
-			c.rowTapWeightGrad(x, dout, col, nb, h, w, e)
+			c.rowTapWeightGrad(x, dout, col, pw, nb, h, w, e)
 		} else {
 			// The columns are gathered again rather than kept from
 			// forward: a block in cache costs less to rebuild than a

@@ -122,7 +122,7 @@ func runConv(tc convCase, wt, bias, x, dy []float32) (y, dw, db, dx []float32) {
 	c.loadWeights(params)
 	ho, wo := c.outSize(tc.h), c.outSize(tc.w)
 	xin := toNHWC(x, tc.nb, tc.cin, tc.h*tc.w)
-	col := make([]float32, tc.nb*max(ho*wo*c.kdim(), tc.h*tc.w*9*tc.cout, rowTapLen(tc.h, tc.w, max(tc.cin, tc.cout))))
+	col := make([]float32, tc.nb*max(ho*wo*c.kdim(), tc.h*tc.w*9*tc.cout, rowTapSlots(tc.nb)*rowTapLen(tc.h, tc.w, max(tc.cin, tc.cout))))
 	out := make([]float32, tc.nb*ho*wo*tc.cout)
 	c.forward(params, xin, out, col, tc.nb, tc.h, tc.w, false, nil)
 	dout := toNHWC(dy, tc.nb, tc.cout, ho*wo)
@@ -130,7 +130,8 @@ func runConv(tc convCase, wt, bias, x, dy []float32) (y, dw, db, dx []float32) {
 	for i := range dxin {
 		dxin[i] = float32(math.NaN()) // written, not added to
 	}
-	c.backward(grads, xin, dout, dxin, col, tc.nb, tc.h, tc.w, true, false, nil)
+	pw := make([]float32, tc.nb*len(wt))
+	c.backward(grads, xin, dout, dxin, col, pw, tc.nb, tc.h, tc.w, true, false, nil)
 	c.storeGrad(grads)
 	return toNCHW(out, tc.nb, tc.cout, ho*wo), grads[:len(wt)], grads[len(wt):], toNCHW(dxin, tc.nb, tc.cin, tc.h*tc.w)
 }

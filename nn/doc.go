@@ -49,7 +49,10 @@
 // between the two. The input gradient of a stride-1 convolution is a
 // second convolution with the flipped kernel rather than a col2im
 // scatter. Batches are cut into chunks of 8 images, and the non-GEMM work
-// is split over goroutines by image, with the same bits at any GOMAXPROCS.
+// is split over goroutines by image, with the same bits at any GOMAXPROCS;
+// so are the row-tap GEMMs, one image per product, with the BLAS held to
+// one thread for the pass (a BLAS pool spinning between such small
+// products cost a core).
 // With the openblas tag the package makes OpenBLAS use its AVX-512 or AVX2
 // kernels where its CPU detection fell back to the generic Prescott ones,
 // whose matrix products are five to nine times slower, on CPU models it

@@ -3,6 +3,7 @@ package nn
 import (
 	"fmt"
 	"math"
+	"runtime"
 
 	"github.com/sbtrain/sbtrain/rng"
 	"gonum.org/v1/gonum/blas"
@@ -95,6 +96,7 @@ type unet struct {
 	onZ, onSig, onA, outY, dY  []float32
 	onSt                       []float64
 	col, dcat, g1, g2, g3      []float32
+	pw                         []float32 // per-image weight-gradient shares, see rowTapWeightGrad
 	ex                         *exec
 	maxC                       int // widest GroupNorm
 }
@@ -283,7 +285,7 @@ func (u *unet) grow(nb int) {
 		u.cat = append(u.cat, f(nb*b.h*b.w*b.cin))
 		maxCat = max(maxCat, nb*b.h*b.w*b.cin)
 	}
-	maxCol := 0
+	maxCol, maxPW := 0, 0
 	for _, c := range u.convs {
 		if c.k == 1 {
 			continue
@@ -296,11 +298,12 @@ func (u *unet) grow(nb int) {
 		for _, ci := range []int{c.cin, c.cout} {
 			maxCol = max(maxCol, min(rows, blockRows(9*ci))*9*ci)
 			if c.rowTaps(c.inW) {
-				maxCol = max(maxCol, rowTapImages(nb, c.inH, c.inW, ci)*rowTapLen(c.inH, c.inW, ci))
+				maxCol = max(maxCol, rowTapSlots(nb)*rowTapLen(c.inH, c.inW, ci))
+				maxPW = max(maxPW, nb*len(c.dwk))
 			}
 		}
 	}
-	u.col, u.dcat = f(maxCol), f(maxCat)
+	u.col, u.dcat, u.pw = f(maxCol), f(maxCat), f(maxPW)
 	u.g1, u.g2, u.g3 = f(maxOut), f(maxOut), f(max(maxIn, nb*hw*c0))
 	u.onZ, u.onSig, u.onA = f(nb*hw*c0), f(nb*hw*c0), f(nb*hw*c0)
 	u.onSt = make([]float64, 2*nb*u.outNorm.groups)
@@ -344,7 +347,7 @@ func (b *resBlock) backward(u *unet, params, grads, x, emb, dx, demb []float32, 
 	rows := nb * hw
 	n := rows * b.cout
 	g1, g2, g3 := u.g1[:n], u.g2[:n], u.g3[:rows*b.cin]
-	b.conv2.backward(grads, b.a2, b.dout, g1, u.col, nb, b.h, b.w, wantParams, false, e)
+	b.conv2.backward(grads, b.a2, b.dout, g1, u.col, u.pw, nb, b.h, b.w, wantParams, false, e)
 	b.norm2.backwardSiLU(params, grads, b.h1, g1, g2, b.z2, b.sig2, b.st2, nb, hw, wantParams, false, e)
 	e.mark(kindGroupNorm)
 	if wantParams {
@@ -355,11 +358,11 @@ func (b *resBlock) backward(u *unet, params, grads, x, emb, dx, demb []float32, 
 		b.temb.backward(params, grads, emb, b.dtb, demb, nb)
 		e.mark(kindOther)
 	}
-	b.conv1.backward(grads, b.a1, g2, g3, u.col, nb, b.h, b.w, wantParams, false, e)
+	b.conv1.backward(grads, b.a1, g2, g3, u.col, u.pw, nb, b.h, b.w, wantParams, false, e)
 	b.norm1.backwardSiLU(params, grads, x, g3, dx, b.z1, b.sig1, b.st1, nb, hw, wantParams, addDX, e)
 	e.mark(kindGroupNorm)
 	if b.skip != nil {
-		b.skip.backward(grads, x, b.dout, dx, u.col, nb, b.h, b.w, wantParams, true, e)
+		b.skip.backward(grads, x, b.dout, dx, u.col, u.pw, nb, b.h, b.w, wantParams, true, e)
 	} else {
 		addRows(dx[:n], b.dout[:n], n, 1)
 		e.mark(kindOther)
@@ -509,7 +512,7 @@ func (u *unet) backward(params, grads, dy, dx []float32, nb int, wantParams bool
 	e.mark(kindOther)
 	n := nb * hw * u.ch[0]
 	g := u.g3[:n]
-	u.outConv.backward(grads, u.onA, u.dY, g, u.col, nb, u.h, u.w, wantParams, false, e)
+	u.outConv.backward(grads, u.onA, u.dY, g, u.col, u.pw, nb, u.h, u.w, wantParams, false, e)
 	last := u.up[L-1]
 	u.outNorm.backwardSiLU(params, grads, last.out, g, last.dout, u.onZ, u.onSig, u.onSt, nb, hw, wantParams, false, e)
 	e.mark(kindGroupNorm)
@@ -537,7 +540,7 @@ func (u *unet) backward(params, grads, dy, dx []float32, nb int, wantParams bool
 	}
 	for i := L - 2; i >= 0; i-- {
 		b := u.down[i]
-		u.downs[i].backward(grads, b.out, u.dDs[i], b.dout, u.col, nb, b.h, b.w, wantParams, true, e)
+		u.downs[i].backward(grads, b.out, u.dDs[i], b.dout, u.col, u.pw, nb, b.h, b.w, wantParams, true, e)
 		if i > 0 {
 			b.backward(u, params, grads, u.dsOut[i-1], u.emb, u.dDs[i-1], u.demb, nb, wantParams, false)
 		} else {
@@ -548,7 +551,7 @@ func (u *unet) backward(params, grads, dy, dx []float32, nb int, wantParams bool
 	if dx != nil {
 		dxin = u.dxin
 	}
-	u.inc.backward(grads, u.xin, u.dIncOut, dxin, u.col, nb, u.h, u.w, wantParams, false, e)
+	u.inc.backward(grads, u.xin, u.dIncOut, dxin, u.col, u.pw, nb, u.h, u.w, wantParams, false, e)
 	if dx != nil {
 		nhwcToNCHW(dx, u.dxin, nb, u.c, hw)
 		e.mark(kindOther)
@@ -565,8 +568,29 @@ func (u *unet) backward(params, grads, dy, dx []float32, nb int, wantParams bool
 	}
 }
 
+// unetBLASThreads makes the BLAS single-threaded for the length of a pass
+// that splits the row-tap GEMMs over its own workers, and returns the count
+// to restore. Those products are one image each, too small to share well,
+// and a BLAS pool's threads left spinning between them took a core from
+// the workers: at two threads a step cost twice the CPU time of one.
+func unetBLASThreads() int {
+	prev := BLASThreads()
+	if prev > 1 && runtime.GOMAXPROCS(0) > 1 {
+		SetBLASThreads(1)
+	}
+	return prev
+}
+
+// restoreBLASThreads undoes unetBLASThreads.
+func restoreBLASThreads(prev int) {
+	if prev > 1 && runtime.GOMAXPROCS(0) > 1 {
+		SetBLASThreads(prev)
+	}
+}
+
 // unetForward is Net.Forward for the unet.
 func (n *Net) unetForward(t, x, out []float32) {
+	defer restoreBLASThreads(unetBLASThreads())
 	u, d := n.unet, n.spec.Dim
 	u.grow(min(len(t), unetChunk))
 	u.loadWeights(n.params)
@@ -578,6 +602,7 @@ func (n *Net) unetForward(t, x, out []float32) {
 
 // unetLossGrad is Net.LossGrad for the unet.
 func (n *Net) unetLossGrad(t, x, target []float32) float64 {
+	defer restoreBLASThreads(unetBLASThreads())
 	u, d := n.unet, n.spec.Dim
 	u.grow(min(len(t), unetChunk))
 	u.loadWeights(n.params)
@@ -608,6 +633,7 @@ func (n *Net) unetLossGrad(t, x, target []float32) float64 {
 
 // unetVJP is Net.VJP for the unet.
 func (n *Net) unetVJP(t, x, v, out, vjp []float32) {
+	defer restoreBLASThreads(unetBLASThreads())
 	u, d := n.unet, n.spec.Dim
 	u.grow(min(len(t), unetChunk))
 	u.loadWeights(n.params)
