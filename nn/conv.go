@@ -111,12 +111,6 @@ func im2colRows(col, x []float32, h, w, c, s, m0, m1 int) {
 	}
 }
 
-// im2col writes the whole im2col matrix of nb images.
-func im2col(col, x []float32, nb, h, w, c, s int) {
-	ho, wo := (h-1)/s+1, (w-1)/s+1
-	im2colRows(col, x, h, w, c, s, 0, nb*ho*wo)
-}
-
 // im2colRows is im2colRows split over the workers by row.
 func (e *exec) im2colRows(col, x []float32, h, w, c, s, m0, m1 int) {
 	const minRows = 64 // below this a goroutine costs more than it saves
@@ -294,6 +288,56 @@ func (c *conv) rowTapWeightGradImages(x, dout, x3, pw []float32, lo, hi, h, w in
 	}
 }
 
+// gemmSlots is how many blocks of rows rows of kd values blockGEMM may
+// gather at once, one per worker, each in its own slot of col.
+func gemmSlots(rows, kd int) int {
+	br := blockRows(kd)
+	return max(1, min(maxWorkers, (rows+br-1)/br))
+}
+
+// blockGEMM writes (beta 0) or adds (beta 1) onto out (rows x cout) the
+// product of the left operand by wt (kd x cout, or with transB cout x kd),
+// in blocks of blockRows(kd) rows split over the workers. With gather the
+// left operand is the im2col matrix of x (a 3x3 kernel over images of
+// h x w pixels of cin channels at stride s), each block built in a slot of
+// col; without, it is x itself (rows x kd). The blocks are the same at
+// any number of workers, so the bits are.
+func blockGEMM(out, x, wt, col []float32, rows, kd, cout int, gather, transB bool, h, w, cin, s int, beta float32, e *exec) {
+	br := blockRows(kd)
+	nblk := (rows + br - 1) / br
+	if e == nil || nblk == 1 || runtime.GOMAXPROCS(0) == 1 {
+		for k := range nblk { // no closure to allocate
+			gemmBlock(out, x, wt, col, k*br, min((k+1)*br, rows), kd, cout, gather, transB, h, w, cin, s, beta)
+		}
+	} else {
+		e.run(nblk, func(wi, lo, hi int) {
+			slot := col
+			if gather {
+				slot = col[wi*br*kd : (wi+1)*br*kd]
+			}
+			for k := lo; k < hi; k++ {
+				gemmBlock(out, x, wt, slot, k*br, min((k+1)*br, rows), kd, cout, gather, transB, h, w, cin, s, beta)
+			}
+		})
+	}
+	e.mark(kindConvGEMM)
+}
+
+func gemmBlock(out, x, wt, col []float32, m0, m1, kd, cout int, gather, transB bool, h, w, cin, s int, beta float32) {
+	a := col
+	if gather {
+		im2colRows(col, x, h, w, cin, s, m0, m1)
+	} else {
+		a = x[m0*kd:]
+	}
+	tb, ldb := blas.NoTrans, cout
+	if transB {
+		tb, ldb = blas.Trans, kd
+	}
+	gorgonia.WhichBLAS().Sgemm(blas.NoTrans, tb, m1-m0, cout, kd,
+		1, a, kd, wt, ldb, beta, out[m0*cout:], cout)
+}
+
 // fillRows writes v into every row of dst (len(dst) a multiple of len(v)),
 // doubling the filled part with each copy rather than copying row by row.
 func fillRows(dst, v []float32) {
@@ -320,27 +364,11 @@ func (c *conv) forward(params, x, out, col []float32, nb, h, w int, add bool, e 
 		fillRows(out, bias)
 	}
 	e.mark(kindOther)
-	impl := gorgonia.WhichBLAS()
-	kd := c.kdim()
-	if c.k == 1 {
-		impl.Sgemm(blas.NoTrans, blas.NoTrans, rows, c.cout, kd,
-			1, x, kd, c.wk, c.cout, 1, out, c.cout)
-		e.mark(kindConvGEMM)
-		return
-	}
 	if c.rowTaps(w) {
 		rowTapConv(out, x, c.wk, col, nb, h, w, c.cin, c.cout, 1, e)
 		return
 	}
-	br := blockRows(kd)
-	for m0 := 0; m0 < rows; m0 += br {
-		m1 := min(m0+br, rows)
-		e.im2colRows(col, x, h, w, c.cin, c.stride, m0, m1)
-		e.mark(kindIm2col)
-		impl.Sgemm(blas.NoTrans, blas.NoTrans, m1-m0, c.cout, kd,
-			1, col, kd, c.wk, c.cout, 1, out[m0*c.cout:], c.cout)
-		e.mark(kindConvGEMM)
-	}
+	blockGEMM(out, x, c.wk, col, rows, c.kdim(), c.cout, c.k == 3, false, h, w, c.cin, c.stride, 1, e)
 }
 
 // backward takes dout, the gradient with respect to the output of the
@@ -389,9 +417,7 @@ func (c *conv) backward(grads, x, dout, dx, col, pw []float32, nb, h, w int, par
 		beta = 1
 	}
 	if c.k == 1 {
-		impl.Sgemm(blas.NoTrans, blas.Trans, rows, c.cin, c.cout,
-			1, dout, c.cout, c.wk, c.cout, beta, dx[:n], c.cin)
-		e.mark(kindConvGEMM)
+		blockGEMM(dx[:n], dout, c.wk, col, rows, c.cout, c.cin, false, true, h, w, c.cout, 1, beta, e)
 		return
 	}
 	if c.rowTaps(w) {
@@ -402,16 +428,7 @@ func (c *conv) backward(grads, x, dout, dx, col, pw []float32, nb, h, w int, par
 	}
 	if c.stride == 1 {
 		// A gather and a GEMM instead of a GEMM and a scatter-add.
-		kb := 9 * c.cout
-		br := blockRows(kb)
-		for m0 := 0; m0 < rows; m0 += br {
-			m1 := min(m0+br, rows)
-			e.im2colRows(col, dout, h, w, c.cout, 1, m0, m1)
-			e.mark(kindIm2col)
-			impl.Sgemm(blas.NoTrans, blas.NoTrans, m1-m0, c.cin, kb,
-				1, col, kb, c.wb, c.cin, beta, dx[m0*c.cin:n], c.cin)
-			e.mark(kindConvGEMM)
-		}
+		blockGEMM(dx[:n], dout, c.wb, col, rows, 9*c.cout, c.cin, true, false, h, w, c.cout, 1, beta, e)
 		return
 	}
 	col = col[:rows*kd]

@@ -292,11 +292,11 @@ func (u *unet) grow(nb int) {
 		}
 		rows := nb * c.outSize(c.inH) * c.outSize(c.inW)
 		if c.stride != 1 { // its input gradient goes through col2im
-			maxCol = max(maxCol, rows*c.kdim())
+			maxCol = max(maxCol, rows*c.kdim(), gemmSlots(rows, c.kdim())*blockRows(c.kdim())*c.kdim())
 			continue
 		}
 		for _, ci := range []int{c.cin, c.cout} {
-			maxCol = max(maxCol, min(rows, blockRows(9*ci))*9*ci)
+			maxCol = max(maxCol, gemmSlots(rows, 9*ci)*min(rows, blockRows(9*ci))*9*ci)
 			if c.rowTaps(c.inW) {
 				maxCol = max(maxCol, rowTapSlots(nb)*rowTapLen(c.inH, c.inW, ci))
 				maxPW = max(maxPW, nb*len(c.dwk))
