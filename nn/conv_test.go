@@ -103,7 +103,9 @@ var convCases = []convCase{
 	{3, 4, 4, 3, 2, 6, 6},
 	{2, 3, 2, 3, 2, 7, 5}, // odd sizes at stride 2
 	{2, 6, 3, 1, 1, 3, 4},
-	{1, 8, 8, 3, 1, 1, 1}, // a single pixel: every tap but the centre is padding
+	{1, 8, 8, 3, 1, 1, 1},  // a single pixel: every tap but the centre is padding
+	{2, 3, 5, 3, 1, 3, 16}, // wide enough for row taps
+	{1, 2, 4, 3, 1, 5, 14}, // row taps at the narrowest width
 }
 
 // runConv runs the fused conv layer on NCHW data: forward, then backward
@@ -120,7 +122,7 @@ func runConv(tc convCase, wt, bias, x, dy []float32) (y, dw, db, dx []float32) {
 	c.loadWeights(params)
 	ho, wo := c.outSize(tc.h), c.outSize(tc.w)
 	xin := toNHWC(x, tc.nb, tc.cin, tc.h*tc.w)
-	col := make([]float32, tc.nb*max(ho*wo*c.kdim(), tc.h*tc.w*9*tc.cout))
+	col := make([]float32, tc.nb*max(ho*wo*c.kdim(), tc.h*tc.w*9*tc.cout, rowTapSlots(tc.nb)*rowTapLen(tc.h, tc.w, max(tc.cin, tc.cout))))
 	out := make([]float32, tc.nb*ho*wo*tc.cout)
 	c.forward(params, xin, out, col, tc.nb, tc.h, tc.w, false, nil)
 	dout := toNHWC(dy, tc.nb, tc.cout, ho*wo)
@@ -128,7 +130,8 @@ func runConv(tc convCase, wt, bias, x, dy []float32) (y, dw, db, dx []float32) {
 	for i := range dxin {
 		dxin[i] = float32(math.NaN()) // written, not added to
 	}
-	c.backward(grads, xin, dout, dxin, col, tc.nb, tc.h, tc.w, true, false, nil)
+	pw := make([]float32, tc.nb*len(wt))
+	c.backward(grads, xin, dout, dxin, col, pw, tc.nb, tc.h, tc.w, true, false, nil)
 	c.storeGrad(grads)
 	return toNCHW(out, tc.nb, tc.cout, ho*wo), grads[:len(wt)], grads[len(wt):], toNCHW(dxin, tc.nb, tc.cin, tc.h*tc.w)
 }

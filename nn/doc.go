@@ -43,11 +43,18 @@
 // float64 NCHW reimplementation and finite differences of it. Its tensors
 // carry torch's names and shapes in state_dict order, so a torch module of
 // the same structure loads them. Inside, activations are channel-last
-// (rows = image, y, x), so each convolution of a chunk of images is one
-// im2col and one GEMM; the input gradient of a stride-1 convolution is a
+// (rows = image, y, x). A stride-1 3x3 convolution of images at least 14
+// pixels wide gathers, per image, each pixel's three horizontal taps (a
+// third of im2col's copying) and makes three GEMMs, one per kernel row,
+// over shifted blocks of those rows; the others are an im2col and a GEMM,
+// taken in blocks of rows small enough to stay in the core's cache
+// between the two. The input gradient of a stride-1 convolution is a
 // second convolution with the flipped kernel rather than a col2im
 // scatter. Batches are cut into chunks of 8 images, and the non-GEMM work
-// is split over goroutines by image, with the same bits at any GOMAXPROCS.
+// is split over goroutines by image, with the same bits at any GOMAXPROCS;
+// so are the row-tap GEMMs, one image per product, with the BLAS held to
+// one thread for the pass (a BLAS pool spinning between such small
+// products cost a core).
 // With the openblas tag the package makes OpenBLAS use its AVX-512 or AVX2
 // kernels where its CPU detection fell back to the generic Prescott ones,
 // whose matrix products are five to nine times slower, on CPU models it

@@ -40,29 +40,16 @@ const gnBlock = 32
 // channelSums adds, per channel j, sum_p a[p,j] to s1[j] and
 // sum_p a[p,j]*b[p,j] to s2[j] (b = a when b is nil) over hw pixels.
 func (s *gnScratch) channelSums(a, b []float32, hw, c int) {
+	if b == nil {
+		b = a
+	}
 	s1, s2, p1, p2 := s.s1[:c], s.s2[:c], s.p1[:c], s.p2[:c]
 	clear(s1)
 	clear(s2)
 	for lo := 0; lo < hw; lo += gnBlock {
 		clear(p1)
 		clear(p2)
-		for p := lo; p < min(lo+gnBlock, hw); p++ {
-			ra := a[p*c : (p+1)*c]
-			ra = ra[:len(p1)]
-			if b == nil {
-				for j, v := range ra {
-					p1[j] += v
-					p2[j] += v * v
-				}
-				continue
-			}
-			rb := b[p*c : (p+1)*c]
-			rb = rb[:len(p1)]
-			for j, v := range ra {
-				p1[j] += v
-				p2[j] += v * rb[j]
-			}
-		}
+		gnSums(p1, p2, a[lo*c:], b[lo*c:], c, min(gnBlock, hw-lo))
 		for j := range p1 {
 			s1[j] += float64(p1[j])
 			s2[j] += float64(p2[j])
@@ -74,12 +61,18 @@ func (s *gnScratch) channelSums(a, b []float32, hw, c int) {
 // of hw pixels and keeps each (image, group)'s mean and 1/std in stats
 // (2*nb*groups values) for backward.
 func (g *groupNorm) forward(params, x, z []float32, stats []float64, nb, hw int, e *exec) {
+	g.forwardSiLU(params, x, z, nil, nil, stats, nb, hw, e)
+}
+
+// forwardSiLU is forward followed, with a non-nil, by SiLU: a = silu(z)
+// and sig = sigmoid(z), each image's while its z is still in cache.
+func (g *groupNorm) forwardSiLU(params, x, z, sig, a []float32, stats []float64, nb, hw int, e *exec) {
 	e.run(nb, func(wi, lo, hi int) {
-		g.forwardImages(params, x, z, stats, lo, hi, hw, e.gnScratch(wi, g.c))
+		g.forwardImages(params, x, z, sig, a, stats, lo, hi, hw, e.gnScratch(wi, g.c))
 	})
 }
 
-func (g *groupNorm) forwardImages(params, x, z []float32, stats []float64, lo, hi, hw int, s *gnScratch) {
+func (g *groupNorm) forwardImages(params, x, z, sig, a []float32, stats []float64, lo, hi, hw int, s *gnScratch) {
 	c, cg := g.c, g.c/g.groups
 	gamma, beta := params[g.w:g.w+c], params[g.b:g.b+c]
 	n := float64(hw * cg)
@@ -105,12 +98,9 @@ func (g *groupNorm) forwardImages(params, x, z []float32, stats []float64, lo, h
 			mu[j] = float32(m)
 		}
 		zi := z[b*hw*c : (b+1)*hw*c]
-		for p := range hw {
-			row := img[p*c : (p+1)*c]
-			out := zi[p*c : (p+1)*c]
-			for j, v := range row {
-				out[j] = (v-mu[j])*sc[j] + beta[j]
-			}
+		gnAffine(zi, img, mu, sc, beta, c, hw)
+		if a != nil {
+			siluVec(a[b*hw*c:(b+1)*hw*c], sig[b*hw*c:(b+1)*hw*c], zi)
 		}
 	}
 }
@@ -120,6 +110,13 @@ func (g *groupNorm) forwardImages(params, x, z []float32, stats []float64, lo, h
 // dx may alias dz when addDX is false. With params set it adds the weight
 // and bias gradients to grads.
 func (g *groupNorm) backward(params, grads, x, dz, dx []float32, stats []float64, nb, hw int, wantParams, addDX bool, e *exec) {
+	g.backwardSiLU(params, grads, x, dz, dx, nil, nil, stats, nb, hw, wantParams, addDX, e)
+}
+
+// backwardSiLU is backward of forwardSiLU: with z non-nil, dz is the
+// gradient with respect to the SiLU output and is turned in place, an
+// image at a time, into the gradient with respect to z (sig from forward).
+func (g *groupNorm) backwardSiLU(params, grads, x, dz, dx, z, sig []float32, stats []float64, nb, hw int, wantParams, addDX bool, e *exec) {
 	c := g.c
 	var pg []float64 // per image: d gamma then d beta, summed below in image order
 	if wantParams {
@@ -130,7 +127,7 @@ func (g *groupNorm) backward(params, grads, x, dz, dx []float32, stats []float64
 		}
 	}
 	e.run(nb, func(wi, lo, hi int) {
-		g.backwardImages(params, pg, x, dz, dx, stats, lo, hi, hw, addDX, e.gnScratch(wi, c))
+		g.backwardImages(params, pg, x, dz, dx, z, sig, stats, lo, hi, hw, addDX, e.gnScratch(wi, c))
 	})
 	if wantParams {
 		for b := range nb {
@@ -143,7 +140,7 @@ func (g *groupNorm) backward(params, grads, x, dz, dx []float32, stats []float64
 	}
 }
 
-func (g *groupNorm) backwardImages(params []float32, pg []float64, x, dz, dx []float32, stats []float64, lo, hi, hw int, addDX bool, s *gnScratch) {
+func (g *groupNorm) backwardImages(params []float32, pg []float64, x, dz, dx, z, sig []float32, stats []float64, lo, hi, hw int, addDX bool, s *gnScratch) {
 	c, cg := g.c, g.c/g.groups
 	gamma := params[g.w : g.w+c]
 	n := float64(hw * cg)
@@ -151,6 +148,9 @@ func (g *groupNorm) backwardImages(params []float32, pg []float64, x, dz, dx []f
 	for b := lo; b < hi; b++ {
 		img := x[b*hw*c : (b+1)*hw*c]
 		dimg := dz[b*hw*c : (b+1)*hw*c]
+		if z != nil {
+			siluGradVec(dimg, z[b*hw*c:(b+1)*hw*c], sig[b*hw*c:(b+1)*hw*c])
+		}
 		s.channelSums(dimg, img, hw, c)
 		st := stats[2*b*g.groups : 2*(b+1)*g.groups]
 		for gi := range g.groups {
@@ -175,20 +175,6 @@ func (g *groupNorm) backwardImages(params []float32, pg []float64, x, dz, dx []f
 				k4[j] = c4
 			}
 		}
-		dxi := dx[b*hw*c : (b+1)*hw*c]
-		for p := range hw {
-			row := img[p*c : (p+1)*c]
-			drow := dimg[p*c : (p+1)*c]
-			out := dxi[p*c : (p+1)*c]
-			if addDX {
-				for j, v := range row {
-					out[j] += k1[j]*drow[j] + k2[j]*(v-mu[j]) + k4[j]
-				}
-			} else {
-				for j, v := range row {
-					out[j] = k1[j]*drow[j] + k2[j]*(v-mu[j]) + k4[j]
-				}
-			}
-		}
+		gnBack(dx[b*hw*c:(b+1)*hw*c], img, dimg, k1, k2, mu, k4, c, hw, addDX)
 	}
 }

@@ -478,11 +478,5 @@ func colSum(dst, m []float32, rows int, accumulate bool) {
 	if !accumulate {
 		clear(dst)
 	}
-	w := len(dst)
-	for r := range rows {
-		row := m[r*w : (r+1)*w]
-		for j, v := range row {
-			dst[j] += v
-		}
-	}
+	colSumRows(dst, m, len(dst), rows)
 }

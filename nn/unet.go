@@ -3,6 +3,7 @@ package nn
 import (
 	"fmt"
 	"math"
+	"runtime"
 
 	"github.com/sbtrain/sbtrain/rng"
 	"gonum.org/v1/gonum/blas"
@@ -11,8 +12,7 @@ import (
 
 // unetChunk is how many images one pass holds at a time. Larger batches are
 // cut into chunks of this size whose gradients add up, which bounds the
-// workspace (160 MB for unet-small, im2col matrices kept for backward
-// included) while every GEMM still has hundreds to thousands of rows;
+// workspace while every GEMM still has hundreds to thousands of rows;
 // chunks of 16 measured no faster.
 const unetChunk = 8
 
@@ -96,6 +96,7 @@ type unet struct {
 	onZ, onSig, onA, outY, dY  []float32
 	onSt                       []float64
 	col, dcat, g1, g2, g3      []float32
+	pw                         []float32 // per-image weight-gradient shares, see rowTapWeightGrad
 	ex                         *exec
 	maxC                       int // widest GroupNorm
 }
@@ -269,7 +270,7 @@ func (u *unet) grow(nb int) {
 		u.dDs = append(u.dDs, f(n))
 	}
 	u.cat = nil
-	maxCol, maxCat, maxOut, maxIn := u.outConv.kdim()*nb*hw, 0, 0, 0
+	maxCat, maxOut, maxIn := 0, 0, 0
 	for _, b := range u.blocks() {
 		rows := nb * b.h * b.w
 		b.z1, b.sig1, b.a1 = f(rows*b.cin), f(rows*b.cin), f(rows*b.cin)
@@ -277,7 +278,6 @@ func (u *unet) grow(nb int) {
 		b.out, b.dout = f(rows*b.cout), f(rows*b.cout)
 		b.st1, b.st2 = make([]float64, 2*nb*b.norm1.groups), make([]float64, 2*nb*b.norm2.groups)
 		b.tb, b.dtb = f(nb*b.cout), f(nb*b.cout)
-		maxCol = max(maxCol, rows*b.conv1.kdim(), rows*b.conv2.kdim())
 		maxOut = max(maxOut, rows*b.cout)
 		maxIn = max(maxIn, rows*b.cin)
 	}
@@ -285,20 +285,29 @@ func (u *unet) grow(nb int) {
 		u.cat = append(u.cat, f(nb*b.h*b.w*b.cin))
 		maxCat = max(maxCat, nb*b.h*b.w*b.cin)
 	}
-	for i, d := range u.downs {
-		maxCol = max(maxCol, nb*(u.h>>(i+1))*(u.w>>(i+1))*d.kdim())
+	maxCol, maxPW := 0, 0
+	for _, c := range u.convs {
+		if c.k == 1 {
+			continue
+		}
+		rows := nb * c.outSize(c.inH) * c.outSize(c.inW)
+		if c.stride != 1 { // its input gradient goes through col2im
+			maxCol = max(maxCol, rows*c.kdim(), gemmSlots(rows, c.kdim())*blockRows(c.kdim())*c.kdim())
+			continue
+		}
+		for _, ci := range []int{c.cin, c.cout} {
+			maxCol = max(maxCol, gemmSlots(rows, 9*ci)*min(rows, blockRows(9*ci))*9*ci)
+			if c.rowTaps(c.inW) {
+				maxCol = max(maxCol, rowTapSlots(nb)*rowTapLen(c.inH, c.inW, ci))
+				maxPW = max(maxPW, nb*len(c.dwk))
+			}
+		}
 	}
-	maxCol = max(maxCol, nb*hw*u.inc.kdim())
-	u.col, u.dcat = f(maxCol), f(maxCat)
+	u.col, u.dcat, u.pw = f(maxCol), f(maxCat), f(maxPW)
 	u.g1, u.g2, u.g3 = f(maxOut), f(maxOut), f(max(maxIn, nb*hw*c0))
 	u.onZ, u.onSig, u.onA = f(nb*hw*c0), f(nb*hw*c0), f(nb*hw*c0)
 	u.onSt = make([]float64, 2*nb*u.outNorm.groups)
 	u.outY, u.dY = f(nb*hw*u.c), f(nb*hw*u.c)
-	for _, c := range u.convs {
-		if c.k == 3 {
-			c.kept = f(nb * c.outSize(c.inH) * c.outSize(c.inW) * c.kdim())
-		}
-	}
 	u.ex.pg = make([]float64, nb*2*u.maxC)
 }
 
@@ -307,35 +316,23 @@ func (b *resBlock) forward(u *unet, params, x, emb []float32, nb int) {
 	e := u.ex
 	hw := b.h * b.w
 	rows := nb * hw
-	b.norm1.forward(params, x, b.z1, b.st1, nb, hw, e)
+	b.norm1.forwardSiLU(params, x, b.z1, b.sig1, b.a1, b.st1, nb, hw, e)
 	e.mark(kindGroupNorm)
-	e.silu(b.a1[:rows*b.cin], b.sig1[:rows*b.cin], b.z1[:rows*b.cin])
 	b.temb.forward(params, emb, b.tb, nb)
 	e.mark(kindOther)
 	b.conv1.forward(params, b.a1, b.h1, u.col, nb, b.h, b.w, false, e)
 	for i := range nb {
-		tb := b.tb[i*b.cout : (i+1)*b.cout]
-		img := b.h1[i*hw*b.cout : (i+1)*hw*b.cout]
-		for q := range hw {
-			row := img[q*b.cout : (q+1)*b.cout]
-			for j, v := range tb {
-				row[j] += v
-			}
-		}
+		addRows(b.h1[i*hw*b.cout:(i+1)*hw*b.cout], b.tb[i*b.cout:(i+1)*b.cout], b.cout, hw)
 	}
 	e.mark(kindOther)
-	b.norm2.forward(params, b.h1, b.z2, b.st2, nb, hw, e)
+	b.norm2.forwardSiLU(params, b.h1, b.z2, b.sig2, b.a2, b.st2, nb, hw, e)
 	e.mark(kindGroupNorm)
 	n := rows * b.cout
-	e.silu(b.a2[:n], b.sig2[:n], b.z2[:n])
 	b.conv2.forward(params, b.a2, b.out, u.col, nb, b.h, b.w, false, e)
 	if b.skip != nil {
 		b.skip.forward(params, x, b.out, u.col, nb, b.h, b.w, true, e)
 	} else {
-		out := b.out[:n]
-		for i, v := range x[:n] {
-			out[i] += v
-		}
+		addRows(b.out[:n], x[:n], n, 1)
 		e.mark(kindOther)
 	}
 }
@@ -350,9 +347,8 @@ func (b *resBlock) backward(u *unet, params, grads, x, emb, dx, demb []float32, 
 	rows := nb * hw
 	n := rows * b.cout
 	g1, g2, g3 := u.g1[:n], u.g2[:n], u.g3[:rows*b.cin]
-	b.conv2.backward(grads, b.a2, b.dout, g1, u.col, nb, b.h, b.w, wantParams, false, e)
-	e.siluGrad(g1, b.z2[:n], b.a2[:n], b.sig2[:n])
-	b.norm2.backward(params, grads, b.h1, g1, g2, b.st2, nb, hw, wantParams, false, e)
+	b.conv2.backward(grads, b.a2, b.dout, g1, u.col, u.pw, nb, b.h, b.w, wantParams, false, e)
+	b.norm2.backwardSiLU(params, grads, b.h1, g1, g2, b.z2, b.sig2, b.st2, nb, hw, wantParams, false, e)
 	e.mark(kindGroupNorm)
 	if wantParams {
 		clear(b.dtb[:nb*b.cout])
@@ -362,17 +358,13 @@ func (b *resBlock) backward(u *unet, params, grads, x, emb, dx, demb []float32, 
 		b.temb.backward(params, grads, emb, b.dtb, demb, nb)
 		e.mark(kindOther)
 	}
-	b.conv1.backward(grads, b.a1, g2, g3, u.col, nb, b.h, b.w, wantParams, false, e)
-	e.siluGrad(g3, b.z1[:len(g3)], b.a1[:len(g3)], b.sig1[:len(g3)])
-	b.norm1.backward(params, grads, x, g3, dx, b.st1, nb, hw, wantParams, addDX, e)
+	b.conv1.backward(grads, b.a1, g2, g3, u.col, u.pw, nb, b.h, b.w, wantParams, false, e)
+	b.norm1.backwardSiLU(params, grads, x, g3, dx, b.z1, b.sig1, b.st1, nb, hw, wantParams, addDX, e)
 	e.mark(kindGroupNorm)
 	if b.skip != nil {
-		b.skip.backward(grads, x, b.dout, dx, u.col, nb, b.h, b.w, wantParams, true, e)
+		b.skip.backward(grads, x, b.dout, dx, u.col, u.pw, nb, b.h, b.w, wantParams, true, e)
 	} else {
-		d := dx[:n]
-		for i, v := range b.dout[:n] {
-			d[i] += v
-		}
+		addRows(dx[:n], b.dout[:n], n, 1)
 		e.mark(kindOther)
 	}
 }
@@ -500,10 +492,8 @@ func (u *unet) forward(params, t, x, out []float32) {
 		b.forward(u, params, u.cat[j], u.emb, nb)
 		prev = b
 	}
-	n := nb * hw * u.ch[0]
-	u.outNorm.forward(params, prev.out, u.onZ, u.onSt, nb, hw, e)
+	u.outNorm.forwardSiLU(params, prev.out, u.onZ, u.onSig, u.onA, u.onSt, nb, hw, e)
 	e.mark(kindGroupNorm)
-	e.silu(u.onA[:n], u.onSig[:n], u.onZ[:n])
 	u.outConv.forward(params, u.onA, u.outY, u.col, nb, u.h, u.w, false, e)
 	nhwcToNCHW(out, u.outY, nb, u.c, hw)
 	e.mark(kindOther)
@@ -522,10 +512,9 @@ func (u *unet) backward(params, grads, dy, dx []float32, nb int, wantParams bool
 	e.mark(kindOther)
 	n := nb * hw * u.ch[0]
 	g := u.g3[:n]
-	u.outConv.backward(grads, u.onA, u.dY, g, u.col, nb, u.h, u.w, wantParams, false, e)
-	e.siluGrad(g, u.onZ[:n], u.onA[:n], u.onSig[:n])
+	u.outConv.backward(grads, u.onA, u.dY, g, u.col, u.pw, nb, u.h, u.w, wantParams, false, e)
 	last := u.up[L-1]
-	u.outNorm.backward(params, grads, last.out, g, last.dout, u.onSt, nb, hw, wantParams, false, e)
+	u.outNorm.backwardSiLU(params, grads, last.out, g, last.dout, u.onZ, u.onSig, u.onSt, nb, hw, wantParams, false, e)
 	e.mark(kindGroupNorm)
 	if wantParams {
 		clear(u.demb[:nb*u.tembDim])
@@ -551,7 +540,7 @@ func (u *unet) backward(params, grads, dy, dx []float32, nb int, wantParams bool
 	}
 	for i := L - 2; i >= 0; i-- {
 		b := u.down[i]
-		u.downs[i].backward(grads, b.out, u.dDs[i], b.dout, u.col, nb, b.h, b.w, wantParams, true, e)
+		u.downs[i].backward(grads, b.out, u.dDs[i], b.dout, u.col, u.pw, nb, b.h, b.w, wantParams, true, e)
 		if i > 0 {
 			b.backward(u, params, grads, u.dsOut[i-1], u.emb, u.dDs[i-1], u.demb, nb, wantParams, false)
 		} else {
@@ -562,7 +551,7 @@ func (u *unet) backward(params, grads, dy, dx []float32, nb int, wantParams bool
 	if dx != nil {
 		dxin = u.dxin
 	}
-	u.inc.backward(grads, u.xin, u.dIncOut, dxin, u.col, nb, u.h, u.w, wantParams, false, e)
+	u.inc.backward(grads, u.xin, u.dIncOut, dxin, u.col, u.pw, nb, u.h, u.w, wantParams, false, e)
 	if dx != nil {
 		nhwcToNCHW(dx, u.dxin, nb, u.c, hw)
 		e.mark(kindOther)
@@ -579,8 +568,29 @@ func (u *unet) backward(params, grads, dy, dx []float32, nb int, wantParams bool
 	}
 }
 
+// unetBLASThreads makes the BLAS single-threaded for the length of a pass
+// that splits the row-tap GEMMs over its own workers, and returns the count
+// to restore. Those products are one image each, too small to share well,
+// and a BLAS pool's threads left spinning between them took a core from
+// the workers: at two threads a step cost twice the CPU time of one.
+func unetBLASThreads() int {
+	prev := BLASThreads()
+	if prev > 1 && runtime.GOMAXPROCS(0) > 1 {
+		SetBLASThreads(1)
+	}
+	return prev
+}
+
+// restoreBLASThreads undoes unetBLASThreads.
+func restoreBLASThreads(prev int) {
+	if prev > 1 && runtime.GOMAXPROCS(0) > 1 {
+		SetBLASThreads(prev)
+	}
+}
+
 // unetForward is Net.Forward for the unet.
 func (n *Net) unetForward(t, x, out []float32) {
+	defer restoreBLASThreads(unetBLASThreads())
 	u, d := n.unet, n.spec.Dim
 	u.grow(min(len(t), unetChunk))
 	u.loadWeights(n.params)
@@ -592,6 +602,7 @@ func (n *Net) unetForward(t, x, out []float32) {
 
 // unetLossGrad is Net.LossGrad for the unet.
 func (n *Net) unetLossGrad(t, x, target []float32) float64 {
+	defer restoreBLASThreads(unetBLASThreads())
 	u, d := n.unet, n.spec.Dim
 	u.grow(min(len(t), unetChunk))
 	u.loadWeights(n.params)
@@ -622,6 +633,7 @@ func (n *Net) unetLossGrad(t, x, target []float32) float64 {
 
 // unetVJP is Net.VJP for the unet.
 func (n *Net) unetVJP(t, x, v, out, vjp []float32) {
+	defer restoreBLASThreads(unetBLASThreads())
 	u, d := n.unet, n.spec.Dim
 	u.grow(min(len(t), unetChunk))
 	u.loadWeights(n.params)

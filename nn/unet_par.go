@@ -10,13 +10,14 @@ import (
 const maxWorkers = 8
 
 // exec is what a unet pass carries besides its data: the layer timer and
-// the workers that share the non-GEMM work (im2col, GroupNorm, SiLU) when
-// GOMAXPROCS > 1. Work is cut by image or by element range, and every
-// output element is computed by the same arithmetic whatever the cut, so
-// results do not depend on the number of threads. A nil exec runs
-// everything on the calling goroutine, untimed. The closures handed to
-// the workers are the passes' only allocations (about 2,700 small ones per
-// unet-small step at batch 128, 180 KB); the workspaces are reused.
+// the workers that share the non-GEMM work (im2col, GroupNorm, SiLU) and
+// the row-tap GEMMs when GOMAXPROCS > 1. Work is cut by image or by element
+// range, and every output element is computed by the same arithmetic
+// whatever the cut, so results do not depend on the number of threads. A
+// nil exec runs everything on the calling goroutine, untimed. The closures
+// handed to the workers are the passes' only allocations (a unet-small
+// step at batch 128: about 4,900 small ones, 290 KB, with two threads; 960,
+// 97 KB, with one); the workspaces are reused.
 type exec struct {
 	prof layerTimer
 	gn   []*gnScratch // per worker

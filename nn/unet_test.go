@@ -11,7 +11,8 @@ import (
 )
 
 // unetSpecs: two and three levels, one level (no down or up path), several
-// input channels on a non-square image, and groups other than the default.
+// input channels on a non-square image, groups other than the default,
+// and an image wide enough for row-tap convolutions.
 var unetSpecs = []struct {
 	name string
 	spec Spec
@@ -20,6 +21,7 @@ var unetSpecs = []struct {
 	{"c4-8-8-g2-8x8", Spec{Arch: ArchUNet, Image: [3]int{1, 8, 8}, Channels: []int{4, 8, 8}, Groups: 2, TimeEmbed: 6}},
 	{"c3in-l1-4x6", Spec{Arch: ArchUNet, Image: [3]int{3, 4, 6}, Channels: []int{4}, Groups: 2}},
 	{"c2in-4-8-g4-4x8", Spec{Arch: ArchUNet, Image: [3]int{2, 4, 8}, Channels: []int{4, 8}, Groups: 4, TimeEmbed: 5}},
+	{"c4-8-4x16", Spec{Arch: ArchUNet, Image: [3]int{1, 4, 16}, Channels: []int{4, 8}, Groups: 2}}, // row-tap convolutions at 4x16
 }
 
 func mustNet(t testing.TB, spec Spec, seed uint64) *Net {

@@ -5,9 +5,9 @@ import "time"
 // The layer kinds a unet pass's time is split into.
 const (
 	kindConvGEMM  = iota // convolution matrix products
-	kindIm2col           // im2col and col2im
-	kindGroupNorm        // group normalisation, forward and backward
-	kindSiLU             // SiLU and its derivative
+	kindIm2col           // im2col, row taps and col2im
+	kindGroupNorm        // group normalisation, with the SiLU fused into it
+	kindSiLU             // the time embedding's SiLU and its derivative
 	kindOther            // biases, time embedding, upsampling, concatenation, residuals, layout
 	numKinds
 )
