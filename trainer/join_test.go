@@ -13,25 +13,40 @@ import (
 	"github.com/sbtrain/sbtrain/membership"
 )
 
-// freeTCPUDPPort is a loopback port free for both TCP and UDP, as gossip
-// needs.
-func freeTCPUDPPort(t *testing.T) int {
+// freeTCPUDPPorts returns n distinct loopback ports, each free for both
+// TCP and UDP, as gossip needs. Every port stays held until all n are
+// chosen, so two calls' worth of ports cannot coincide.
+func freeTCPUDPPorts(t *testing.T, n int) []int {
 	t.Helper()
-	for range 20 {
+	var held []io.Closer
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	var ports []int
+	for range 20 * n {
+		if len(ports) == n {
+			return ports
+		}
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
+		held = append(held, l)
 		port := l.Addr().(*net.TCPAddr).Port
 		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
+		if err != nil {
+			continue
 		}
+		held = append(held, u)
+		ports = append(ports, port)
 	}
-	t.Fatal("no port free for TCP and UDP")
-	return 0
+	if len(ports) == n {
+		return ports
+	}
+	t.Fatalf("found %d of %d ports free for TCP and UDP", len(ports), n)
+	return nil
 }
 
 // TestRunWaitsForCoordinator: a trainer started before its coordinator
@@ -52,13 +67,14 @@ func TestRunWaitsForCoordinator(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			seedPort := freeTCPUDPPort(t)
+			ports := freeTCPUDPPorts(t, 3)
+			seedPort := ports[0]
 			seedAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(seedPort))
 			opts := Options{ID: "t-0", Run: shardsRun, Job: shardsJob(t), Version: "test", Join: seedAddr,
 				CoordinatorTimeout: 1500 * time.Millisecond, Logger: quiet}
 			opts.Store, _ = shardStore(t)
 			if tc.fixed {
-				opts.GossipPort, opts.RingPort = freeTCPUDPPort(t), freeTCPUDPPort(t)
+				opts.GossipPort, opts.RingPort = ports[1], ports[2]
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -158,7 +174,7 @@ func TestOptionsPorts(t *testing.T) {
 // both names.
 func TestRunOfAnotherNameIsRefused(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	seedAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freeTCPUDPPort(t)))
+	seedAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freeTCPUDPPorts(t, 1)[0]))
 	opts := Options{ID: "t-0", Run: shardsRun, Job: shardsJob(t), Version: "test", Join: seedAddr,
 		CoordinatorTimeout: 20 * time.Second, Logger: quiet}
 	opts.Store, _ = shardStore(t)
