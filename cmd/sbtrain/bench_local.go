@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,19 +36,17 @@ func runBenchLocal(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return usagef("unexpected arguments %q", fs.Args())
 	}
-	var workers []int
-	for _, w := range strings.Split(*workersFlag, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(w))
-		if err != nil || n < 1 || n > 64 {
-			return usagef("--workers %q: want comma-separated counts in 1..64", *workersFlag)
-		}
-		workers = append(workers, n)
+	workers, err := parseInts(*workersFlag)
+	if err == nil && slices.Max(workers) > 64 {
+		err = errors.New("a count over 64")
+	}
+	if err != nil {
+		return usagef("--workers %q: want comma-separated counts in 1..64", *workersFlag)
 	}
 	if *steps < 0 || *iterations < 0 {
 		return usagef("--steps and --iterations must be >= 0")
 	}
 	var cfg *config.Config
-	var err error
 	if *cfgPath == "" {
 		cfg, err = config.Default()
 	} else {

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sbtrain/sbtrain/internal/cpuset"
 	"github.com/sbtrain/sbtrain/nn"
 	"github.com/sbtrain/sbtrain/rng"
 	"gonum.org/v1/gonum/blas"
@@ -109,14 +108,6 @@ func parseInts(s string) ([]int, error) {
 		out = append(out, v)
 	}
 	return out, nil
-}
-
-// allowedCPUs is how many CPUs this process may run on.
-func allowedCPUs() int {
-	if set, err := cpuset.Allowed(); err == nil && len(set) > 0 {
-		return len(set)
-	}
-	return runtime.NumCPU()
 }
 
 func benchStep(ctx context.Context, cfg stepBenchConfig) error {

@@ -65,3 +65,11 @@ func cpuShares(n int, bind bool) ([][]int, error) {
 	}
 	return shares, nil
 }
+
+// allowedCPUs is how many CPUs this process may run on.
+func allowedCPUs() int {
+	if set, err := cpuset.Allowed(); err == nil && len(set) > 0 {
+		return len(set)
+	}
+	return runtime.NumCPU()
+}
