@@ -130,14 +130,8 @@ func DecodeNet(b []byte, name string) (*RoleNet, error) {
 	// The spec comes from the file: one that declares more weights than
 	// the file holds is refused before the network is allocated (64
 	// layers of the widest MLP would be a terabyte).
-	if spec.Arch == nn.ArchMLP && spec.Validate() == nil {
-		var least int64
-		for i := 1; i < len(spec.Hidden); i++ {
-			least += int64(spec.Hidden[i-1]) * int64(spec.Hidden[i])
-		}
-		if 4*least > int64(len(b)) {
-			return nil, fmt.Errorf("%s: network spec declares at least %d weights, the file has %d bytes", name, least, len(b))
-		}
+	if n, err := spec.ParamCount(); err == nil && 4*n > int64(len(b)) {
+		return nil, fmt.Errorf("%s: network spec declares at least %d weights, the file has %d bytes", name, n, len(b))
 	}
 	net, err := nn.New(spec, 1)
 	if err != nil {

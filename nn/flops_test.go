@@ -37,3 +37,33 @@ func TestStepFLOPs(t *testing.T) {
 		})
 	}
 }
+
+func TestParamCountMatchesNew(t *testing.T) {
+	cases := []struct {
+		name string
+		spec Spec
+		want int64 // 0: whatever New allocates
+	}{
+		{"mlp", Spec{Arch: ArchMLP, Dim: 5, Hidden: []int{256, 256}}, 0},
+		{"dsb2d", Spec{Arch: ArchDSB2D, Dim: 2}, 0},
+		{"unet-small", Spec{Arch: ArchUNet, Image: [3]int{1, 28, 28}, Channels: []int{32, 64, 64}}, 444833},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := c.spec.ParamCount()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := New(c.spec, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != int64(n.NumParams()) || (c.want != 0 && got != c.want) {
+				t.Fatalf("ParamCount = %d, New allocates %d (want %d)", got, n.NumParams(), c.want)
+			}
+		})
+	}
+	if _, err := (Spec{Arch: "resnet", Dim: 2}).ParamCount(); err == nil {
+		t.Fatal("ParamCount of an unknown arch: no error")
+	}
+}

@@ -115,7 +115,7 @@ func newUninit(spec Spec) (*Net, error) {
 	}
 	spec = spec.WithDefaults()
 	if spec.Arch == ArchUNet {
-		u, info, fanIn, size := newUNet(spec)
+		u, info, fanIn, size := newUNet(spec, false)
 		return &Net{spec: spec, info: info, params: make([]float32, size), grads: make([]float32, size),
 			unet: u, unetFanIn: fanIn}, nil
 	}

@@ -178,3 +178,22 @@ func (d Spec) validateUNet() error {
 	}
 	return nil
 }
+
+// ParamCount is the length of the parameter arena New allocates for s,
+// worked out without allocating it, so that a spec read from outside can
+// be held against the bytes that are meant to carry its weights first.
+func (s Spec) ParamCount() (int64, error) {
+	if err := s.Validate(); err != nil {
+		return 0, err
+	}
+	d := s.WithDefaults()
+	if d.Arch == ArchUNet {
+		_, _, _, n := newUNet(d, true)
+		return int64(n), nil
+	}
+	var n int64
+	for _, l := range buildLayers(d) {
+		n += int64(l.in)*int64(l.out) + int64(l.out)
+	}
+	return n, nil
+}

@@ -102,11 +102,13 @@ type unet struct {
 }
 
 // paramAlloc lays tensors out in the arena in the order they are added,
-// keeping each tensor's fan-in for initialisation.
+// keeping each tensor's fan-in for initialisation. A dry one only counts:
+// it leaves out the layers' weight-sized buffers.
 type paramAlloc struct {
 	info  []ParamInfo
 	fanIn []int // > 0: uniform ±1/sqrt(fanIn); 0: ones; -1: zeros
 	off   int
+	dry   bool
 }
 
 func (a *paramAlloc) add(name string, fanIn int, shape ...int) int {
@@ -126,6 +128,9 @@ func (a *paramAlloc) conv(name string, cin, cout, k, stride, h, w int) conv {
 	fan := cin * k * k
 	c.w = a.add(name+".weight", fan, cout, cin, k, k)
 	c.b = a.add(name+".bias", fan, cout)
+	if a.dry {
+		return c
+	}
 	c.wk = make([]float32, cout*fan)
 	c.dwk = make([]float32, cout*fan)
 	if k == 3 && stride == 1 {
@@ -165,13 +170,14 @@ func (a *paramAlloc) resBlock(name string, cin, cout, groups, tembDim, h, w int)
 
 // newUNet lays out a validated, defaulted unet spec. The arena follows the
 // state_dict order of the torch module with submodules registered as
-// time_embed, inc, down, downsample, mid, up, out_norm, out_conv.
-func newUNet(s Spec) (*unet, []ParamInfo, []int, int) {
+// time_embed, inc, down, downsample, mid, up, out_norm, out_conv. With dry
+// set it only lays out the arena (see paramAlloc).
+func newUNet(s Spec, dry bool) (*unet, []ParamInfo, []int, int) {
 	u := &unet{c: s.Image[0], h: s.Image[1], w: s.Image[2], ch: s.Channels, embed: s.TimeEmbed}
 	u.tembDim = 4 * s.Channels[0]
 	u.freqs = sinusoidFreqs(s.TimeEmbed / 2)
 	L, G, td := len(s.Channels), s.Groups, u.tembDim
-	a := &paramAlloc{}
+	a := &paramAlloc{dry: dry}
 	u.te0 = a.linear("time_embed.0", s.TimeEmbed, td)
 	u.te2 = a.linear("time_embed.2", td, td)
 	u.inc = a.conv("inc", u.c, s.Channels[0], 3, 1, u.h, u.w)
