@@ -58,8 +58,9 @@ bench: build ## one training step of each network on one core (sbtrain bench ste
 	./$(BIN) bench step --arch unet --batch 128 --threads 1 --steps 5
 	GOMAXPROCS=1 OPENBLAS_NUM_THREADS=1 $(GO) test -tags '$(TAGS)' -run '^$$' -bench 'DSB2DStep|MLPStep' -benchtime 200x ./nn/
 
-results: build ## run every example in examples/ and print result, measured, target, pass/fail
+results: build ## run every example in examples/ and print result, measured, target, pass/fail; then the SI acceptance trainings
 	./$(BIN) results --examples examples --out results
+	$(GO) test -tags '$(TAGS)' -count=1 -run Acceptance -timeout 60m -v ./bridge/si -si.acceptance
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -12,7 +12,8 @@ import (
 	"github.com/sbtrain/sbtrain/rng"
 )
 
-// The acceptance runs take minutes, too long for CI on 2 cores; run them with
+// The acceptance runs take minutes, too long for CI on 2 cores; `make results`
+// runs them after the examples, as
 //
 //	go test -tags openblas -run Acceptance -v -timeout 30m ./bridge/si -si.acceptance
 var acceptance = flag.Bool("si.acceptance", false, "run the minutes-long SI acceptance trainings")

@@ -53,7 +53,10 @@ var exampleChecks = []struct {
 			return last - first, ok1 && ok2
 		}, below(0)},
 		{"DSB moons: sliced W2 / (two data draws), last iteration", "<= 2", func(m *experiment.Metrics) (float64, bool) {
-			return m.Final.SlicedW2Ratio, m.Final != nil
+			if m.Final == nil {
+				return 0, false
+			}
+			return m.Final.SlicedW2Ratio, true
 		}, atMost(2)},
 	}},
 	{"gaussian-si.yaml", []check{
@@ -72,7 +75,10 @@ var exampleChecks = []struct {
 	}},
 	{"checkerboard-si.yaml", []check{
 		{"SI checkerboard: energy distance / (two data draws)", "<= 2", func(m *experiment.Metrics) (float64, bool) {
-			return m.Final.EnergyRatio, m.Final != nil
+			if m.Final == nil {
+				return 0, false
+			}
+			return m.Final.EnergyRatio, true
 		}, atMost(2)},
 		{"SI checkerboard: mean log-likelihood of held-out points (exact -3.466)", "in [-3.766, -3.416]", func(m *experiment.Metrics) (float64, bool) {
 			if m.Final == nil || m.Final.Likelihood == nil {
