@@ -169,6 +169,34 @@ func (e *Evaluator) Trajectories(ctx context.Context, m Model) ([]eval.Cloud, er
 	return steps, nil
 }
 
+// Marginal strip: this many rows, at about this many times.
+const (
+	MarginalPoints = 1000
+	marginalTimes  = 6
+)
+
+// Marginals generates the first MarginalPoints rows with their paths (the
+// same rows and noise as Evaluate's) and keeps the states at about six
+// evenly spaced times, with their indices and the chain's last index.
+// Point clouds of dimension 1 have no strip.
+func (e *Evaluator) Marginals(ctx context.Context, m Model) ([]eval.Cloud, []int, int, error) {
+	d := e.setup.Dim
+	n := min(MarginalPoints, len(e.start)/d)
+	if d < 2 || n == 0 {
+		return nil, nil, 0, nil
+	}
+	gen, err := m.Generate(ctx, e.start[:n*d], e.setup.Config.Seed, true)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	at := eval.MarginalTimes(len(gen.Paths), marginalTimes)
+	clouds := make([]eval.Cloud, len(at))
+	for i, k := range at {
+		clouds[i] = eval.Cloud{Data: gen.Paths[k], Dim: d}
+	}
+	return clouds, at, len(gen.Paths) - 1, nil
+}
+
 // gaussianFigures applies when data and prior are Gaussian laws.
 func (e *Evaluator) gaussianFigures(gen eval.Cloud) (*GaussianFigures, error) {
 	data, ok1 := e.setup.Data.(*dataset.Gaussian)

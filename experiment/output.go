@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/sbtrain/sbtrain/config"
 	"github.com/sbtrain/sbtrain/eval"
@@ -22,6 +23,8 @@ const (
 	SamplesPlot      = "samples.png"
 	TrajectoriesPlot = "trajectories.png"
 	LossPlot         = "loss.png"
+	IterationsPlot   = "ipf.png"
+	MarginalsPlot    = "marginals.png"
 )
 
 // Safetensors metadata keys of a saved network.
@@ -34,20 +37,22 @@ const (
 )
 
 // Write saves the outcome into dir: the completed config, metrics, plots and
-// one safetensors file per network. Each file is replaced whole.
+// one safetensors file per network. Each file is replaced whole; Files
+// lists what was written, in order.
 func (o *Outcome) Write(dir string) error {
+	o.Files = o.Files[:0]
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create output directory: %w", err)
 	}
 	cfg := o.Setup.Config
-	if err := writeFileAtomic(filepath.Join(dir, ConfigFile), cfg.YAML()); err != nil {
+	if err := o.save(dir, ConfigFile, cfg.YAML()); err != nil {
 		return err
 	}
 	mj, err := json.MarshalIndent(o.Metrics, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode metrics: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, MetricsFile), append(mj, '\n')); err != nil {
+	if err := o.save(dir, MetricsFile, append(mj, '\n')); err != nil {
 		return err
 	}
 	for _, rn := range o.Model.Nets() {
@@ -55,45 +60,142 @@ func (o *Outcome) Write(dir string) error {
 		if err != nil {
 			return err
 		}
-		if err := writeFileAtomic(filepath.Join(dir, rn.Role+".safetensors"), b); err != nil {
+		if err := o.save(dir, rn.Role+".safetensors", b); err != nil {
 			return err
 		}
 	}
 	return o.writePlots(dir)
 }
 
+func (o *Outcome) save(dir, name string, b []byte) error {
+	if err := writeFileAtomic(filepath.Join(dir, name), b); err != nil {
+		return err
+	}
+	o.Files = append(o.Files, name)
+	return nil
+}
+
+// plot saves one PNG drawn by draw.
+func (o *Outcome) plot(dir, name string, draw func(w io.Writer) error) error {
+	if err := eval.SavePNG(filepath.Join(dir, name), draw); err != nil {
+		return err
+	}
+	o.Files = append(o.Files, name)
+	return nil
+}
+
+// WrittenSummary is "dir/{a,b,...}" of the files the last Write wrote.
+func (o *Outcome) WrittenSummary(dir string) string {
+	return fmt.Sprintf("%s/{%s}", dir, strings.Join(o.Files, ","))
+}
+
 func (o *Outcome) writePlots(dir string) error {
 	cfg := o.Setup.Config
 	title := fmt.Sprintf("%s: %s, generated over held-out data", cfg.Name, cfg.Method)
 	if o.Setup.Dim >= 2 {
-		if err := eval.SavePNG(filepath.Join(dir, SamplesPlot), func(w io.Writer) error {
+		if err := o.plot(dir, SamplesPlot, func(w io.Writer) error {
 			return eval.PlotSamples(w, o.HeldOut, o.Samples, title)
 		}); err != nil {
 			return fmt.Errorf("plot samples: %w", err)
 		}
 		if len(o.Trajectories) > 0 {
-			if err := eval.SavePNG(filepath.Join(dir, TrajectoriesPlot), func(w io.Writer) error {
+			if err := o.plot(dir, TrajectoriesPlot, func(w io.Writer) error {
 				return eval.PlotTrajectories(w, o.Trajectories, cfg.Eval.Trajectories, cfg.Name+": trajectories from prior to data")
 			}); err != nil {
 				return fmt.Errorf("plot trajectories: %w", err)
 			}
 		}
 	}
-	var curves []eval.Curve
-	for _, p := range o.Metrics.Phases {
-		if len(p.Loss) > 0 {
-			curves = append(curves, eval.Curve{Name: p.Name, X: p.LossSteps, Y: p.Loss})
+	if len(o.Marginals) > 1 {
+		labels := make([]string, len(o.Marginals))
+		for k, at := range o.MarginalSteps {
+			labels[k] = fmt.Sprintf("step %d of %d", at, o.MarginalOf)
+		}
+		labels[0] += " (prior)"
+		labels[len(labels)-1] += " (data side)"
+		if err := o.plot(dir, MarginalsPlot, func(w io.Writer) error {
+			return eval.PlotMarginals(w, o.Marginals, labels, &o.HeldOut, cfg.Name+": marginals along the chain")
+		}); err != nil {
+			return fmt.Errorf("plot marginals: %w", err)
 		}
 	}
-	if len(curves) == 0 {
+	if panels := iterationPanels(o.Metrics.Iterations); len(panels) > 0 {
+		if err := o.plot(dir, IterationsPlot, func(w io.Writer) error {
+			return eval.PlotIterations(w, panels, cfg.Name)
+		}); err != nil {
+			return fmt.Errorf("plot iterations: %w", err)
+		}
+	}
+	panels := lossPanels(o.Metrics.Phases)
+	if len(panels) == 0 {
 		return nil
 	}
-	if err := eval.SavePNG(filepath.Join(dir, LossPlot), func(w io.Writer) error {
-		return eval.PlotLoss(w, curves, cfg.Name+": training loss per phase")
+	if err := o.plot(dir, LossPlot, func(w io.Writer) error {
+		return eval.PlotLossPanels(w, panels, cfg.Name+": training loss")
 	}); err != nil {
 		return fmt.Errorf("plot loss: %w", err)
 	}
 	return nil
+}
+
+// lossPanels groups the phases by direction, in training order, each phase
+// named by what is left of its name ("ipf 3 backward" is "ipf 3").
+func lossPanels(phases []PhaseSummary) []eval.LossPanel {
+	var panels []eval.LossPanel
+	at := map[string]int{}
+	for _, p := range phases {
+		if len(p.Loss) == 0 {
+			continue
+		}
+		dir := eval.DirectionOf(p.Name)
+		i, ok := at[dir]
+		if !ok {
+			i = len(panels)
+			at[dir] = i
+			panels = append(panels, eval.LossPanel{Name: dir})
+		}
+		name := strings.TrimSpace(strings.TrimSuffix(p.Name, dir))
+		panels[i].Phases = append(panels[i].Phases, eval.Curve{Name: name, X: p.LossSteps, Y: p.Loss})
+	}
+	if len(panels) > eval.MaxPanels {
+		panels = panels[:eval.MaxPanels]
+	}
+	return panels
+}
+
+// iterationPanels are the figures of each IPF iteration: the sliced W2 to
+// held-out data beside its two-data-draws floor, and on Gaussians the
+// errors against the closed-form bridge.
+func iterationPanels(its []*Figures) []eval.IterationPanel {
+	if len(its) == 0 {
+		return nil
+	}
+	x := make([]float64, len(its))
+	w2 := eval.Curve{Name: "generated vs held-out", X: x, Y: make([]float64, len(its))}
+	floor := eval.Curve{Name: "two data draws", X: x, Y: make([]float64, len(its))}
+	var coupling, mean, variance []float64
+	for i, f := range its {
+		x[i] = float64(i + 1)
+		if f.Iteration > 0 {
+			x[i] = float64(f.Iteration)
+		}
+		w2.Y[i], floor.Y[i] = f.Distances.SlicedW2, f.Baseline.SlicedW2
+		if g := f.Gaussian; g != nil {
+			mean, variance = append(mean, g.MeanMaxErr), append(variance, g.VarMaxErr)
+			if g.CovMaxErr != nil {
+				coupling = append(coupling, *g.CovMaxErr)
+			}
+		}
+	}
+	panels := []eval.IterationPanel{{Title: "sliced W2 to held-out data", YLabel: "sliced W2", Curves: []eval.Curve{w2}, Floor: &floor}}
+	if len(mean) == len(its) {
+		errs := []eval.Curve{{Name: "mean", X: x, Y: mean}, {Name: "variance", X: x, Y: variance}}
+		if len(coupling) == len(its) {
+			errs = append(errs, eval.Curve{Name: "coupling Cov(X0, X1) vs closed form", X: x, Y: coupling})
+		}
+		panels = append(panels, eval.IterationPanel{Title: "max abs error against the closed-form bridge", YLabel: "max abs error", Curves: errs})
+	}
+	return panels
 }
 
 // EncodeNet is a network as a safetensors file: one F32 tensor per weight,

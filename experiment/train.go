@@ -56,6 +56,12 @@ type Outcome struct {
 	Samples      eval.Cloud   // generated from the held-out prior points
 	HeldOut      eval.Cloud   // held-out data
 	Trajectories []eval.Cloud // the first Eval.Trajectories paths
+	Files        []string     // what Write wrote into the run directory
+	// Marginals are the first MarginalPoints generated rows at the chain
+	// states MarginalSteps, of MarginalOf steps from the prior side.
+	Marginals     []eval.Cloud
+	MarginalSteps []int
+	MarginalOf    int
 }
 
 // Train runs the whole method in this process and evaluates the result.
@@ -116,6 +122,9 @@ func (s *Setup) conclude(ctx context.Context, ev *Evaluator, model Model, m *Met
 	out.Samples = eval.Cloud{Data: gen.End, Dim: s.Dim}
 	if out.Trajectories, err = ev.Trajectories(ctx, model); err != nil {
 		return nil, fmt.Errorf("trajectories: %w", err)
+	}
+	if out.Marginals, out.MarginalSteps, out.MarginalOf, err = ev.Marginals(ctx, model); err != nil {
+		return nil, fmt.Errorf("marginals: %w", err)
 	}
 	return out, nil
 }

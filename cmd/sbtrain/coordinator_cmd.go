@@ -257,7 +257,6 @@ func concludeRun(ctx context.Context, j *job.Job, store storage.Store, run, out 
 		return err
 	}
 	printSummary(w, outcome.Metrics)
-	fmt.Fprintf(w, "wrote %s/{%s,%s,%s,%s,%s,*.safetensors} from checkpoint %s\n", out, experiment.ConfigFile, experiment.MetricsFile,
-		experiment.SamplesPlot, experiment.TrajectoriesPlot, experiment.LossPlot, storage.ID{Seq: l.Manifest.Seq, Phase: l.Manifest.Phase, Step: l.Manifest.Step})
+	fmt.Fprintf(w, "wrote %s from checkpoint %s\n", outcome.WrittenSummary(out), storage.ID{Seq: l.Manifest.Seq, Phase: l.Manifest.Phase, Step: l.Manifest.Step})
 	return nil
 }

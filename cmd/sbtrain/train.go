@@ -57,8 +57,7 @@ func runTrain(ctx context.Context, args []string) error {
 		return err
 	}
 	printSummary(os.Stdout, outcome.Metrics)
-	fmt.Printf("wrote %s/{%s,%s,%s,%s,%s,*.safetensors}\n", *out, experiment.ConfigFile, experiment.MetricsFile,
-		experiment.SamplesPlot, experiment.TrajectoriesPlot, experiment.LossPlot)
+	fmt.Printf("wrote %s\n", outcome.WrittenSummary(*out))
 	return nil
 }
 
