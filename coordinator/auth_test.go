@@ -128,7 +128,7 @@ func TestServiceAuth(t *testing.T) {
 		Position: api.NewPosition(0, 9), Loss: 123}); err != nil {
 		t.Fatalf("report: %v", err)
 	}
-	_, err = other.Commit(ctx, checkpointAt(t, opts.Store, "t1", run.Generation, Position{0, 5}))
+	_, err = other.Commit(ctx, checkpointAt(t, opts.Store, "t1", run.Generation, Position{Phase: 0, Step: 5}))
 	wantCode(t, "commit from another process", err, codes.PermissionDenied, "does not follow as trainer t1")
 	if _, err := t1.client.Report(ctx, &api.Report{TrainerId: "t1", Generation: run.Generation, Kind: api.Report_PROGRESS,
 		Position: api.NewPosition(0, 3), Loss: 0.5}); err != nil {

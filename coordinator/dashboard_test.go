@@ -152,9 +152,9 @@ func TestDashboardFollowsTheService(t *testing.T) {
 	}
 	gen := run1.Generation
 
-	t1.progress(gen, Position{0, 4}, 1.5, 4)
-	t2.progress(gen, Position{0, 4}, 1.5, 4)
-	req := checkpointAt(t, store, "t1", gen, Position{0, 5})
+	t1.progress(gen, Position{Phase: 0, Step: 4}, 1.5, 4)
+	t2.progress(gen, Position{Phase: 0, Step: 4}, 1.5, 4)
+	req := checkpointAt(t, store, "t1", gen, Position{Phase: 0, Step: 5})
 	req.Bytes, req.WriteSeconds = 1234, 0.05
 	if _, err := t1.client.Commit(ctx, req); err != nil {
 		t.Fatalf("commit: %v", err)
@@ -173,9 +173,9 @@ func TestDashboardFollowsTheService(t *testing.T) {
 	}
 
 	// The phase ends: the last report of phase 0 arrives at {1, 0}.
-	t1.progress(gen, Position{1, 0}, 1.25, 6)
-	t2.progress(gen, Position{1, 0}, 1.25, 6)
-	end := checkpointAt(t, store, "t1", gen, Position{1, 0})
+	t1.progress(gen, Position{Phase: 1, Step: 0}, 1.25, 6)
+	t2.progress(gen, Position{Phase: 1, Step: 0}, 1.25, 6)
+	end := checkpointAt(t, store, "t1", gen, Position{Phase: 1, Step: 0})
 	if _, err := t1.client.Commit(ctx, end); err != nil {
 		t.Fatalf("phase-end commit: %v", err)
 	}
@@ -236,7 +236,7 @@ func TestDashboardFollowsTheService(t *testing.T) {
 			last = hooked[n-1]
 		}
 		mu.Unlock()
-		if last == (Position{1, 0}) {
+		if last == (Position{Phase: 1, Step: 0}) {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -21,10 +21,6 @@ const (
 	maxCommitBlobs = 1024
 )
 
-func position(p *api.Position) Position {
-	return Position{Phase: int(p.GetPhase()), Step: p.GetStep()}
-}
-
 func checkTrainerID(what, id string) error {
 	switch {
 	case id == "":
@@ -47,7 +43,7 @@ func decodeHello(h *api.Hello) (MemberUp, error) {
 		return MemberUp{}, fmt.Errorf("hello from %s: ring_addr %q: want host:port", h.GetTrainerId(), h.GetRingAddr())
 	}
 	return MemberUp{ID: h.GetTrainerId(), RingAddr: h.GetRingAddr(), HasState: h.GetHasState(),
-		Held: position(h.GetHeld()), LastGeneration: h.GetLastGeneration()}, nil
+		Held: h.GetHeld().ToPosition(), LastGeneration: h.GetLastGeneration()}, nil
 }
 
 // decodeReport is a Report call as the machine's event.
@@ -55,7 +51,7 @@ func decodeReport(r *api.Report) (Event, error) {
 	if err := checkTrainerID("report", r.GetTrainerId()); err != nil {
 		return nil, err
 	}
-	pos := position(r.GetPosition())
+	pos := r.GetPosition().ToPosition()
 	switch r.GetKind() {
 	case api.Report_HOLDING:
 		return Holding{ID: r.GetTrainerId(), Generation: r.GetGeneration(), HasState: r.GetHasState(), Held: pos}, nil
@@ -90,7 +86,7 @@ func decodeCommit(r *api.CommitRequest, configHash string) (commitCall, error) {
 	if n := len(r.GetBlobs()); n == 0 || n > maxCommitBlobs {
 		return commitCall{}, fmt.Errorf("commit from %s: %d blobs, want 1..%d", r.GetTrainerId(), n, maxCommitBlobs)
 	}
-	pos := position(r.GetPosition())
+	pos := r.GetPosition().ToPosition()
 	blobs := make([]storage.BlobRef, len(r.GetBlobs()))
 	for i, b := range r.GetBlobs() {
 		blobs[i] = storage.BlobRef{Name: b.GetName(), Key: b.GetKey(), Size: b.GetSize(), SHA256: b.GetSha256()}

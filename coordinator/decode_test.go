@@ -38,7 +38,7 @@ func TestDecodeRefusesMalformedCalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if call.event.Pos != (Position{1, 5}) || call.id.Seq != 2 || call.meta.ConfigHash != "ours" || len(call.blobs) != 1 {
+	if call.event.Pos != (Position{Phase: 1, Step: 5}) || call.id.Seq != 2 || call.meta.ConfigHash != "ours" || len(call.blobs) != 1 {
 		t.Fatalf("decoded %+v", call)
 	}
 }
@@ -66,7 +66,7 @@ func FuzzDecodeControlCalls(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var h api.Hello
 		if proto.Unmarshal(b, &h) == nil {
-			if up, err := decodeHello(&h); err == nil && (up.ID != h.TrainerId || up.Held != position(h.Held)) {
+			if up, err := decodeHello(&h); err == nil && (up.ID != h.TrainerId || up.Held != h.Held.ToPosition()) {
 				t.Fatalf("hello %v decoded as %+v", &h, up)
 			}
 		}

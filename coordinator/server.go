@@ -485,7 +485,7 @@ func (c *Coordinator) progressed(r *api.Report, e Progress) {
 		StepSeconds: r.StepSeconds, AllReduceSeconds: r.AllreduceSeconds, AllReduceBytes: r.AllreduceBytes})
 	if c.dash != nil {
 		c.dash.Progress(dashboard.Progress{Trainer: e.ID, Generation: e.Generation,
-			Pos: dashboard.Position{Phase: pos.Phase, Step: pos.Step}, Loss: r.Loss, SamplesPerSec: r.SamplesPerSec,
+			Pos: pos, Loss: r.Loss, SamplesPerSec: r.SamplesPerSec,
 			Steps: r.Steps, StepSeconds: r.StepSeconds, AllReduceSeconds: r.AllreduceSeconds, AllReduceBytes: r.AllreduceBytes})
 	}
 }
@@ -504,7 +504,7 @@ func (c *Coordinator) checkpointed(r *api.CommitRequest, pos Position, commitTim
 	c.mlog.add(MetricsRecord{Time: time.Now(), Kind: RecordCheckpoint, Trainer: r.TrainerId, Generation: r.Generation,
 		Phase: pos.Phase, Step: pos.Step, Checkpoint: r.Checkpoint, Bytes: size, Seconds: secs})
 	if c.dash != nil {
-		c.dash.CheckpointCommitted(dashboard.Checkpoint{Name: r.Checkpoint, Pos: dashboard.Position{Phase: pos.Phase, Step: pos.Step},
+		c.dash.CheckpointCommitted(dashboard.Checkpoint{Name: r.Checkpoint, Pos: pos,
 			Bytes: size, Seconds: secs})
 	}
 	if c.opts.OnCommit != nil {
@@ -601,7 +601,7 @@ func (c *Coordinator) gossipAlive(id string) bool {
 
 func toDashboardPlan(p Plan) dashboard.Plan {
 	out := dashboard.Plan{Generation: p.Generation, Kind: p.Kind.String(), Reason: p.Reason, Checkpoint: p.Checkpoint,
-		Start: dashboard.Position{Phase: p.Start.Phase, Step: p.Start.Step}, Members: make([]dashboard.PlanMember, len(p.Members))}
+		Start: p.Start, Members: make([]dashboard.PlanMember, len(p.Members))}
 	if p.Kind == KindRun {
 		out.Source = p.Source.String()
 	}
@@ -612,7 +612,7 @@ func toDashboardPlan(p Plan) dashboard.Plan {
 }
 
 func toAPIPlan(p Plan) *api.Plan {
-	out := &api.Plan{Run: p.Run, Generation: p.Generation, Start: api.NewPosition(p.Start.Phase, p.Start.Step),
+	out := &api.Plan{Run: p.Run, Generation: p.Generation, Start: api.FromPosition(p.Start),
 		Checkpoint: p.Checkpoint, SourceRank: int32(p.SourceRank), CheckpointEvery: p.CheckpointEvery, Reason: p.Reason}
 	switch p.Kind {
 	case KindWait:
@@ -645,11 +645,11 @@ func toAPIPlan(p Plan) *api.Plan {
 func (c *Coordinator) status() *api.RunStatus {
 	cm := c.m.Committed()
 	st := &api.RunStatus{Run: c.opts.Run, Generation: c.m.Generation(), State: c.m.State().String(),
-		Committed: api.NewPosition(cm.Pos.Phase, cm.Pos.Step), CommittedCheckpoint: cm.Checkpoint,
+		Committed: api.FromPosition(cm.Pos), CommittedCheckpoint: cm.Checkpoint,
 		Phases: int32(c.opts.Phases), StepsPerPhase: c.opts.StepsPerPhase, Done: c.m.Done()}
 	for _, m := range c.m.Members() {
 		st.Members = append(st.Members, &api.MemberStatus{TrainerId: m.ID, RingAddr: m.RingAddr,
-			Position: api.NewPosition(m.Pos.Phase, m.Pos.Step), Loss: m.Loss, SamplesPerSec: m.SamplesPerSec,
+			Position: api.FromPosition(m.Pos), Loss: m.Loss, SamplesPerSec: m.SamplesPerSec,
 			AllreduceFraction: m.AllReduceFraction})
 	}
 	return st

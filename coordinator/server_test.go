@@ -384,7 +384,7 @@ func TestServiceRun(t *testing.T) {
 	}
 
 	// Rank 0 commits {0, 5}.
-	req := checkpointAt(t, store, "t1", run.Generation, Position{0, 5})
+	req := checkpointAt(t, store, "t1", run.Generation, Position{Phase: 0, Step: 5})
 	reply, err := t1.client.Commit(ctx, req)
 	if err != nil {
 		t.Fatalf("commit: %v", err)
@@ -409,13 +409,13 @@ func TestServiceRun(t *testing.T) {
 		{"stale generation", func(r *api.CommitRequest) { r.Generation = run.Generation - 1 }, codes.FailedPrecondition,
 			[]string{fmt.Sprintf("generation %d is not the current run generation %d", run.Generation-1, run.Generation)}},
 		{"not after committed", func(r *api.CommitRequest) { r.Position = api.NewPosition(0, 5) }, codes.FailedPrecondition,
-			[]string{"not after the committed position 0:5"}},
+			[]string{"not after the committed position phase 0 step 5"}},
 		{"malformed name", func(r *api.CommitRequest) { r.Checkpoint = "not-a-checkpoint" }, codes.InvalidArgument,
 			[]string{"not-a-checkpoint"}},
 		{"empty name", func(r *api.CommitRequest) { r.Checkpoint = "" }, codes.InvalidArgument, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := checkpointAt(t, store, "t1", run.Generation, Position{0, 7})
+			r := checkpointAt(t, store, "t1", run.Generation, Position{Phase: 0, Step: 7})
 			tc.edit(r)
 			_, err := t1.client.Commit(ctx, r)
 			wantCode(t, "commit", err, tc.code, tc.want...)
@@ -471,7 +471,7 @@ func TestServiceRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cm != (Committed{Pos: Position{0, 5}, Checkpoint: first}) {
+	if cm != (Committed{Pos: Position{Phase: 0, Step: 5}, Checkpoint: first}) {
 		t.Errorf("restarted coordinator committed %+v, want %s at 0:5", cm, first)
 	}
 	t1b := newFakeTrainer(t, c2, "t1", log)
@@ -488,7 +488,7 @@ func TestServiceRun(t *testing.T) {
 	}
 
 	// The final commit finishes the run.
-	end := checkpointAt(t, store, "t1", run2.Generation, Position{2, 0})
+	end := checkpointAt(t, store, "t1", run2.Generation, Position{Phase: 2, Step: 0})
 	if _, err := t1b.client.Commit(ctx, end); err != nil {
 		t.Fatalf("final commit: %v", err)
 	}

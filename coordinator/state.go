@@ -7,26 +7,12 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/sbtrain/sbtrain/position"
 )
 
-// Position is how far a run is: Step optimiser steps of phase Phase have
-// been applied. A finished phase p is written {p+1, 0}, so the end of a run
-// of n phases is {n, 0}. Positions compare lexicographically.
-type Position struct {
-	Phase int
-	Step  int64
-}
-
-// Less reports whether p comes before q.
-func (p Position) Less(q Position) bool {
-	if p.Phase != q.Phase {
-		return p.Phase < q.Phase
-	}
-	return p.Step < q.Step
-}
-
-// String writes p as phase:step.
-func (p Position) String() string { return fmt.Sprintf("%d:%d", p.Phase, p.Step) }
+// Position is how far a run is (package position owns its rules).
+type Position = position.Position
 
 // Config is what the state machine needs to know about a run.
 type Config struct {
@@ -51,7 +37,7 @@ type Config struct {
 }
 
 // End is the position of a finished run: {Phases, 0}.
-func (c Config) End() Position { return Position{Phase: c.Phases} }
+func (c Config) End() Position { return c.layout().End() }
 
 // validate names the first field of c that cannot describe a run.
 func (c Config) validate() error {
@@ -74,24 +60,14 @@ func (c Config) validate() error {
 	return nil
 }
 
-// normalize checks that p lies inside the run and writes a finished phase
-// {p, StepsPerPhase} as {p+1, 0}, so that equal positions compare equal
-// however a trainer spells them.
-func (c Config) normalize(p Position) (Position, error) {
-	if p.Phase < 0 || p.Step < 0 {
-		return p, fmt.Errorf("position %v is negative", p)
-	}
-	if p.Step > c.StepsPerPhase {
-		return p, fmt.Errorf("position %v has more than the %d steps of a phase", p, c.StepsPerPhase)
-	}
-	if p.Step == c.StepsPerPhase {
-		p = Position{Phase: p.Phase + 1}
-	}
-	if c.End().Less(p) {
-		return p, fmt.Errorf("position %v is beyond the end %v", p, c.End())
-	}
-	return p, nil
+// layout is the run's shape, whose rules normalise every position a peer
+// sends.
+func (c Config) layout() position.Layout {
+	return position.Layout{Phases: c.Phases, StepsPerPhase: c.StepsPerPhase}
 }
+
+// normalize checks that p lies inside the run and writes it canonically.
+func (c Config) normalize(p Position) (Position, error) { return c.layout().Normalize(p) }
 
 // Committed is the newest checkpoint in storage: the position it holds and
 // its storage ID (storage.ID.String()). An empty Checkpoint means none, and

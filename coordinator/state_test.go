@@ -203,13 +203,13 @@ func TestMinWorkersWaitThenRunFromInit(t *testing.T) {
 }
 
 func TestMemberDownMidRunResumesFromPeer(t *testing.T) {
-	h := newHarness(t, testConfig(), Committed{Pos: Position{1, 0}, Checkpoint: "ckpt-1"})
+	h := newHarness(t, testConfig(), Committed{Pos: Position{Phase: 1, Step: 0}, Checkpoint: "ckpt-1"})
 	run := h.running("a", "b", "c")
-	if run.Source != SourceCheckpoint || run.Checkpoint != "ckpt-1" || run.Start != (Position{1, 0}) {
+	if run.Source != SourceCheckpoint || run.Checkpoint != "ckpt-1" || run.Start != (Position{Phase: 1, Step: 0}) {
 		t.Fatalf("first run %+v, want the committed checkpoint", run)
 	}
 	for _, id := range []string{"a", "b", "c"} {
-		h.step(Progress{ID: id, Generation: run.Generation, Pos: Position{1, 40}, Loss: 0.5})
+		h.step(Progress{ID: id, Generation: run.Generation, Pos: Position{Phase: 1, Step: 40}, Loss: 0.5})
 	}
 	outs := h.step(MemberDown{ID: "b", Reason: "gossip: dead"})
 	if !hasLog(outs, slog.LevelWarn, "member left") {
@@ -223,8 +223,8 @@ func TestMemberDownMidRunResumesFromPeer(t *testing.T) {
 		t.Fatalf("state %v, want pausing", h.m.State())
 	}
 	// c applied one more step than a before the ring broke: c is the source.
-	run2 := onePlan(t, h.holdAll(map[string]Position{"a": {1, 41}, "c": {1, 42}}), KindRun)
-	if run2.Source != SourcePeer || run2.SourceRank != 1 || run2.Start != (Position{1, 42}) {
+	run2 := onePlan(t, h.holdAll(map[string]Position{"a": {Phase: 1, Step: 41}, "c": {Phase: 1, Step: 42}}), KindRun)
+	if run2.Source != SourcePeer || run2.SourceRank != 1 || run2.Start != (Position{Phase: 1, Step: 42}) {
 		t.Fatalf("run %+v, want peer rank 1 at 1:42", run2)
 	}
 	if !slices.Equal(memberIDs(run2), []string{"a", "c"}) {
@@ -244,14 +244,14 @@ func TestMemberDownMidRunResumesFromPeer(t *testing.T) {
 func TestLateJoinerPausesAndRunsWithFour(t *testing.T) {
 	h := newHarness(t, testConfig(), Committed{})
 	run := h.running("a", "b", "c")
-	h.step(Progress{ID: "a", Generation: run.Generation, Pos: Position{0, 10}})
+	h.step(Progress{ID: "a", Generation: run.Generation, Pos: Position{Phase: 0, Step: 10}})
 	pause := onePlan(t, h.up("d"), KindPause)
 	if len(pause.Members) != 4 || pause.Generation != run.Generation+1 {
 		t.Fatalf("pause %+v, want 4 members and the next generation", pause)
 	}
-	held := map[string]Position{"a": {0, 12}, "b": {0, 12}, "c": {0, 12}} // d has nothing
+	held := map[string]Position{"a": {Phase: 0, Step: 12}, "b": {Phase: 0, Step: 12}, "c": {Phase: 0, Step: 12}} // d has nothing
 	run2 := onePlan(t, h.holdAll(held), KindRun)
-	if run2.Source != SourcePeer || run2.SourceRank != 0 || run2.Start != (Position{0, 12}) {
+	if run2.Source != SourcePeer || run2.SourceRank != 0 || run2.Start != (Position{Phase: 0, Step: 12}) {
 		t.Fatalf("run %+v, want the lowest-ranked holder of 0:12", run2)
 	}
 	if !slices.Equal(memberIDs(run2), []string{"a", "b", "c", "d"}) {
@@ -265,14 +265,14 @@ func TestStaleHoldingsIgnored(t *testing.T) {
 	run := h.running("a", "b", "c")
 	p1 := onePlan(t, h.step(RingFailed{ID: "a", Generation: run.Generation, Suspect: "c", Err: "timeout"}), KindPause)
 	// Holdings of p1 from a and b, then c reconnects: a new pause.
-	h.step(Holding{ID: "a", Generation: p1.Generation, HasState: true, Held: Position{0, 50}})
-	h.step(Holding{ID: "b", Generation: p1.Generation, HasState: true, Held: Position{0, 50}})
+	h.step(Holding{ID: "a", Generation: p1.Generation, HasState: true, Held: Position{Phase: 0, Step: 50}})
+	h.step(Holding{ID: "b", Generation: p1.Generation, HasState: true, Held: Position{Phase: 0, Step: 50}})
 	p2 := onePlan(t, h.up("c"), KindPause)
 	tests := []struct {
 		name string
 		e    Holding
 	}{
-		{"previous pause", Holding{ID: "c", Generation: p1.Generation, HasState: true, Held: Position{0, 50}}},
+		{"previous pause", Holding{ID: "c", Generation: p1.Generation, HasState: true, Held: Position{Phase: 0, Step: 50}}},
 		{"run generation", Holding{ID: "a", Generation: run.Generation}},
 		{"future generation", Holding{ID: "b", Generation: p2.Generation + 7}},
 		{"non-member", Holding{ID: "z", Generation: p2.Generation}},
@@ -287,13 +287,13 @@ func TestStaleHoldingsIgnored(t *testing.T) {
 	}
 	// The holdings of p1 do not count toward p2: a and b must answer again.
 	noPlan(t, h.step(Holding{ID: "c", Generation: p2.Generation}))
-	noPlan(t, h.step(Holding{ID: "a", Generation: p2.Generation, HasState: true, Held: Position{0, 50}}))
-	run2 := onePlan(t, h.step(Holding{ID: "b", Generation: p2.Generation, HasState: true, Held: Position{0, 50}}), KindRun)
+	noPlan(t, h.step(Holding{ID: "a", Generation: p2.Generation, HasState: true, Held: Position{Phase: 0, Step: 50}}))
+	run2 := onePlan(t, h.step(Holding{ID: "b", Generation: p2.Generation, HasState: true, Held: Position{Phase: 0, Step: 50}}), KindRun)
 	// The future generation seen above lifts the counter.
 	if run2.Generation != p2.Generation+8 {
 		t.Fatalf("run generation %d, want %d (above the generation seen)", run2.Generation, p2.Generation+8)
 	}
-	if run2.Source != SourcePeer || run2.Start != (Position{0, 50}) {
+	if run2.Source != SourcePeer || run2.Start != (Position{Phase: 0, Step: 50}) {
 		t.Fatalf("run %+v", run2)
 	}
 }
@@ -362,7 +362,7 @@ func TestMembersFallBelowMinWorkersBeforeFirstRun(t *testing.T) {
 }
 
 func TestRestartChoosesSource(t *testing.T) {
-	committed := Committed{Pos: Position{2, 0}, Checkpoint: "ckpt-2"}
+	committed := Committed{Pos: Position{Phase: 2, Step: 0}, Checkpoint: "ckpt-2"}
 	tests := []struct {
 		name      string
 		committed Committed
@@ -371,13 +371,13 @@ func TestRestartChoosesSource(t *testing.T) {
 		start     Position
 		rank      int
 	}{
-		{"members ahead of the checkpoint", committed, map[string]Position{"a": {2, 30}, "b": {2, 31}, "c": {2, 31}}, SourcePeer, Position{2, 31}, 1},
-		{"member exactly at the checkpoint", committed, map[string]Position{"c": {2, 0}}, SourcePeer, Position{2, 0}, 2},
-		{"finished phase spelled as its last step", committed, map[string]Position{"b": {1, 100}}, SourcePeer, Position{2, 0}, 1},
-		{"members behind the checkpoint", committed, map[string]Position{"a": {1, 99}}, SourceCheckpoint, Position{2, 0}, 0},
-		{"members without state", committed, nil, SourceCheckpoint, Position{2, 0}, 0},
+		{"members ahead of the checkpoint", committed, map[string]Position{"a": {Phase: 2, Step: 30}, "b": {Phase: 2, Step: 31}, "c": {Phase: 2, Step: 31}}, SourcePeer, Position{Phase: 2, Step: 31}, 1},
+		{"member exactly at the checkpoint", committed, map[string]Position{"c": {Phase: 2, Step: 0}}, SourcePeer, Position{Phase: 2, Step: 0}, 2},
+		{"finished phase spelled as its last step", committed, map[string]Position{"b": {Phase: 1, Step: 100}}, SourcePeer, Position{Phase: 2, Step: 0}, 1},
+		{"members behind the checkpoint", committed, map[string]Position{"a": {Phase: 1, Step: 99}}, SourceCheckpoint, Position{Phase: 2, Step: 0}, 0},
+		{"members without state", committed, nil, SourceCheckpoint, Position{Phase: 2, Step: 0}, 0},
 		{"no checkpoint, no state", Committed{}, nil, SourceInit, Position{}, 0},
-		{"no checkpoint, state", Committed{}, map[string]Position{"b": {0, 7}}, SourcePeer, Position{0, 7}, 1},
+		{"no checkpoint, state", Committed{}, map[string]Position{"b": {Phase: 0, Step: 7}}, SourcePeer, Position{Phase: 0, Step: 7}, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -408,9 +408,9 @@ func TestRestartChoosesSource(t *testing.T) {
 }
 
 func TestHeldBeyondEndIgnored(t *testing.T) {
-	h := newHarness(t, testConfig(), Committed{Pos: Position{1, 0}, Checkpoint: "ckpt-1"})
+	h := newHarness(t, testConfig(), Committed{Pos: Position{Phase: 1, Step: 0}, Checkpoint: "ckpt-1"})
 	h.up("a", "b", "c")
-	outs := h.holdAll(map[string]Position{"a": {9, 0}, "b": {1, 200}, "c": {-1, 0}})
+	outs := h.holdAll(map[string]Position{"a": {Phase: 9, Step: 0}, "b": {Phase: 1, Step: 200}, "c": {Phase: -1, Step: 0}})
 	for _, o := range outs {
 		if l, ok := o.(Log); ok && l.Msg == "held state ignored" && l.Level != slog.LevelWarn {
 			t.Fatalf("held state ignored at level %v, want warn", l.Level)
@@ -437,9 +437,9 @@ func TestCommit(t *testing.T) {
 		reason  string // a word the rejection must contain
 	}
 	setup := func(t *testing.T) (*harness, Plan) {
-		h := newHarness(t, testConfig(), Committed{Pos: Position{1, 0}, Checkpoint: "c1"})
+		h := newHarness(t, testConfig(), Committed{Pos: Position{Phase: 1, Step: 0}, Checkpoint: "c1"})
 		h.up("a", "b", "c")
-		run := onePlan(t, h.holdAll(map[string]Position{"b": {1, 50}}), KindRun)
+		run := onePlan(t, h.holdAll(map[string]Position{"b": {Phase: 1, Step: 50}}), KindRun)
 		return h, run
 	}
 	tests := []struct {
@@ -447,17 +447,39 @@ func TestCommit(t *testing.T) {
 		e    func(run Plan) CommitRequested
 		want want
 	}{
-		{"rank 0 ahead", func(r Plan) CommitRequested { return CommitRequested{"a", r.Generation, Position{1, 75}, "c2"} }, want{approve: true}},
-		{"rank 0 at the start", func(r Plan) CommitRequested { return CommitRequested{"a", r.Generation, Position{1, 50}, "c2"} }, want{approve: true}},
-		{"phase end spelled as last step", func(r Plan) CommitRequested { return CommitRequested{"a", r.Generation, Position{1, 100}, "c2"} }, want{approve: true}},
-		{"run end", func(r Plan) CommitRequested { return CommitRequested{"a", r.Generation, Position{4, 0}, "c2"} }, want{approve: true}},
-		{"not rank 0", func(r Plan) CommitRequested { return CommitRequested{"b", r.Generation, Position{1, 75}, "c2"} }, want{reason: "rank 0"}},
-		{"stale generation", func(r Plan) CommitRequested { return CommitRequested{"a", r.Generation - 1, Position{1, 75}, "c2"} }, want{reason: "generation"}},
-		{"not after committed", func(r Plan) CommitRequested { return CommitRequested{"a", r.Generation, Position{1, 0}, "c2"} }, want{reason: "committed"}},
-		{"before the run start", func(r Plan) CommitRequested { return CommitRequested{"a", r.Generation, Position{1, 49}, "c2"} }, want{reason: "run start"}},
-		{"beyond the end", func(r Plan) CommitRequested { return CommitRequested{"a", r.Generation, Position{4, 1}, "c2"} }, want{reason: "beyond the end"}},
-		{"too many steps", func(r Plan) CommitRequested { return CommitRequested{"a", r.Generation, Position{1, 101}, "c2"} }, want{reason: "steps"}},
-		{"empty checkpoint", func(r Plan) CommitRequested { return CommitRequested{"a", r.Generation, Position{1, 75}, ""} }, want{reason: "empty"}},
+		{"rank 0 ahead", func(r Plan) CommitRequested {
+			return CommitRequested{"a", r.Generation, Position{Phase: 1, Step: 75}, "c2"}
+		}, want{approve: true}},
+		{"rank 0 at the start", func(r Plan) CommitRequested {
+			return CommitRequested{"a", r.Generation, Position{Phase: 1, Step: 50}, "c2"}
+		}, want{approve: true}},
+		{"phase end spelled as last step", func(r Plan) CommitRequested {
+			return CommitRequested{"a", r.Generation, Position{Phase: 1, Step: 100}, "c2"}
+		}, want{approve: true}},
+		{"run end", func(r Plan) CommitRequested {
+			return CommitRequested{"a", r.Generation, Position{Phase: 4, Step: 0}, "c2"}
+		}, want{approve: true}},
+		{"not rank 0", func(r Plan) CommitRequested {
+			return CommitRequested{"b", r.Generation, Position{Phase: 1, Step: 75}, "c2"}
+		}, want{reason: "rank 0"}},
+		{"stale generation", func(r Plan) CommitRequested {
+			return CommitRequested{"a", r.Generation - 1, Position{Phase: 1, Step: 75}, "c2"}
+		}, want{reason: "generation"}},
+		{"not after committed", func(r Plan) CommitRequested {
+			return CommitRequested{"a", r.Generation, Position{Phase: 1, Step: 0}, "c2"}
+		}, want{reason: "committed"}},
+		{"before the run start", func(r Plan) CommitRequested {
+			return CommitRequested{"a", r.Generation, Position{Phase: 1, Step: 49}, "c2"}
+		}, want{reason: "run start"}},
+		{"beyond the end", func(r Plan) CommitRequested {
+			return CommitRequested{"a", r.Generation, Position{Phase: 4, Step: 1}, "c2"}
+		}, want{reason: "beyond the end"}},
+		{"too many steps", func(r Plan) CommitRequested {
+			return CommitRequested{"a", r.Generation, Position{Phase: 1, Step: 101}, "c2"}
+		}, want{reason: "steps"}},
+		{"empty checkpoint", func(r Plan) CommitRequested {
+			return CommitRequested{"a", r.Generation, Position{Phase: 1, Step: 75}, ""}
+		}, want{reason: "empty"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -473,13 +495,13 @@ func TestCommit(t *testing.T) {
 	t.Run("during a pause", func(t *testing.T) {
 		h, run := setup(t)
 		h.step(MemberDown{ID: "c", Reason: "x"})
-		e := CommitRequested{"a", run.Generation, Position{1, 75}, "c2"}
+		e := CommitRequested{"a", run.Generation, Position{Phase: 1, Step: 75}, "c2"}
 		checkCommitAnswer(t, h.step(e), e, false, "no run in progress")
 	})
 	t.Run("normalised position approved", func(t *testing.T) {
 		h, run := setup(t)
-		outs := h.step(CommitRequested{"a", run.Generation, Position{1, 100}, "c2"})
-		if a, ok := outs[len(outs)-1].(ApproveCommit); !ok || a.Pos != (Position{2, 0}) {
+		outs := h.step(CommitRequested{"a", run.Generation, Position{Phase: 1, Step: 100}, "c2"})
+		if a, ok := outs[len(outs)-1].(ApproveCommit); !ok || a.Pos != (Position{Phase: 2, Step: 0}) {
 			t.Fatalf("approval %+v, want position 2:0", outs[len(outs)-1])
 		}
 	})
@@ -521,28 +543,28 @@ func checkCommitAnswer(t *testing.T, outs []Output, e CommitRequested, approve b
 func TestCheckpointCommitted(t *testing.T) {
 	h := newHarness(t, testConfig(), Committed{})
 	run := h.running("a", "b", "c")
-	h.step(CheckpointCommitted{Pos: Position{0, 50}, Checkpoint: "c50"})
+	h.step(CheckpointCommitted{Pos: Position{Phase: 0, Step: 50}, Checkpoint: "c50"})
 	// An older commit landing late and a bogus one change nothing.
-	h.step(CheckpointCommitted{Pos: Position{0, 25}, Checkpoint: "c25"},
-		CheckpointCommitted{Pos: Position{0, 75}, Checkpoint: ""},
-		CheckpointCommitted{Pos: Position{7, 0}, Checkpoint: "c7"})
-	if got := h.m.Committed(); got != (Committed{Pos: Position{0, 50}, Checkpoint: "c50"}) {
+	h.step(CheckpointCommitted{Pos: Position{Phase: 0, Step: 25}, Checkpoint: "c25"},
+		CheckpointCommitted{Pos: Position{Phase: 0, Step: 75}, Checkpoint: ""},
+		CheckpointCommitted{Pos: Position{Phase: 7, Step: 0}, Checkpoint: "c7"})
+	if got := h.m.Committed(); got != (Committed{Pos: Position{Phase: 0, Step: 50}, Checkpoint: "c50"}) {
 		t.Fatalf("committed %+v, want 0:50 c50", got)
 	}
-	e := CommitRequested{"a", run.Generation, Position{0, 50}, "again"}
+	e := CommitRequested{"a", run.Generation, Position{Phase: 0, Step: 50}, "again"}
 	checkCommitAnswer(t, h.step(e), e, false, "committed")
 }
 
 func TestFinish(t *testing.T) {
 	cfg := testConfig()
-	h := newHarness(t, cfg, Committed{Pos: Position{3, 90}, Checkpoint: "c3"})
+	h := newHarness(t, cfg, Committed{Pos: Position{Phase: 3, Step: 90}, Checkpoint: "c3"})
 	h.up("a", "b", "c")
-	run := onePlan(t, h.holdAll(map[string]Position{"a": {3, 95}}), KindRun)
-	e := CommitRequested{"a", run.Generation, Position{3, 100}, "final"}
+	run := onePlan(t, h.holdAll(map[string]Position{"a": {Phase: 3, Step: 95}}), KindRun)
+	e := CommitRequested{"a", run.Generation, Position{Phase: 3, Step: 100}, "final"}
 	outs := h.step(e)
 	checkCommitAnswer(t, outs, e, true, "")
 	noPlan(t, outs)
-	outs = h.step(CheckpointCommitted{Pos: Position{4, 0}, Checkpoint: "final"})
+	outs = h.step(CheckpointCommitted{Pos: Position{Phase: 4, Step: 0}, Checkpoint: "final"})
 	fin := onePlan(t, outs, KindFinish)
 	if _, ok := outs[len(outs)-1].(Finished); !ok {
 		t.Fatalf("last output %+v, want Finished", outs[len(outs)-1])
@@ -555,12 +577,12 @@ func TestFinish(t *testing.T) {
 	}
 	// After done only a member coming up gets an answer: the same finish plan.
 	for _, e := range []Event{
-		Progress{ID: "a", Generation: run.Generation, Pos: Position{4, 0}},
+		Progress{ID: "a", Generation: run.Generation, Pos: Position{Phase: 4, Step: 0}},
 		MemberDown{ID: "b", Reason: "exited"},
 		Holding{ID: "a", Generation: fin.Generation},
 		RingFailed{ID: "a", Generation: run.Generation},
-		CommitRequested{"a", run.Generation, Position{4, 0}, "x"},
-		CheckpointCommitted{Pos: Position{4, 0}, Checkpoint: "x"},
+		CommitRequested{"a", run.Generation, Position{Phase: 4, Step: 0}, "x"},
+		CheckpointCommitted{Pos: Position{Phase: 4, Step: 0}, Checkpoint: "x"},
 	} {
 		if outs := h.step(e); len(outs) != 0 {
 			t.Fatalf("%T after done gave %+v", e, outs)
@@ -582,21 +604,21 @@ func TestFinish(t *testing.T) {
 // holder of the end becomes the source of a run plan with nothing to
 // train, whose rank 0 commits the end, and only that commit finishes.
 func TestEndHeldButNotCommitted(t *testing.T) {
-	h := newHarness(t, testConfig(), Committed{Pos: Position{3, 0}, Checkpoint: "c3"})
+	h := newHarness(t, testConfig(), Committed{Pos: Position{Phase: 3, Step: 0}, Checkpoint: "c3"})
 	h.up("a", "b", "c")
-	outs := h.holdAll(map[string]Position{"b": {3, 100}})
+	outs := h.holdAll(map[string]Position{"b": {Phase: 3, Step: 100}})
 	run := onePlan(t, outs, KindRun)
-	if run.Start != (Position{4, 0}) || run.Source != SourcePeer || run.SourceRank != 1 || h.m.Done() {
+	if run.Start != (Position{Phase: 4, Step: 0}) || run.Source != SourcePeer || run.SourceRank != 1 || h.m.Done() {
 		t.Fatalf("plan %+v, done %v: want a run from the end with rank 1 as source", run, h.m.Done())
 	}
 	if !hasLog(outs, slog.LevelWarn, "the end is held but not committed; asking rank 0 for the final checkpoint") {
 		t.Fatalf("no warning about the uncommitted end")
 	}
-	outs = h.step(CommitRequested{"a", run.Generation, Position{4, 0}, "end"})
+	outs = h.step(CommitRequested{"a", run.Generation, Position{Phase: 4, Step: 0}, "end"})
 	if !slices.ContainsFunc(outs, func(o Output) bool { _, ok := o.(ApproveCommit); return ok }) {
 		t.Fatalf("final commit not approved: %+v", outs)
 	}
-	outs = h.step(CheckpointCommitted{Pos: Position{4, 0}, Checkpoint: "end"})
+	outs = h.step(CheckpointCommitted{Pos: Position{Phase: 4, Step: 0}, Checkpoint: "end"})
 	onePlan(t, outs, KindFinish)
 	if !h.m.Done() {
 		t.Fatal("not done after the end was committed")
@@ -604,8 +626,8 @@ func TestEndHeldButNotCommitted(t *testing.T) {
 }
 
 func TestStartedDone(t *testing.T) {
-	h := newHarness(t, testConfig(), Committed{Pos: Position{3, 100}, Checkpoint: "end"})
-	if !h.m.Done() || h.m.Committed().Pos != (Position{4, 0}) {
+	h := newHarness(t, testConfig(), Committed{Pos: Position{Phase: 3, Step: 100}, Checkpoint: "end"})
+	if !h.m.Done() || h.m.Committed().Pos != (Position{Phase: 4, Step: 0}) {
 		t.Fatalf("machine with the end committed: done %v, committed %v", h.m.Done(), h.m.Committed())
 	}
 	outs := h.step(MemberUp{ID: "a", RingAddr: "a:1", LastGeneration: 2000})
@@ -623,10 +645,10 @@ func TestStartedDone(t *testing.T) {
 }
 
 func TestFinishWithNoMembers(t *testing.T) {
-	h := newHarness(t, testConfig(), Committed{Pos: Position{3, 0}, Checkpoint: "c3"})
+	h := newHarness(t, testConfig(), Committed{Pos: Position{Phase: 3, Step: 0}, Checkpoint: "c3"})
 	h.running("a", "b", "c")
 	h.step(MemberDown{ID: "a"}, MemberDown{ID: "b"}, MemberDown{ID: "c"})
-	outs := h.step(CheckpointCommitted{Pos: Position{4, 0}, Checkpoint: "end"})
+	outs := h.step(CheckpointCommitted{Pos: Position{Phase: 4, Step: 0}, Checkpoint: "end"})
 	noPlan(t, outs)
 	if _, ok := outs[len(outs)-1].(Finished); !ok || !h.m.Done() {
 		t.Fatalf("commit of the end with no members: %+v", outs)
@@ -649,13 +671,13 @@ func TestProgressAndPhaseLogs(t *testing.T) {
 		e    Progress
 		want []int
 	}{
-		{Progress{ID: "a", Generation: run.Generation, Pos: Position{0, 60}, Loss: 1.5, SamplesPerSec: 900, AllReduceFraction: 0.25}, nil},
-		{Progress{ID: "b", Generation: run.Generation, Pos: Position{0, 100}}, []int{0}},
-		{Progress{ID: "a", Generation: run.Generation, Pos: Position{1, 0}}, nil},
-		{Progress{ID: "c", Generation: run.Generation, Pos: Position{1, 3}}, nil},
-		{Progress{ID: "c", Generation: run.Generation, Pos: Position{3, 3}}, []int{1, 2}},
-		{Progress{ID: "c", Generation: run.Generation - 1, Pos: Position{3, 100}}, nil},
-		{Progress{ID: "c", Generation: run.Generation, Pos: Position{5, 0}}, nil},
+		{Progress{ID: "a", Generation: run.Generation, Pos: Position{Phase: 0, Step: 60}, Loss: 1.5, SamplesPerSec: 900, AllReduceFraction: 0.25}, nil},
+		{Progress{ID: "b", Generation: run.Generation, Pos: Position{Phase: 0, Step: 100}}, []int{0}},
+		{Progress{ID: "a", Generation: run.Generation, Pos: Position{Phase: 1, Step: 0}}, nil},
+		{Progress{ID: "c", Generation: run.Generation, Pos: Position{Phase: 1, Step: 3}}, nil},
+		{Progress{ID: "c", Generation: run.Generation, Pos: Position{Phase: 3, Step: 3}}, []int{1, 2}},
+		{Progress{ID: "c", Generation: run.Generation - 1, Pos: Position{Phase: 3, Step: 100}}, nil},
+		{Progress{ID: "c", Generation: run.Generation, Pos: Position{Phase: 5, Step: 0}}, nil},
 	}
 	for i, tt := range tests {
 		if got := phaseDone(h.step(tt.e)); !slices.Equal(got, tt.want) {
@@ -664,9 +686,9 @@ func TestProgressAndPhaseLogs(t *testing.T) {
 	}
 	ms := h.m.Members()
 	want := []MemberStatus{
-		{ID: "a", RingAddr: "a:7000", Pos: Position{1, 0}},
-		{ID: "b", RingAddr: "b:7000", Pos: Position{1, 0}},
-		{ID: "c", RingAddr: "c:7000", Pos: Position{3, 3}},
+		{ID: "a", RingAddr: "a:7000", Pos: Position{Phase: 1, Step: 0}},
+		{ID: "b", RingAddr: "b:7000", Pos: Position{Phase: 1, Step: 0}},
+		{ID: "c", RingAddr: "c:7000", Pos: Position{Phase: 3, Step: 3}},
 	}
 	if !reflect.DeepEqual(ms, want) {
 		t.Fatalf("members %+v, want %+v", ms, want)
@@ -688,9 +710,9 @@ func TestNewMachineValidates(t *testing.T) {
 		{"min workers", func(c *Config) { c.MinWorkers = 0 }, Committed{}, "MinWorkers"},
 		{"checkpoint every", func(c *Config) { c.CheckpointEvery = -1 }, Committed{}, "CheckpointEvery"},
 		{"first generation", func(c *Config) { c.FirstGeneration = ^uint64(0) }, Committed{}, "FirstGeneration"},
-		{"committed beyond end", func(*Config) {}, Committed{Pos: Position{4, 1}, Checkpoint: "x"}, "beyond the end"},
-		{"committed without checkpoint", func(*Config) {}, Committed{Pos: Position{1, 0}}, "no checkpoint"},
-		{"committed negative", func(*Config) {}, Committed{Pos: Position{0, -1}, Checkpoint: "x"}, "negative"},
+		{"committed beyond end", func(*Config) {}, Committed{Pos: Position{Phase: 4, Step: 1}, Checkpoint: "x"}, "beyond the end"},
+		{"committed without checkpoint", func(*Config) {}, Committed{Pos: Position{Phase: 1, Step: 0}}, "no checkpoint"},
+		{"committed negative", func(*Config) {}, Committed{Pos: Position{Phase: 0, Step: -1}, Checkpoint: "x"}, "negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -704,17 +726,6 @@ func TestNewMachineValidates(t *testing.T) {
 	}
 	if _, err := NewMachine(good, Committed{}); err != nil {
 		t.Fatalf("good config: %v", err)
-	}
-}
-
-func TestPositionLess(t *testing.T) {
-	ps := []Position{{0, 0}, {0, 1}, {0, 99}, {1, 0}, {1, 5}, {4, 0}}
-	for i, p := range ps {
-		for j, q := range ps {
-			if got := p.Less(q); got != (i < j) {
-				t.Fatalf("%v.Less(%v) = %v", p, q, got)
-			}
-		}
 	}
 }
 

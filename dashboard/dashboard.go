@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sbtrain/sbtrain/position"
 )
 
 // Bounds of the history a dashboard keeps.
@@ -49,19 +51,8 @@ type Options struct {
 	Refused func(from, why string)
 }
 
-// Position is how far a run is: Step optimiser steps of phase Phase
-// applied; a finished phase p is {p+1, 0}.
-type Position struct {
-	Phase int   `json:"phase"`
-	Step  int64 `json:"step"`
-}
-
-func (p Position) less(q Position) bool {
-	if p.Phase != q.Phase {
-		return p.Phase < q.Phase
-	}
-	return p.Step < q.Step
-}
+// Position is how far a run is (package position owns its rules).
+type Position = position.Position
 
 // PlanMember is one member of a plan, in ring order.
 type PlanMember struct {
@@ -330,7 +321,7 @@ func (d *Dashboard) Progress(p Progress) {
 	if p.StepSeconds > 0 {
 		m.reduceFrac = p.AllReduceSeconds / p.StepSeconds
 	}
-	if d.pos.less(p.Pos) {
+	if d.pos.Less(p.Pos) {
 		d.pos = p.Pos
 	}
 	// The loss is that of the last step the report covers: a report at the

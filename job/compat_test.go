@@ -23,9 +23,9 @@ func TestLoadsSnapshotsOfTheFormerCode(t *testing.T) {
 		file, yaml string
 		at         Position
 	}{
-		{"dsb-p1-s3.safetensors", dsbYAML, Position{1, 3}},
-		{"dsb-p2-s0.safetensors", dsbYAML, Position{2, 0}},
-		{"si-p0-s5.safetensors", siYAML, Position{0, 5}},
+		{"dsb-p1-s3.safetensors", dsbYAML, Position{Phase: 1, Step: 3}},
+		{"dsb-p2-s0.safetensors", dsbYAML, Position{Phase: 2, Step: 0}},
+		{"si-p0-s5.safetensors", siYAML, Position{Phase: 0, Step: 5}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			old, err := os.ReadFile(filepath.Join("testdata", tc.file))

@@ -16,9 +16,9 @@ func FuzzDecode(f *testing.F) {
 	j := newJob(f, dsbYAML)
 	s := replicas(f, j, 1)
 	f.Add(encode(f, s[0]))
-	runReplicas(f, s, Position{0, 3})
+	runReplicas(f, s, Position{Phase: 0, Step: 3})
 	f.Add(encode(f, s[0]))
-	runReplicas(f, s, Position{1, 2})
+	runReplicas(f, s, Position{Phase: 1, Step: 2})
 	f.Add(encode(f, s[0]))
 	f.Add([]byte("\x02\x00\x00\x00\x00\x00\x00\x00{}"))
 	f.Fuzz(func(t *testing.T, b []byte) {

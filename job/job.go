@@ -22,6 +22,7 @@ import (
 	"github.com/sbtrain/sbtrain/config"
 	"github.com/sbtrain/sbtrain/experiment"
 	"github.com/sbtrain/sbtrain/method"
+	"github.com/sbtrain/sbtrain/position"
 	"github.com/sbtrain/sbtrain/storage"
 )
 
@@ -29,23 +30,8 @@ import (
 // into (see method.SIShards).
 const SIShards = method.SIShards
 
-// Position is how far a run is: Step optimiser steps of phase Phase are
-// applied. A finished phase p is written {p+1, 0}; the run ends at
-// {Phases, 0}.
-type Position struct {
-	Phase int
-	Step  int64
-}
-
-// Less orders positions by phase, then step.
-func (p Position) Less(q Position) bool {
-	if p.Phase != q.Phase {
-		return p.Phase < q.Phase
-	}
-	return p.Step < q.Step
-}
-
-func (p Position) String() string { return fmt.Sprintf("phase %d step %d", p.Phase, p.Step) }
+// Position is how far a run is (package position owns its rules).
+type Position = position.Position
 
 // Job is the run a config describes, split into phases of steps.
 type Job struct {
@@ -90,30 +76,20 @@ func (j *Job) Shards() int { return j.method.Shards() }
 // Batch is the global batch size.
 func (j *Job) Batch() int { return j.method.Batch() }
 
+// Layout is the run's shape, whose rules every position of it follows.
+func (j *Job) Layout() position.Layout {
+	return position.Layout{Phases: len(j.phases), StepsPerPhase: j.StepsPerPhase()}
+}
+
 // End is the position of a finished run.
-func (j *Job) End() Position { return Position{Phase: len(j.phases)} }
+func (j *Job) End() Position { return j.Layout().End() }
 
-// Normalize writes a finished phase as the start of the next.
-func (j *Job) Normalize(p Position) Position {
-	if p.Step >= j.StepsPerPhase() && p.Phase < len(j.phases) {
-		return Position{Phase: p.Phase + 1}
-	}
-	return p
-}
+// Normalize writes a finished phase as the start of the next; a position
+// outside the run is an error.
+func (j *Job) Normalize(p Position) (Position, error) { return j.Layout().Normalize(p) }
 
-// Check says whether p is a position of this run.
-func (j *Job) Check(p Position) error {
-	n, steps := len(j.phases), j.StepsPerPhase()
-	switch {
-	case p.Phase < 0 || p.Phase > n:
-		return fmt.Errorf("position %v: phase outside 0..%d", p, n)
-	case p.Step < 0 || p.Step >= steps:
-		return fmt.Errorf("position %v: step outside 0..%d", p, steps-1)
-	case p.Phase == n && p.Step != 0:
-		return fmt.Errorf("position %v: past the end of the run", p)
-	}
-	return nil
-}
+// Check says whether p is a position of this run in canonical form.
+func (j *Job) Check(p Position) error { return j.Layout().Check(p) }
 
 // PhaseName names phase p for people ("ipf 2 backward", "interpolant").
 func (j *Job) PhaseName(p int) string {
@@ -137,7 +113,8 @@ func (j *Job) CheckpointMeta(p Position) storage.Meta {
 	return m
 }
 
-// PositionOf is the inverse of CheckpointMeta.
-func (j *Job) PositionOf(m storage.Meta) Position {
+// PositionOf is the inverse of CheckpointMeta; metadata naming no position
+// of this run is an error.
+func (j *Job) PositionOf(m storage.Meta) (Position, error) {
 	return j.Normalize(Position{Phase: m.Phase, Step: m.Step})
 }

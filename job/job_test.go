@@ -215,10 +215,10 @@ func TestResumeIsExact(t *testing.T) {
 		yaml string
 		cut  Position
 	}{
-		{"dsb mid phase 0", dsbYAML, Position{0, 4}},
-		{"dsb phase boundary", dsbYAML, Position{1, 0}},
-		{"dsb mid forward phase", dsbYAML, Position{3, 2}},
-		{"si mid phase", siYAML, Position{0, 5}},
+		{"dsb mid phase 0", dsbYAML, Position{Phase: 0, Step: 4}},
+		{"dsb phase boundary", dsbYAML, Position{Phase: 1, Step: 0}},
+		{"dsb mid forward phase", dsbYAML, Position{Phase: 3, Step: 2}},
+		{"si mid phase", siYAML, Position{Phase: 0, Step: 5}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			j := newJob(t, tc.yaml)
@@ -285,7 +285,7 @@ func TestOneReplicaMatchesSingleProcess(t *testing.T) {
 func TestDecodeRejectsBadSnapshots(t *testing.T) {
 	j := newJob(t, dsbYAML)
 	s := replicas(t, j, 1)
-	runReplicas(t, s, Position{1, 3})
+	runReplicas(t, s, Position{Phase: 1, Step: 3})
 	good := encode(t, s[0])
 	other := newJob(t, strings.Replace(dsbYAML, "seed: 3", "seed: 5", 1))
 	si := newJob(t, siYAML)
@@ -313,16 +313,16 @@ func TestCheckpointMetaRoundTrip(t *testing.T) {
 	j := newJob(t, dsbYAML)
 	for p := 0; p <= j.Phases(); p++ {
 		for _, step := range []int64{0, 1, j.StepsPerPhase() - 1} {
-			pos := Position{p, step}
+			pos := Position{Phase: p, Step: step}
 			if j.Check(pos) != nil {
 				continue
 			}
-			if got := j.PositionOf(j.CheckpointMeta(pos)); got != pos {
-				t.Errorf("%v -> %+v -> %v", pos, j.CheckpointMeta(pos), got)
+			if got, err := j.PositionOf(j.CheckpointMeta(pos)); err != nil || got != pos {
+				t.Errorf("%v -> %+v -> %v, %v", pos, j.CheckpointMeta(pos), got, err)
 			}
 		}
 	}
-	if err := j.Check(Position{j.Phases(), 1}); err == nil {
+	if err := j.Check(Position{Phase: j.Phases(), Step: 1}); err == nil {
 		t.Error("a position past the end passed Check")
 	}
 	if got := fmt.Sprint(j.PhaseName(3)); got != "ipf 2 forward" {

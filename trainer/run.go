@@ -13,13 +13,9 @@ import (
 	"github.com/sbtrain/sbtrain/job"
 )
 
-func fromAPI(p *api.Position) job.Position {
-	return job.Position{Phase: int(p.GetPhase()), Step: p.GetStep()}
-}
+func fromAPI(p *api.Position) job.Position { return p.ToPosition() }
 
-func toAPI(p job.Position) *api.Position {
-	return &api.Position{Phase: int32(p.Phase), Step: p.Step}
-}
+func toAPI(p job.Position) *api.Position { return api.FromPosition(p) }
 
 // runPlan executes one RUN plan. It returns the plan that interrupted it
 // (nil when the generation ended on its own, e.g. after the final

@@ -292,7 +292,7 @@ func (t *Trainer) connect(ctx context.Context) (*grpc.ClientConn, *planStream, e
 		RingAddr: t.ep.Addr(), LastGeneration: t.lastGen}
 	if t.state != nil {
 		p := t.state.Position()
-		hello.HasState, hello.Held = true, &api.Position{Phase: int32(p.Phase), Step: p.Step}
+		hello.HasState, hello.Held = true, api.FromPosition(p)
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	stream, err := api.NewControlClient(conn).Follow(sctx, hello)
@@ -365,7 +365,7 @@ func (t *Trainer) execute(ctx context.Context, conn *grpc.ClientConn, ps *planSt
 			rep := &api.Report{TrainerId: t.opts.ID, Generation: plan.Generation, Kind: api.Report_HOLDING}
 			if t.state != nil {
 				p := t.state.Position()
-				rep.HasState, rep.Position = true, &api.Position{Phase: int32(p.Phase), Step: p.Step}
+				rep.HasState, rep.Position = true, api.FromPosition(p)
 			}
 			if err := t.report(ctx, client, rep); err != nil {
 				return false, err
