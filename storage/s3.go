@@ -316,7 +316,9 @@ func (s *s3Store) do(ctx context.Context, op, key string, rewind func() error, f
 				return fmt.Errorf("%w (body cannot be replayed for a retry: %v)", cerr, rerr)
 			}
 		}
-		s.log.Warn("S3 transient error, retrying", "op", op, "key", key, "attempt", attempt, "of", s.retry.Attempts, "wait", delay, "err", cerr)
+		// Per try at debug level: a caller that retries a whole outage
+		// reports it once (see Outage).
+		s.log.Debug("S3 transient error, retrying", "op", op, "key", key, "attempt", attempt, "of", s.retry.Attempts, "wait", delay, "err", cerr)
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():

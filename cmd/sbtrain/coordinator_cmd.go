@@ -148,6 +148,7 @@ func startCoordinator(ctx context.Context, j *job.Job, run string, store storage
 		MinWorkers: cf.workers, CheckpointEvery: cf.checkpointEvery, Store: store,
 		GossipAddr: gossip, GRPCAddr: grpcAddr, LeaseTTL: cf.leaseTTL, Logger: slog.Default(),
 		OnProgress: onProgress, Method: j.Method(), PhaseNames: names, HTTPAddr: cf.http, Secret: cf.secret,
+		ConfigFields: j.Setup.Config.FieldDigests(),
 	}
 	if cf.httpTokenFile != "" {
 		b, err := os.ReadFile(cf.httpTokenFile)
@@ -184,7 +185,10 @@ type runFigures struct {
 	Wall time.Duration // the whole command
 	// Train is from the first run plan to the end: samples/s counts it,
 	// not process start-up; 0 means unknown (Wall is used).
-	Train     time.Duration
+	Train time.Duration
+	// Idle: this command trained nothing (the run was finished before it
+	// started), so it has no rate to report.
+	Idle      bool
 	Workers   int
 	AllReduce *float64 // mean share of step time in the all-reduce
 	// From is where this command's training started (a resumed run
@@ -195,9 +199,29 @@ type runFigures struct {
 // measure reads the training start from the coordinator; call it when the
 // run has just finished.
 func (f *runFigures) measure(ctx context.Context, c *coordinator.Coordinator) {
-	if first, from, err := c.FirstRun(ctx); err == nil && !first.IsZero() {
+	first, from, err := c.FirstRun(ctx)
+	switch {
+	case err != nil:
+	case first.IsZero():
+		f.Idle = true
+	default:
 		f.Train, f.From = time.Since(first), from
 	}
+}
+
+// samplesPerSec is the training rate of this command: the rows of the
+// steps it trained (rows in all, less those before From) over its
+// training time; 0 when it trained nothing.
+func (f runFigures) samplesPerSec(rows, stepsPerPhase int64, batch int) float64 {
+	train := f.Train
+	if train == 0 {
+		train = f.Wall
+	}
+	done := (int64(f.From.Phase)*stepsPerPhase + f.From.Step) * int64(batch)
+	if f.Idle || train <= 0 || rows <= done {
+		return 0
+	}
+	return float64(rows-done) / train.Seconds()
 }
 
 // concludeRun loads the run's final checkpoint, evaluates the model as
@@ -241,14 +265,8 @@ func concludeRun(ctx context.Context, j *job.Job, store storage.Store, run, out 
 		rows += int64(len(losses)) * int64(j.Batch())
 	}
 	// A resumed run only trained the steps after its checkpoint; its rate
-	// counts those alone.
-	if train := fig.Train; train > 0 || fig.Wall > 0 {
-		if train == 0 {
-			train = fig.Wall
-		}
-		done := (int64(fig.From.Phase)*j.StepsPerPhase() + fig.From.Step) * int64(j.Batch())
-		m.SamplesPerSec = float64(rows-done) / train.Seconds()
-	}
+	// counts those alone, and a finished run started again has none.
+	m.SamplesPerSec = fig.samplesPerSec(rows, j.StepsPerPhase(), j.Batch())
 	outcome, err := j.Setup.Conclude(ctx, model, m)
 	if err != nil {
 		return err
@@ -257,6 +275,9 @@ func concludeRun(ctx context.Context, j *job.Job, store storage.Store, run, out 
 		return err
 	}
 	printSummary(w, outcome.Metrics)
+	if fig.Idle {
+		fmt.Fprintf(w, "run %s was already finished: this command trained no steps, so it measured no training rate\n", run)
+	}
 	fmt.Fprintf(w, "wrote %s/{%s,%s,%s,%s,%s,*.safetensors} from checkpoint %s\n", out, experiment.ConfigFile, experiment.MetricsFile,
 		experiment.SamplesPlot, experiment.TrajectoriesPlot, experiment.LossPlot, storage.ID{Seq: l.Manifest.Seq, Phase: l.Manifest.Phase, Step: l.Manifest.Step})
 	return nil
