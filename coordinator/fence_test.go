@@ -258,3 +258,45 @@ func TestFollowNamesDifferingFields(t *testing.T) {
 	}
 	wantCode(t, "follow", err, codes.FailedPrecondition, "config differs from the coordinator's in seed (hash other-hash", testHash)
 }
+
+// TestStoreOutagePausesUntilStorageAnswers: rank 0 reporting that storage
+// refused its checkpoint for longer than it tolerates pauses the run,
+// saying why; the run resumes by itself once a write (the lease's
+// renewal) succeeds again.
+func TestStoreOutagePausesUntilStorageAnswers(t *testing.T) {
+	checkGoroutines(t)
+	log := testLogger(t)
+	fs := &faultStore{Store: openStore(t)}
+	opts := serverOptions(fs, log)
+	opts.LeaseTTL = 3 * time.Second
+	c := startOwned(t, opts)
+	t1 := newFakeTrainer(t, c, "t1", log)
+	ps := t1.follow(t1.hello())
+	_, run := t1.runPlan(ps)
+	ctx, cancel := context.WithTimeout(context.Background(), planWithin)
+	defer cancel()
+	fs.blocked.Store(true)
+	if _, err := t1.client.Report(ctx, &api.Report{TrainerId: "t1", Generation: run.Generation, Kind: api.Report_STORE_OUTAGE,
+		Error: "checkpoint at phase 0 step 5: storage failed for 1m0s (40 tries): read-only file system"}); err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	pause := ps.next(api.Plan_PAUSE)
+	if !strings.Contains(pause.Reason, "storage unavailable (reported by t1)") || !strings.Contains(pause.Reason, "read-only") {
+		t.Errorf("pause reason %q does not say why", pause.Reason)
+	}
+	t1.hold(pause)
+	time.Sleep(time.Second)
+	select {
+	case p := <-ps.plans:
+		t.Fatalf("a %v plan while storage is out", p.Kind)
+	default:
+	}
+	fs.blocked.Store(false)
+	resumed := ps.next(api.Plan_PAUSE)
+	if !strings.Contains(resumed.Reason, "storage answers again") {
+		t.Errorf("pause reason %q after storage came back", resumed.Reason)
+	}
+	t1.hold(resumed)
+	ps.next(api.Plan_RUN)
+	ps.stop()
+}

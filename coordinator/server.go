@@ -401,10 +401,18 @@ func (c *Coordinator) storeOutage(from, why string) {
 			err := l.Renew(rctx)
 			cancel()
 			if err == nil || errors.Is(err, storage.ErrLeaseLost) {
-				// Back, or the lease is gone: then leaseLost takes over.
 				_ = c.post(c.ctx, func() {
 					c.outage = false
-					if err == nil && !c.retaking {
+					switch {
+					case c.lease != l:
+						// Lost during the outage and taken back since: the
+						// new lease writes, so storage answers.
+						if !c.retaking {
+							c.feed(c.ctx, Resume{Reason: "storage answers again"})
+						}
+					case err != nil:
+						c.leaseLost(err) // it resumes the run if it takes the lease back
+					case !c.retaking:
 						c.log.Info("storage answers again; resuming the run")
 						c.feed(c.ctx, Resume{Reason: "storage answers again"})
 					}
