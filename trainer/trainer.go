@@ -8,6 +8,9 @@
 //
 // A trainer keeps its state in memory across generations and across a
 // lost coordinator, so a re-plan redoes at most the step in flight.
+// Every checkpoint is a barrier of the ring: rank 0 writes and commits it,
+// retrying storage with backoff while it tells the others to wait, and
+// nobody steps on before the commit.
 package trainer
 
 import (
