@@ -68,7 +68,7 @@ func (o *Outage) Failed(err error) (tries int, lasted time.Duration) {
 	now := time.Now()
 	if o.start.IsZero() {
 		o.start = now
-		o.log.Warn("storage failing; retrying with backoff", "op", o.what, "err", err)
+		o.log.Warn("storage failing", "op", o.what, "err", err)
 	}
 	o.tries++
 	o.last = err

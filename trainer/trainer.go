@@ -163,7 +163,7 @@ func Run(ctx context.Context, opts Options) error {
 	t.rejects = runauth.NewRejects(t.log, 0)
 	t.stall = startStallWatch(ctx)
 	t.backoff = storage.Backoff{Base: 200 * time.Millisecond, Max: 5 * time.Second}
-	t.outage = storage.NewOutage(t.log, "checkpoint")
+	t.outage = storage.NewOutage(t.log, "checkpoint, retried with backoff")
 	lopts := allreduce.ListenOptions{HandshakeTimeout: opts.RingDeadline, Logger: t.log,
 		Refused: func(from, why string) { t.rejects.Refused("ring", from, why) }}
 	if opts.Secret != nil {
