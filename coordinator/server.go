@@ -304,6 +304,11 @@ func (c *Coordinator) leaseLost(err error) {
 	go func() { defer c.wg.Done(); c.retake(old) }()
 }
 
+// ErrDeposed marks the error Wait returns when this coordinator lost the
+// run's lease to another coordinator (or could not take it back): the
+// run goes on under that one, from the last committed checkpoint.
+var ErrDeposed = errors.New("coordinator deposed")
+
 // retakeFor bounds how long a coordinator cut off from storage keeps
 // trying to take its lease back before it gives up.
 const retakeFor = 10 * time.Minute
@@ -333,19 +338,19 @@ func (c *Coordinator) retake(old *storage.Lease) {
 			_ = l.Release(rctx)
 			cancel()
 			if ferr == nil || errors.Is(ferr, storage.ErrFenced) {
-				c.die(fmt.Errorf("coordinator of run %s lost its lease (generation %d) and another coordinator held the run meanwhile (generation %d fenced it); stopping: start it again to resume from the run's LATEST checkpoint",
-					c.opts.Run, old.Generation(), max(prev, l.Generation()-1)))
+				c.die(fmt.Errorf("coordinator of run %s lost its lease (generation %d) and another coordinator held the run meanwhile (generation %d fenced it); stopping: start it again to resume from the run's LATEST checkpoint: %w",
+					c.opts.Run, old.Generation(), max(prev, l.Generation()-1), ErrDeposed))
 				return
 			}
 			err = ferr
 		case errors.As(err, &held) && held.Holder.Token != old.Info.Token:
-			c.die(fmt.Errorf("coordinator of run %s lost its lease: %w; stopping, and leaving the run to that holder", c.opts.Run, err))
+			c.die(fmt.Errorf("coordinator of run %s lost its lease: %w; stopping, and leaving the run to that holder: %w", c.opts.Run, err, ErrDeposed))
 			return
 		}
 		// Storage still failing, or our own old lease not yet expired by
 		// the store's clock: wait.
 		if _, lasted := out.Failed(err); lasted > retakeFor {
-			c.die(fmt.Errorf("coordinator of run %s lost its lease and could not take it back for %s: %w", c.opts.Run, lasted.Round(time.Second), err))
+			c.die(fmt.Errorf("coordinator of run %s lost its lease and could not take it back for %s: %w: %w", c.opts.Run, lasted.Round(time.Second), err, ErrDeposed))
 			return
 		}
 		select {

@@ -116,6 +116,9 @@ func runCoordinator(ctx context.Context, args []string) error {
 		fmt.Fprintf(os.Stderr, "dashboard: %s\n", u)
 	}
 	if err := c.Wait(ctx); err != nil {
+		if errors.Is(err, coordinator.ErrDeposed) {
+			leaveOutputs(ctx, j, store, run, cf.out, runFigures{Wall: time.Since(start), AllReduce: watcher.allReduce()}, c)
+		}
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			// SIGTERM or ^C is how an operator (or Kubernetes) stops a
 			// coordinator: an orderly stop, not a failure. The run resumes
@@ -131,7 +134,26 @@ func runCoordinator(ctx context.Context, args []string) error {
 	fig := runFigures{Wall: time.Since(start), AllReduce: watcher.allReduce()}
 	fig.measure(ctx, c)
 	watcher.finish()
-	return concludeRun(ctx, j, store, run, cf.out, fig, os.Stdout)
+	return concludeRun(ctx, j, store, run, cf.out, fig, os.Stdout, "")
+}
+
+// leaveOutputs writes the outputs of the last checkpoint c committed, for
+// a coordinator that lost its run to another: the networks and figures of
+// what it trained, not nothing. Failing to is only logged: the lease error
+// is the news.
+func leaveOutputs(ctx context.Context, j *job.Job, store storage.Store, run, out string, fig runFigures, c *coordinator.Coordinator) {
+	if out == "" {
+		return
+	}
+	cm, err := c.Committed(ctx)
+	if err != nil || cm.Checkpoint == "" {
+		return
+	}
+	fig.measure(ctx, c)
+	slog.Warn("writing the outputs of the last checkpoint this coordinator committed", "checkpoint", cm.Checkpoint, "out", out)
+	if err := concludeRun(ctx, j, store, run, out, fig, os.Stdout, cm.Checkpoint); err != nil {
+		slog.Warn("outputs of the last committed checkpoint", "checkpoint", cm.Checkpoint, "err", err)
+	}
 }
 
 // startCoordinator starts the run's coordinator; with cf.http it serves
@@ -226,12 +248,21 @@ func (f runFigures) samplesPerSec(rows, stepsPerPhase int64, batch int) float64 
 
 // concludeRun loads the run's final checkpoint, evaluates the model as
 // `sbtrain train` does and writes the same files.
-func concludeRun(ctx context.Context, j *job.Job, store storage.Store, run, out string, fig runFigures, w io.Writer) error {
+// checkpoint names the checkpoint to conclude from; "" is the newest.
+func concludeRun(ctx context.Context, j *job.Job, store storage.Store, run, out string, fig runFigures, w io.Writer, checkpoint string) error {
 	ckpts, err := storage.NewCheckpoints(store, run, slog.Default())
 	if err != nil {
 		return err
 	}
-	l, err := ckpts.LoadLatest(ctx)
+	var l *storage.Loaded
+	if checkpoint == "" {
+		l, err = ckpts.LoadLatest(ctx)
+	} else {
+		var id storage.ID
+		if id, err = storage.ParseID(checkpoint); err == nil {
+			l, err = ckpts.Load(ctx, id)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("load the final checkpoint of run %s: %w", run, err)
 	}

@@ -171,6 +171,11 @@ func TestClusterSplitBrain(t *testing.T) {
 	if out := a.out.String(); !strings.Contains(out, "held by") || !strings.Contains(out, holder) {
 		t.Errorf("the first local's output does not name the holder at %s:\n%s", holder, tail(out, 15))
 	}
+	// It leaves the outputs of the last checkpoint it committed.
+	mustExist(t, filepath.Join(outA, "metrics.json"))
+	if !strings.Contains(a.out.String(), "from checkpoint") {
+		t.Errorf("the first local does not say which checkpoint its outputs are from:\n%s", tail(a.out.String(), 15))
+	}
 	b.waitOK(procTimeout())
 	mustExist(t, filepath.Join(outB, "metrics.json"))
 	requireSameBytes(t, readFinal(t, store), base.state)

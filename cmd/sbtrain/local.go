@@ -157,6 +157,10 @@ func runLocal(ctx context.Context, args []string) error {
 		select {
 		case err := <-done:
 			cancel()
+			if errors.Is(err, coordinator.ErrDeposed) {
+				stopTrainers()
+				leaveOutputs(ctx, j, store, run, cf.out, runFigures{Wall: time.Since(start), Workers: cf.workers, AllReduce: watcher.allReduce()}, c)
+			}
 			if err != nil {
 				return err
 			}
@@ -224,7 +228,7 @@ func finishLocal(ctx context.Context, j *job.Job, run string, cf coordFlags, sta
 	}
 	c.Close()
 	printer.finish()
-	return concludeRun(ctx, j, store, run, cf.out, fig, os.Stdout)
+	return concludeRun(ctx, j, store, run, cf.out, fig, os.Stdout, "")
 }
 
 // startChild starts a trainer process whose output goes to logPath and
