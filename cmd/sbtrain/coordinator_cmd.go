@@ -137,20 +137,23 @@ func runCoordinator(ctx context.Context, args []string) error {
 	return concludeRun(ctx, j, store, run, cf.out, fig, os.Stdout, "")
 }
 
-// leaveOutputs writes the outputs of the last checkpoint c committed, for
-// a coordinator that lost its run to another: the networks and figures of
-// what it trained, not nothing. Failing to is only logged: the lease error
-// is the news.
+// leaveOutputs is for a coordinator that lost its run to another: if the
+// last checkpoint it committed is the end of the run, it writes that
+// run's outputs (it trained to completion, and exits with them); a run
+// not finished is left, committed, to the new holder, which writes them
+// when it finishes. Failing is only logged: the lease error is the news.
 func leaveOutputs(ctx context.Context, j *job.Job, store storage.Store, run, out string, fig runFigures, c *coordinator.Coordinator) {
-	if out == "" {
+	cm, err := c.Committed(ctx)
+	if err != nil || out == "" {
 		return
 	}
-	cm, err := c.Committed(ctx)
-	if err != nil || cm.Checkpoint == "" {
+	if cm.Pos != (coordinator.Position{Phase: j.Phases()}) {
+		slog.Info("the run is not finished: its new holder resumes from the last committed checkpoint and writes the outputs",
+			"run", run, "committed", cm.Checkpoint, "at", cm.Pos.String())
 		return
 	}
 	fig.measure(ctx, c)
-	slog.Warn("writing the outputs of the last checkpoint this coordinator committed", "checkpoint", cm.Checkpoint, "out", out)
+	slog.Warn("writing the outputs of the run's final checkpoint, which this coordinator committed", "checkpoint", cm.Checkpoint, "out", out)
 	if err := concludeRun(ctx, j, store, run, out, fig, os.Stdout, cm.Checkpoint); err != nil {
 		slog.Warn("outputs of the last committed checkpoint", "checkpoint", cm.Checkpoint, "err", err)
 	}

@@ -167,18 +167,26 @@ func TestClusterSplitBrain(t *testing.T) {
 	if err := a.wait(time.Minute); err == nil {
 		t.Fatal("the first local exited 0 beside the second")
 	}
-	t.Logf("first local exited %s after storage came back, saying: %s", time.Since(lostAt).Round(time.Millisecond), tail(a.out.String(), 1))
+	t.Logf("first local exited %s after storage came back, saying: %s", time.Since(lostAt).Round(time.Millisecond), lastLine(a.out.String()))
 	if out := a.out.String(); !strings.Contains(out, "held by") || !strings.Contains(out, holder) {
 		t.Errorf("the first local's output does not name the holder at %s:\n%s", holder, tail(out, 15))
 	}
-	// It leaves the outputs of the last checkpoint it committed.
-	mustExist(t, filepath.Join(outA, "metrics.json"))
-	if !strings.Contains(a.out.String(), "from checkpoint") {
-		t.Errorf("the first local does not say which checkpoint its outputs are from:\n%s", tail(a.out.String(), 15))
+	// It leaves the run, unfinished, to the new holder, and says so.
+	if !strings.Contains(a.out.String(), "the run is not finished: its new holder resumes from the last committed checkpoint") {
+		t.Errorf("the first local does not say it leaves the run to its new holder:\n%s", tail(a.out.String(), 15))
 	}
 	b.waitOK(procTimeout())
 	mustExist(t, filepath.Join(outB, "metrics.json"))
-	requireSameBytes(t, readFinal(t, store), base.state)
+	// Exact as any resume with the same ring; on a loaded machine gossip
+	// may drop a trainer for a moment, and a ring of another size sums in
+	// another order, so then the bar is the elastic one.
+	final := readFinal(t, store)
+	if n := smallerRings(b, 3); n == 0 {
+		requireSameBytes(t, final, base.state)
+	} else {
+		t.Logf("the second local re-planned %d times with fewer than 3 trainers: comparing within 1e-4", n)
+		requireClose(t, final, base.state, 1e-4)
+	}
 
 	// Exactly one committer after the takeover: every manifest of the
 	// first coordinator's generation was created before its lease lapsed.
@@ -219,8 +227,13 @@ func TestClusterSplitBrain(t *testing.T) {
 		for _, d := range p.logDirs {
 			files, _ := filepath.Glob(filepath.Join(d, "*.log"))
 			for _, f := range files {
-				if fi, err := os.Stat(f); err == nil {
-					n += fi.Size()
+				body, err := os.ReadFile(f)
+				if err != nil {
+					continue
+				}
+				n += int64(len(body))
+				if k := strings.Count(string(body), "storage failing"); k > 3 {
+					t.Errorf("%s: %d lines about the outage, want one per outage and kind", f, k)
 				}
 			}
 		}
@@ -230,4 +243,24 @@ func TestClusterSplitBrain(t *testing.T) {
 	if total > 1<<20 {
 		t.Errorf("%d bytes of logs in all, want under 1 MiB", total)
 	}
+}
+
+// smallerRings counts the run plans p logged with fewer than n members.
+func smallerRings(p *proc, n int) int {
+	lines, _ := p.out.since(0)
+	count := 0
+	for _, ln := range lines {
+		if !logged("plan", "kind", "run")(ln) {
+			continue
+		}
+		if m := attrs(ln)["members"]; len(strings.Split(m, ",")) < n {
+			count++
+		}
+	}
+	return count
+}
+
+func lastLine(s string) string {
+	s = strings.TrimRight(s, "\n")
+	return s[strings.LastIndexByte(s, '\n')+1:]
 }
