@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -263,4 +264,45 @@ func smallerRings(p *proc, n int) int {
 func lastLine(s string) string {
 	s = strings.TrimRight(s, "\n")
 	return s[strings.LastIndexByte(s, '\n')+1:]
+}
+
+// A trainer SIGSTOPped past the ring deadline and then SIGCONTed timed
+// its peers out, not they it: when its own collective fails on waking it
+// blames no peer (it used to name a healthy neighbour as the suspect).
+// The run goes on without it and finishes.
+func TestClusterStoppedTrainerBlamesNoPeer(t *testing.T) {
+	skipUnderRace(t)
+	dir := t.TempDir()
+	cfg := writeClusterConfig(t, 3)
+	storeDir, out := filepath.Join(dir, "store"), filepath.Join(dir, "out")
+	storeURL := "file://" + storeDir
+	gossip := freeAddr(t)
+	coord := startProc(t, "coordinator", dir, coordinatorArgs(cfg, storeURL, gossip, out, 3)...)
+	coord.waitLine(0, time.Minute, "coordinator started", logged("coordinator started"))
+	trainers := map[string]*proc{}
+	for _, id := range []string{"trainer-0", "trainer-1", "trainer-2"} {
+		trainers[id] = startProc(t, id, dir, append(trainerArgs(cfg, storeURL, gossip, id), "--ring-deadline", "2s")...)
+	}
+	waitLatest(t, coord, storeDir, time.Minute, func(storage.ID) bool { return true })
+	stopped := trainers["trainer-1"]
+	if err := syscall.Kill(stopped.cmd.Process.Pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	coord.waitLine(0, 30*time.Second, "trainer-1's departure", logged("member left", "id", "trainer-1"))
+	time.Sleep(4 * time.Second) // twice the ring deadline
+	from := len(strings.Split(stopped.out.String(), "\n")) - 1
+	if err := syscall.Kill(stopped.cmd.Process.Pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	woke := time.Now()
+	coord.waitOK(procTimeout())
+	lines, _ := stopped.out.since(from)
+	for _, ln := range lines {
+		if logged("generation failed")(ln) && ln.at.Sub(woke) < 5*time.Second {
+			t.Errorf("trainer-1, woken from SIGSTOP, blames a peer: %s", ln.text)
+		}
+		if logged("generation failed while this trainer was stalled; blaming no peer")(ln) {
+			t.Logf("trainer-1 on waking: %s", ln.text)
+		}
+	}
 }
