@@ -140,6 +140,10 @@ const (
 	Report_HOLDING          Report_Kind = 1 // reply to PAUSE
 	Report_PROGRESS         Report_Kind = 2 // steps done
 	Report_RING_FAILED      Report_Kind = 3 // a collective failed; error names the peer
+	// STORE_OUTAGE: rank 0 could not write a checkpoint for longer than
+	// it tolerates; error says why. The coordinator pauses the run until
+	// storage answers again.
+	Report_STORE_OUTAGE Report_Kind = 4
 )
 
 // Enum value maps for Report_Kind.
@@ -149,12 +153,14 @@ var (
 		1: "HOLDING",
 		2: "PROGRESS",
 		3: "RING_FAILED",
+		4: "STORE_OUTAGE",
 	}
 	Report_Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED": 0,
 		"HOLDING":          1,
 		"PROGRESS":         2,
 		"RING_FAILED":      3,
+		"STORE_OUTAGE":     4,
 	}
 )
 
@@ -251,8 +257,12 @@ type Hello struct {
 	HasState       bool      `protobuf:"varint,5,opt,name=has_state,json=hasState,proto3" json:"has_state,omitempty"`
 	Held           *Position `protobuf:"bytes,6,opt,name=held,proto3" json:"held,omitempty"`
 	LastGeneration uint64    `protobuf:"varint,7,opt,name=last_generation,json=lastGeneration,proto3" json:"last_generation,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// config_fields digests each field of the trainer's run config (dotted
+	// path to a short hash of its value), so a coordinator that refuses
+	// another config names the fields that differ, not only the hashes.
+	ConfigFields  map[string]string `protobuf:"bytes,8,rep,name=config_fields,json=configFields,proto3" json:"config_fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -334,6 +344,13 @@ func (x *Hello) GetLastGeneration() uint64 {
 	return 0
 }
 
+func (x *Hello) GetConfigFields() map[string]string {
+	if x != nil {
+		return x.ConfigFields
+	}
+	return nil
+}
+
 type PlanMember struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TrainerId     string                 `protobuf:"bytes,1,opt,name=trainer_id,json=trainerId,proto3" json:"trainer_id,omitempty"`
@@ -406,8 +423,12 @@ type Plan struct {
 	CheckpointEvery int64                  `protobuf:"varint,8,opt,name=checkpoint_every,json=checkpointEvery,proto3" json:"checkpoint_every,omitempty"`
 	Run             string                 `protobuf:"bytes,9,opt,name=run,proto3" json:"run,omitempty"`
 	Reason          string                 `protobuf:"bytes,10,opt,name=reason,proto3" json:"reason,omitempty"` // why this plan, for logs
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// commit_start: in a run plan, start is a phase end that is not yet
+	// committed; rank 0 commits the state at start before it steps, so that
+	// no phase closes without its phase-end checkpoint.
+	CommitStart   bool `protobuf:"varint,11,opt,name=commit_start,json=commitStart,proto3" json:"commit_start,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Plan) Reset() {
@@ -508,6 +529,13 @@ func (x *Plan) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *Plan) GetCommitStart() bool {
+	if x != nil {
+		return x.CommitStart
+	}
+	return false
 }
 
 type Report struct {
@@ -1183,7 +1211,7 @@ const file_control_proto_rawDesc = "" +
 	"\rcontrol.proto\x12\x12sbtrain.control.v1\"4\n" +
 	"\bPosition\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\x05R\x05phase\x12\x12\n" +
-	"\x04step\x18\x02 \x01(\x03R\x04step\"\xf6\x01\n" +
+	"\x04step\x18\x02 \x01(\x03R\x04step\"\x89\x03\n" +
 	"\x05Hello\x12\x1d\n" +
 	"\n" +
 	"trainer_id\x18\x01 \x01(\tR\ttrainerId\x12\x1f\n" +
@@ -1193,13 +1221,17 @@ const file_control_proto_rawDesc = "" +
 	"\tring_addr\x18\x04 \x01(\tR\bringAddr\x12\x1b\n" +
 	"\thas_state\x18\x05 \x01(\bR\bhasState\x120\n" +
 	"\x04held\x18\x06 \x01(\v2\x1c.sbtrain.control.v1.PositionR\x04held\x12'\n" +
-	"\x0flast_generation\x18\a \x01(\x04R\x0elastGeneration\"`\n" +
+	"\x0flast_generation\x18\a \x01(\x04R\x0elastGeneration\x12P\n" +
+	"\rconfig_fields\x18\b \x03(\v2+.sbtrain.control.v1.Hello.ConfigFieldsEntryR\fconfigFields\x1a?\n" +
+	"\x11ConfigFieldsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"`\n" +
 	"\n" +
 	"PlanMember\x12\x1d\n" +
 	"\n" +
 	"trainer_id\x18\x01 \x01(\tR\ttrainerId\x12\x1b\n" +
 	"\tring_addr\x18\x02 \x01(\tR\bringAddr\x12\x16\n" +
-	"\x06shards\x18\x03 \x03(\x05R\x06shards\"\xa4\x04\n" +
+	"\x06shards\x18\x03 \x03(\x05R\x06shards\"\xc7\x04\n" +
 	"\x04Plan\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -1216,7 +1248,8 @@ const file_control_proto_rawDesc = "" +
 	"\x10checkpoint_every\x18\b \x01(\x03R\x0fcheckpointEvery\x12\x10\n" +
 	"\x03run\x18\t \x01(\tR\x03run\x12\x16\n" +
 	"\x06reason\x18\n" +
-	" \x01(\tR\x06reason\"F\n" +
+	" \x01(\tR\x06reason\x12!\n" +
+	"\fcommit_start\x18\v \x01(\bR\vcommitStart\"F\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04WAIT\x10\x01\x12\t\n" +
@@ -1229,7 +1262,7 @@ const file_control_proto_rawDesc = "" +
 	"\x04INIT\x10\x01\x12\x0e\n" +
 	"\n" +
 	"CHECKPOINT\x10\x02\x12\b\n" +
-	"\x04PEER\x10\x03\"\xc7\x04\n" +
+	"\x04PEER\x10\x03\"\xd9\x04\n" +
 	"\x06Report\x12\x1d\n" +
 	"\n" +
 	"trainer_id\x18\x01 \x01(\tR\ttrainerId\x12\x1e\n" +
@@ -1248,12 +1281,13 @@ const file_control_proto_rawDesc = "" +
 	"\x05steps\x18\v \x01(\x03R\x05steps\x12!\n" +
 	"\fstep_seconds\x18\f \x01(\x01R\vstepSeconds\x12+\n" +
 	"\x11allreduce_seconds\x18\r \x01(\x01R\x10allreduceSeconds\x12'\n" +
-	"\x0fallreduce_bytes\x18\x0e \x01(\x03R\x0eallreduceBytes\"H\n" +
+	"\x0fallreduce_bytes\x18\x0e \x01(\x03R\x0eallreduceBytes\"Z\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aHOLDING\x10\x01\x12\f\n" +
 	"\bPROGRESS\x10\x02\x12\x0f\n" +
-	"\vRING_FAILED\x10\x03\"\x05\n" +
+	"\vRING_FAILED\x10\x03\x12\x10\n" +
+	"\fSTORE_OUTAGE\x10\x04\"\x05\n" +
 	"\x03Ack\"X\n" +
 	"\x04Blob\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
@@ -1323,7 +1357,7 @@ func file_control_proto_rawDescGZIP() []byte {
 }
 
 var file_control_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_control_proto_goTypes = []any{
 	(Plan_Kind)(0),        // 0: sbtrain.control.v1.Plan.Kind
 	(Plan_Source)(0),      // 1: sbtrain.control.v1.Plan.Source
@@ -1340,33 +1374,35 @@ var file_control_proto_goTypes = []any{
 	(*StatusRequest)(nil), // 12: sbtrain.control.v1.StatusRequest
 	(*MemberStatus)(nil),  // 13: sbtrain.control.v1.MemberStatus
 	(*RunStatus)(nil),     // 14: sbtrain.control.v1.RunStatus
+	nil,                   // 15: sbtrain.control.v1.Hello.ConfigFieldsEntry
 }
 var file_control_proto_depIdxs = []int32{
 	3,  // 0: sbtrain.control.v1.Hello.held:type_name -> sbtrain.control.v1.Position
-	0,  // 1: sbtrain.control.v1.Plan.kind:type_name -> sbtrain.control.v1.Plan.Kind
-	5,  // 2: sbtrain.control.v1.Plan.members:type_name -> sbtrain.control.v1.PlanMember
-	3,  // 3: sbtrain.control.v1.Plan.start:type_name -> sbtrain.control.v1.Position
-	1,  // 4: sbtrain.control.v1.Plan.source:type_name -> sbtrain.control.v1.Plan.Source
-	2,  // 5: sbtrain.control.v1.Report.kind:type_name -> sbtrain.control.v1.Report.Kind
-	3,  // 6: sbtrain.control.v1.Report.position:type_name -> sbtrain.control.v1.Position
-	3,  // 7: sbtrain.control.v1.CommitRequest.position:type_name -> sbtrain.control.v1.Position
-	9,  // 8: sbtrain.control.v1.CommitRequest.blobs:type_name -> sbtrain.control.v1.Blob
-	3,  // 9: sbtrain.control.v1.MemberStatus.position:type_name -> sbtrain.control.v1.Position
-	3,  // 10: sbtrain.control.v1.RunStatus.committed:type_name -> sbtrain.control.v1.Position
-	13, // 11: sbtrain.control.v1.RunStatus.members:type_name -> sbtrain.control.v1.MemberStatus
-	4,  // 12: sbtrain.control.v1.Control.Follow:input_type -> sbtrain.control.v1.Hello
-	7,  // 13: sbtrain.control.v1.Control.Report:input_type -> sbtrain.control.v1.Report
-	10, // 14: sbtrain.control.v1.Control.Commit:input_type -> sbtrain.control.v1.CommitRequest
-	12, // 15: sbtrain.control.v1.Control.Status:input_type -> sbtrain.control.v1.StatusRequest
-	6,  // 16: sbtrain.control.v1.Control.Follow:output_type -> sbtrain.control.v1.Plan
-	8,  // 17: sbtrain.control.v1.Control.Report:output_type -> sbtrain.control.v1.Ack
-	11, // 18: sbtrain.control.v1.Control.Commit:output_type -> sbtrain.control.v1.CommitReply
-	14, // 19: sbtrain.control.v1.Control.Status:output_type -> sbtrain.control.v1.RunStatus
-	16, // [16:20] is the sub-list for method output_type
-	12, // [12:16] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	15, // 1: sbtrain.control.v1.Hello.config_fields:type_name -> sbtrain.control.v1.Hello.ConfigFieldsEntry
+	0,  // 2: sbtrain.control.v1.Plan.kind:type_name -> sbtrain.control.v1.Plan.Kind
+	5,  // 3: sbtrain.control.v1.Plan.members:type_name -> sbtrain.control.v1.PlanMember
+	3,  // 4: sbtrain.control.v1.Plan.start:type_name -> sbtrain.control.v1.Position
+	1,  // 5: sbtrain.control.v1.Plan.source:type_name -> sbtrain.control.v1.Plan.Source
+	2,  // 6: sbtrain.control.v1.Report.kind:type_name -> sbtrain.control.v1.Report.Kind
+	3,  // 7: sbtrain.control.v1.Report.position:type_name -> sbtrain.control.v1.Position
+	3,  // 8: sbtrain.control.v1.CommitRequest.position:type_name -> sbtrain.control.v1.Position
+	9,  // 9: sbtrain.control.v1.CommitRequest.blobs:type_name -> sbtrain.control.v1.Blob
+	3,  // 10: sbtrain.control.v1.MemberStatus.position:type_name -> sbtrain.control.v1.Position
+	3,  // 11: sbtrain.control.v1.RunStatus.committed:type_name -> sbtrain.control.v1.Position
+	13, // 12: sbtrain.control.v1.RunStatus.members:type_name -> sbtrain.control.v1.MemberStatus
+	4,  // 13: sbtrain.control.v1.Control.Follow:input_type -> sbtrain.control.v1.Hello
+	7,  // 14: sbtrain.control.v1.Control.Report:input_type -> sbtrain.control.v1.Report
+	10, // 15: sbtrain.control.v1.Control.Commit:input_type -> sbtrain.control.v1.CommitRequest
+	12, // 16: sbtrain.control.v1.Control.Status:input_type -> sbtrain.control.v1.StatusRequest
+	6,  // 17: sbtrain.control.v1.Control.Follow:output_type -> sbtrain.control.v1.Plan
+	8,  // 18: sbtrain.control.v1.Control.Report:output_type -> sbtrain.control.v1.Ack
+	11, // 19: sbtrain.control.v1.Control.Commit:output_type -> sbtrain.control.v1.CommitReply
+	14, // 20: sbtrain.control.v1.Control.Status:output_type -> sbtrain.control.v1.RunStatus
+	17, // [17:21] is the sub-list for method output_type
+	13, // [13:17] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_control_proto_init() }
@@ -1380,7 +1416,7 @@ func file_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_control_proto_rawDesc), len(file_control_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

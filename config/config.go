@@ -2,7 +2,9 @@
 // strictly (unknown fields and wrong types are errors), completed with
 // defaults, and validated with errors that name the offending field. The same
 // file drives a one-process `sbtrain train`, a local cluster and a Kubernetes
-// job, so it is the contract between all of them.
+// job, so it is the contract between all of them. Its Hash identifies a
+// config, and FieldDigests lets two processes name the fields in which
+// theirs differ.
 package config
 
 import (

@@ -15,6 +15,13 @@
 // generations within GenerationWindow of the counter, positions inside the
 // run and not behind where the member already was.
 //
+// The coordinator commits only under the run's lease, fenced with its
+// generation (storage.Checkpoints.Fence). When the lease is lost or lapses,
+// or rank 0 reports that storage has refused its checkpoint for too long,
+// the machine is suspended: every trainer is paused and no commit is
+// accepted until the lease is taken back (or storage answers); if another
+// coordinator took the run over, this one exits naming it.
+//
 // The state machine (Machine) is pure: it does no I/O, reads no clock,
 // starts no goroutines and draws no random numbers. The server feeds it one
 // Event at a time and carries out the Outputs it returns (publish a plan,

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sbtrain/sbtrain/storage"
@@ -114,7 +115,13 @@ type metricsLog struct {
 	// flushMu makes flushes one at a time, so an older copy of a chunk
 	// never overwrites a newer one.
 	flushMu sync.Mutex
+	// halted: the coordinator does not hold the run's lease, so another
+	// may be writing the same chunks; records wait in memory.
+	halted atomic.Bool
 }
+
+// halt stops (true) or restarts (false) writing to storage.
+func (l *metricsLog) halt(on bool) { l.halted.Store(on) }
 
 type chunk struct {
 	key  string
@@ -170,6 +177,9 @@ func (l *metricsLog) add(r MetricsRecord) {
 // flush writes the full chunks still waiting and the current chunk if it
 // changed. A failed write stays pending for the next flush.
 func (l *metricsLog) flush(ctx context.Context) error {
+	if l.halted.Load() {
+		return nil
+	}
 	l.flushMu.Lock()
 	defer l.flushMu.Unlock()
 	l.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sbtrain/sbtrain/api"
+	"github.com/sbtrain/sbtrain/config"
 	"github.com/sbtrain/sbtrain/dashboard"
 	"github.com/sbtrain/sbtrain/internal/runauth"
 	"github.com/sbtrain/sbtrain/membership"
@@ -67,6 +69,10 @@ type Options struct {
 	// DashboardToken, if set, is the bearer token the dashboard asks of
 	// every request but /healthz.
 	DashboardToken string
+	// ConfigFields digests each field of the run config
+	// (config.Config.FieldDigests), so that a trainer refused for another
+	// config is told which fields differ. Nil: only the hashes are named.
+	ConfigFields map[string]string
 }
 
 // Coordinator is a running coordinator: it holds the run's lease, serves
@@ -74,11 +80,20 @@ type Options struct {
 type Coordinator struct {
 	opts  Options
 	log   *slog.Logger
-	lease *storage.Lease
-	ckpts *storage.Checkpoints
-	node  *membership.Node
-	grpc  *grpc.Server
-	lis   net.Listener
+	lease *storage.Lease // replaced on the loop goroutine when taken back
+	// holder names this coordinator in the lease.
+	holder string
+	// retaking: the lease was lost and is being taken back; the machine
+	// is suspended meanwhile (loop goroutine only).
+	retaking bool
+	// outage: a trainer reported that storage fails; the machine is
+	// suspended until a lease renewal succeeds (loop goroutine only).
+	outage bool
+	ctx    context.Context // the coordinator's own, for goroutines it starts
+	ckpts  *storage.Checkpoints
+	node   *membership.Node
+	grpc   *grpc.Server
+	lis    net.Listener
 	// rejects logs refused attempts on every channel, rate-limited.
 	rejects *runauth.Rejects
 	// dash is the dashboard, web its server; both nil without HTTPAddr.
@@ -189,13 +204,20 @@ func Start(ctx context.Context, opts Options) (*Coordinator, error) {
 		}
 	}
 	host, _ := os.Hostname()
-	c.lease, err = storage.AcquireLease(ctx, opts.Store, opts.Run,
-		fmt.Sprintf("coordinator@%s (grpc %s)", host, lis.Addr()), storage.LeaseOptions{TTL: opts.LeaseTTL, Logger: c.log})
+	c.holder = fmt.Sprintf("coordinator@%s (grpc %s)", host, lis.Addr())
+	c.lease, err = storage.AcquireLease(ctx, opts.Store, opts.Run, c.holder, storage.LeaseOptions{TTL: opts.LeaseTTL, Logger: c.log})
 	if err != nil {
 		closeListeners()
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	committed, err := c.recover(ctx)
+	// Fence before recovering: a deposed coordinator's commit that lands
+	// after the fence is invisible to the recovery below and to every
+	// trainer, so all of them resume from one checkpoint.
+	_, err = c.ckpts.Fence(ctx, c.lease.Generation())
+	var committed Committed
+	if err == nil {
+		committed, err = c.recover(ctx)
+	}
 	if err == nil {
 		c.m, err = NewMachine(Config{Run: opts.Run, Phases: opts.Phases, StepsPerPhase: opts.StepsPerPhase, Shards: opts.Shards,
 			MinWorkers: opts.MinWorkers, CheckpointEvery: opts.CheckpointEvery, FirstGeneration: uint64(time.Now().Unix()) << 20}, committed)
@@ -209,7 +231,7 @@ func Start(ctx context.Context, opts Options) (*Coordinator, error) {
 		return nil, err
 	}
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	c.stop = cancel
+	c.stop, c.ctx = cancel, lctx
 	c.node, err = membership.Start(lctx, membership.Options{
 		Name: "coordinator", BindAddr: opts.GossipAddr, Logger: c.log, Secret: opts.Secret, Rejects: c.rejects,
 		Meta: membership.Meta{Role: membership.RoleCoordinator, Run: opts.Run, GRPC: lis.Addr().String(),
@@ -237,22 +259,173 @@ func Start(ctx context.Context, opts Options) (*Coordinator, error) {
 	}
 	c.grpc = grpc.NewServer(sopts...)
 	api.RegisterControlServer(c.grpc, &service{c: c})
-	c.wg.Add(6)
+	c.wg.Add(5)
 	go func() { defer c.wg.Done(); _ = c.grpc.Serve(lis) }()
 	go func() { defer c.wg.Done(); c.loop(lctx) }()
 	go func() { defer c.wg.Done(); c.watchGossip(lctx) }()
 	go func() { defer c.wg.Done(); c.mlog.keepFlushing(lctx) }()
 	go func() { defer c.wg.Done(); c.commitHooks(lctx) }()
-	go func() {
-		defer c.wg.Done()
-		c.lease.Keep(lctx, 0, func(err error) { c.fatal <- fmt.Errorf("coordinator lost the lease of run %s: %w", opts.Run, err) })
-	}()
+	c.keepLease(c.lease)
 	c.log.Info("coordinator started", "run", opts.Run, "gossip", c.node.Addr(), "grpc", lis.Addr().String(),
+		"lease_generation", c.lease.Generation(),
 		"dashboard", c.DashboardURL(), "committed", committed.Pos.String(), "checkpoint", committed.Checkpoint, "min_workers", opts.MinWorkers)
 	if c.m.Done() {
 		c.log.Info("run already finished", "checkpoint", committed.Checkpoint)
 	}
 	return c, nil
+}
+
+// keepLease renews l until the coordinator stops; losing it suspends the
+// run (see leaseLost).
+func (c *Coordinator) keepLease(l *storage.Lease) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		l.Keep(c.ctx, 0, func(err error) {
+			_ = c.post(c.ctx, func() { c.leaseLost(err) })
+		})
+	}()
+}
+
+// leaseLost acts on a lost or lapsed lease at once (loop goroutine): no
+// further commit (the lease's Check and the fence refuse them anyway), no
+// further metrics chunk, the trainers paused; then the lease is taken
+// back, or the coordinator exits naming the holder.
+func (c *Coordinator) leaseLost(err error) {
+	if c.retaking {
+		return
+	}
+	c.retaking = true
+	c.mlog.halt(true)
+	c.log.Error("lost the run's lease: committing nothing, pausing the trainers, trying to take it back", "err", err)
+	c.feed(c.ctx, Suspend{Reason: "the coordinator lost the run's lease: " + err.Error()})
+	old := c.lease
+	c.wg.Add(1)
+	go func() { defer c.wg.Done(); c.retake(old) }()
+}
+
+// ErrDeposed marks the error Wait returns when this coordinator lost the
+// run's lease to another coordinator (or could not take it back): the
+// run goes on under that one, from the last committed checkpoint.
+var ErrDeposed = errors.New("coordinator deposed")
+
+// retakeFor bounds how long a coordinator cut off from storage keeps
+// trying to take its lease back before it gives up.
+const retakeFor = 10 * time.Minute
+
+// retake tries, with backoff, to acquire the lease again after old was
+// lost. It succeeds only if nobody else held the run meanwhile (the fence
+// shows old's generation still newest): then the run resumes where this
+// coordinator's machine is. Otherwise the coordinator exits naming the
+// holder; its trainers are paused and the run's storage holds the last
+// committed checkpoint for the new holder to resume from.
+func (c *Coordinator) retake(old *storage.Lease) {
+	b := storage.Backoff{Base: 250 * time.Millisecond, Max: min(5*time.Second, old.TTL()/3)}
+	out := storage.NewOutage(c.log, "take the run's lease back")
+	for c.ctx.Err() == nil {
+		l, err := storage.AcquireLease(c.ctx, c.opts.Store, c.opts.Run, c.holder,
+			storage.LeaseOptions{TTL: old.TTL(), Logger: c.log})
+		var held *storage.LeaseHeldError
+		switch {
+		case err == nil:
+			prev, ferr := c.ckpts.Fence(c.ctx, l.Generation())
+			if ferr == nil && prev == old.Generation() {
+				out.Ended()
+				_ = c.post(c.ctx, func() { c.leaseRetaken(l) })
+				return
+			}
+			rctx, cancel := context.WithTimeout(c.ctx, 3*time.Second)
+			_ = l.Release(rctx)
+			cancel()
+			if ferr == nil || errors.Is(ferr, storage.ErrFenced) {
+				c.die(fmt.Errorf("coordinator of run %s lost its lease (generation %d) and another coordinator held the run meanwhile (generation %d fenced it); stopping: start it again to resume from the run's LATEST checkpoint: %w",
+					c.opts.Run, old.Generation(), max(prev, l.Generation()-1), ErrDeposed))
+				return
+			}
+			err = ferr
+		case errors.As(err, &held) && held.Holder.Token != old.Info.Token:
+			c.die(fmt.Errorf("coordinator of run %s lost its lease: %w; stopping, and leaving the run to that holder: %w", c.opts.Run, err, ErrDeposed))
+			return
+		}
+		// Storage still failing, or our own old lease not yet expired by
+		// the store's clock: wait.
+		if _, lasted := out.Failed(err); lasted > retakeFor {
+			c.die(fmt.Errorf("coordinator of run %s lost its lease and could not take it back for %s: %w: %w", c.opts.Run, lasted.Round(time.Second), err, ErrDeposed))
+			return
+		}
+		select {
+		case <-c.ctx.Done():
+		case <-time.After(b.Next()):
+		}
+	}
+}
+
+// leaseRetaken resumes the run under the lease taken back (loop
+// goroutine).
+func (c *Coordinator) leaseRetaken(l *storage.Lease) {
+	c.lease = l
+	c.retaking = false
+	c.mlog.halt(false)
+	c.keepLease(l)
+	c.log.Info("took the run's lease back; resuming", "lease_generation", l.Generation())
+	if !c.outage {
+		c.feed(c.ctx, Resume{Reason: "the coordinator took the run's lease back"})
+	}
+}
+
+// die ends the coordinator with err (Wait returns it).
+func (c *Coordinator) die(err error) {
+	c.log.Error("coordinator stopping", "err", err)
+	select {
+	case c.fatal <- err:
+	default:
+	}
+}
+
+// storeOutage suspends the run after a trainer reported that checkpoints
+// could not be written for longer than it tolerates, and resumes it once
+// the lease's renewal (a write) succeeds again (loop goroutine).
+func (c *Coordinator) storeOutage(from, why string) {
+	if c.outage {
+		return
+	}
+	c.outage = true
+	c.feed(c.ctx, Suspend{Reason: fmt.Sprintf("storage unavailable (reported by %s): %s", from, why)})
+	l := c.lease
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		b := storage.Backoff{Base: 500 * time.Millisecond, Max: min(5*time.Second, l.TTL()/3)}
+		for {
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-time.After(b.Next()):
+			}
+			rctx, cancel := context.WithTimeout(c.ctx, l.TTL())
+			err := l.Renew(rctx)
+			cancel()
+			if err == nil || errors.Is(err, storage.ErrLeaseLost) {
+				_ = c.post(c.ctx, func() {
+					c.outage = false
+					switch {
+					case c.lease != l:
+						// Lost during the outage and taken back since: the
+						// new lease writes, so storage answers.
+						if !c.retaking {
+							c.feed(c.ctx, Resume{Reason: "storage answers again"})
+						}
+					case err != nil:
+						c.leaseLost(err) // it resumes the run if it takes the lease back
+					case !c.retaking:
+						c.log.Info("storage answers again; resuming the run")
+						c.feed(c.ctx, Resume{Reason: "storage answers again"})
+					}
+				})
+				return
+			}
+		}
+	}()
 }
 
 // recover reads the newest verified checkpoint: where the run resumes.
@@ -613,7 +786,8 @@ func toDashboardPlan(p Plan) dashboard.Plan {
 
 func toAPIPlan(p Plan) *api.Plan {
 	out := &api.Plan{Run: p.Run, Generation: p.Generation, Start: api.FromPosition(p.Start),
-		Checkpoint: p.Checkpoint, SourceRank: int32(p.SourceRank), CheckpointEvery: p.CheckpointEvery, Reason: p.Reason}
+		Checkpoint: p.Checkpoint, SourceRank: int32(p.SourceRank), CheckpointEvery: p.CheckpointEvery, Reason: p.Reason,
+		CommitStart: p.CommitStart}
 	switch p.Kind {
 	case KindWait:
 		out.Kind = api.Plan_WAIT
@@ -668,7 +842,7 @@ func (s *service) Follow(h *api.Hello, stream grpc.ServerStreamingServer[api.Pla
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	if h.ConfigHash != c.opts.ConfigHash {
-		diffs = append(diffs, fmt.Sprintf("config hash %s, the coordinator's is %s (start every process with the same config)", h.ConfigHash, c.opts.ConfigHash))
+		diffs = append(diffs, configDiff(h, c.opts))
 	}
 	if h.Version != c.opts.Version {
 		diffs = append(diffs, fmt.Sprintf("binary version %q, the coordinator's is %q", h.Version, c.opts.Version))
@@ -740,8 +914,43 @@ func (s *service) Follow(h *api.Hello, stream grpc.ServerStreamingServer[api.Pla
 	}
 }
 
+// configDiff says how a trainer's config differs from the coordinator's:
+// the fields, when both sent their digests, and the hashes.
+func configDiff(h *api.Hello, opts Options) string {
+	const most = 12
+	fields := config.DiffFields(h.GetConfigFields(), opts.ConfigFields)
+	if len(h.GetConfigFields()) == 0 || len(opts.ConfigFields) == 0 || len(fields) == 0 {
+		return fmt.Sprintf("config hash %s, the coordinator's is %s (start every process with the same config)", h.ConfigHash, opts.ConfigHash)
+	}
+	more := ""
+	if len(fields) > most {
+		more = fmt.Sprintf(" and %d more", len(fields)-most)
+		fields = fields[:most]
+	}
+	return fmt.Sprintf("config differs from the coordinator's in %s%s (hash %s, the coordinator's %s; start every process with the same config)",
+		strings.Join(fields, ", "), more, h.ConfigHash, opts.ConfigHash)
+}
+
 func (s *service) Report(ctx context.Context, r *api.Report) (*api.Ack, error) {
 	c := s.c
+	if r.GetKind() == api.Report_STORE_OUTAGE {
+		if err := checkTrainerID("report", r.GetTrainerId()); err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		instance := runauth.InstanceOf(ctx)
+		err := c.post(ctx, func() {
+			// Only rank 0 of the current run writes checkpoints.
+			if f := c.followers[r.TrainerId]; f == nil || (f.instance != "" && f.instance != instance) ||
+				r.Generation != c.m.Generation() {
+				return
+			}
+			c.storeOutage(r.TrainerId, r.Error)
+		})
+		if err != nil {
+			return nil, status.FromContextError(err).Err()
+		}
+		return &api.Ack{}, nil
+	}
 	e, err := decodeReport(r)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -807,8 +1016,21 @@ func (s *service) Commit(ctx context.Context, r *api.CommitRequest) (*api.Commit
 				rerr = status.Errorf(codes.FailedPrecondition, "commit of %s refused: %s", r.Checkpoint, o.Reason)
 			case ApproveCommit:
 				began := time.Now()
+				// A lease that lapsed by this clock may already be someone
+				// else's, whatever storage would say now.
+				if err := c.lease.Check(); err != nil {
+					c.leaseLost(err)
+					rerr = status.Errorf(codes.FailedPrecondition, "commit of %s refused: %v", r.Checkpoint, err)
+					return
+				}
 				if _, err := c.ckpts.Commit(ctx, id, meta, blobs); err != nil {
-					rerr = status.Errorf(codes.Internal, "commit %s: %v", r.Checkpoint, err)
+					if errors.Is(err, storage.ErrLeaseLost) {
+						c.leaseLost(err)
+						rerr = status.Errorf(codes.FailedPrecondition, "commit of %s refused: %v", r.Checkpoint, err)
+						return
+					}
+					// Storage failing: the trainer retries.
+					rerr = status.Errorf(codes.Unavailable, "commit %s: %v", r.Checkpoint, err)
 					return
 				}
 				if res, err := c.ckpts.GC(ctx, 3); err != nil {

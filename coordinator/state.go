@@ -194,6 +194,10 @@ type Plan struct {
 	SourceRank int    // the member that broadcasts when Source is SourcePeer
 	// CheckpointEvery is copied from the config into run plans.
 	CheckpointEvery int64
+	// CommitStart, in a run plan, says that Start is a phase end that is
+	// not committed: rank 0 commits the state at Start before stepping,
+	// so no phase closes without its phase-end checkpoint.
+	CommitStart bool
 	// Reason says why this plan was made, for logs.
 	Reason string
 }
@@ -217,8 +221,8 @@ func AssignShards(n, shards int) [][]int {
 }
 
 // Event is something the server tells the machine. The event types are
-// MemberUp, MemberDown, Holding, Progress, RingFailed, CommitRequested and
-// CheckpointCommitted.
+// MemberUp, MemberDown, Holding, Progress, RingFailed, CommitRequested,
+// CheckpointCommitted, Suspend and Resume.
 type Event interface{ isEvent() }
 
 // MemberUp: a trainer opened its Follow stream (Hello). An ID that is
@@ -286,6 +290,17 @@ type CheckpointCommitted struct {
 	Checkpoint string
 }
 
+// Suspend: the server cannot commit (it lost the run's lease, or storage
+// is out for longer than it tolerates). The machine pauses every member
+// and starts no run, and refuses commits, until Resume.
+type Suspend struct{ Reason string }
+
+// Resume: the server can commit again; the machine pauses afresh to
+// collect what the members hold, then runs.
+type Resume struct{ Reason string }
+
+func (Suspend) isEvent()             {}
+func (Resume) isEvent()              {}
 func (MemberUp) isEvent()            {}
 func (MemberDown) isEvent()          {}
 func (Holding) isEvent()             {}
@@ -378,6 +393,8 @@ type Machine struct {
 	members  map[string]*member
 	// phasesLogged: "phase done" has been logged for every phase below it.
 	phasesLogged int
+	// suspended says why the machine may not start a run; "" when it may.
+	suspended string
 }
 
 // NewMachine returns a machine for the run cfg whose newest checkpoint in
@@ -469,6 +486,10 @@ func (m *Machine) Step(e Event) []Output {
 		m.commitRequested(&s, e)
 	case CheckpointCommitted:
 		m.checkpointCommitted(&s, e)
+	case Suspend:
+		m.suspend(&s, e)
+	case Resume:
+		m.resume(&s, e)
 	default:
 		s.log(slog.LevelError, "unknown event ignored", "type", fmt.Sprintf("%T", e))
 	}
@@ -580,6 +601,37 @@ func (m *Machine) membershipChanged(s *step, reason string) {
 	}
 }
 
+func (m *Machine) suspend(s *step, e Suspend) {
+	reason := e.Reason
+	if reason == "" {
+		reason = "suspended"
+	}
+	first := m.suspended == ""
+	m.suspended = reason
+	if !first {
+		return
+	}
+	s.log(slog.LevelWarn, "run suspended: pausing every member", "reason", reason)
+	if len(m.members) > 0 && m.state != StateWaiting {
+		m.pause(s, "suspended: "+reason)
+	}
+}
+
+func (m *Machine) resume(s *step, e Resume) {
+	if m.suspended == "" {
+		return
+	}
+	s.log(slog.LevelInfo, "run resumed", "was", m.suspended, "reason", e.Reason)
+	m.suspended = ""
+	if len(m.members) > 0 {
+		m.membershipChanged(s, "resumed: "+e.Reason)
+	}
+}
+
+// Suspended says why the machine starts no run, "" when it is not
+// suspended.
+func (m *Machine) Suspended() string { return m.suspended }
+
 // pause publishes a pause plan to every member; the holdings of earlier
 // generations no longer count.
 func (m *Machine) pause(s *step, reason string) {
@@ -613,6 +665,10 @@ func (m *Machine) holding(s *step, e Holding) {
 			return
 		}
 	}
+	if m.suspended != "" {
+		s.log(slog.LevelInfo, "every member holds; the run stays paused", "reason", m.suspended)
+		return
+	}
 	m.startRun(s)
 }
 
@@ -642,12 +698,13 @@ func (m *Machine) startRun(s *step) {
 		p.Source = SourceInit
 		p.Reason = fmt.Sprintf("%d members hold; no state and no checkpoint: fresh start", n)
 	}
-	if p.Start == m.end {
-		// Only a peer can hold the end uncommitted (a committed end makes
-		// the machine done): the final checkpoint's commit was lost. A run
-		// plan with nothing to train makes rank 0 write it again.
-		s.log(slog.LevelWarn, "the end is held but not committed; asking rank 0 for the final checkpoint",
-			"committed", m.committed.Pos.String(), "held_by", ids[bestRank])
+	if p.Start.Step == 0 && p.Start.Phase > 0 && m.committed.Pos.Less(p.Start) {
+		// Only a peer can hold a phase end uncommitted: its commit failed
+		// or was lost. Rank 0 commits it before anyone steps on (at the
+		// end of the run that is all the plan asks).
+		p.CommitStart = true
+		s.log(slog.LevelWarn, "a phase end is held but not committed; rank 0 commits it first",
+			"start", p.Start.String(), "committed", m.committed.Pos.String(), "held_by", ids[bestRank])
 	}
 	owned := AssignShards(n, m.cfg.Shards)
 	p.Members = make([]PlanMember, n)
@@ -724,6 +781,9 @@ func (m *Machine) commitRequested(s *step, e CommitRequested) {
 // checkCommit returns the normalised position of an acceptable commit, or
 // why it is not acceptable.
 func (m *Machine) checkCommit(e CommitRequested) (Position, string) {
+	if m.suspended != "" {
+		return e.Pos, "the run is suspended: " + m.suspended
+	}
 	if m.state != StateRunning {
 		return e.Pos, fmt.Sprintf("no run in progress (coordinator is %s)", m.state)
 	}

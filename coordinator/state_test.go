@@ -608,10 +608,10 @@ func TestEndHeldButNotCommitted(t *testing.T) {
 	h.up("a", "b", "c")
 	outs := h.holdAll(map[string]Position{"b": {Phase: 3, Step: 100}})
 	run := onePlan(t, outs, KindRun)
-	if run.Start != (Position{Phase: 4, Step: 0}) || run.Source != SourcePeer || run.SourceRank != 1 || h.m.Done() {
-		t.Fatalf("plan %+v, done %v: want a run from the end with rank 1 as source", run, h.m.Done())
+	if run.Start != (Position{Phase: 4, Step: 0}) || run.Source != SourcePeer || run.SourceRank != 1 || !run.CommitStart || h.m.Done() {
+		t.Fatalf("plan %+v, done %v: want a run from the end with rank 1 as source that commits its start", run, h.m.Done())
 	}
-	if !hasLog(outs, slog.LevelWarn, "the end is held but not committed; asking rank 0 for the final checkpoint") {
+	if !hasLog(outs, slog.LevelWarn, "a phase end is held but not committed; rank 0 commits it first") {
 		t.Fatalf("no warning about the uncommitted end")
 	}
 	outs = h.step(CommitRequested{"a", run.Generation, Position{Phase: 4, Step: 0}, "end"})
@@ -948,5 +948,70 @@ func TestOutputsDoNotAlias(t *testing.T) {
 	p, _ := h.m.Plan()
 	if p.Members[0].Shards[0] != 0 || p.Members[1].ID != "b" {
 		t.Fatalf("changing a published plan changed the machine's plan: %+v", p)
+	}
+}
+
+// TestPhaseEndNotCommittedIsCommittedFirst: a phase end whose commit
+// failed is where the next run starts, and its plan makes rank 0 commit it
+// before anyone steps into the next phase; a phase end already committed
+// asks for nothing.
+func TestPhaseEndNotCommittedIsCommittedFirst(t *testing.T) {
+	cases := []struct {
+		name      string
+		committed Committed
+		held      Position
+		want      bool
+	}{
+		{"phase end failed to commit", Committed{Pos: Position{Phase: 1, Step: 75}, Checkpoint: "c"}, Position{Phase: 2, Step: 0}, true},
+		{"phase end committed", Committed{Pos: Position{Phase: 2, Step: 0}, Checkpoint: "c"}, Position{Phase: 2, Step: 0}, false},
+		{"mid-phase", Committed{Pos: Position{Phase: 1, Step: 75}, Checkpoint: "c"}, Position{Phase: 1, Step: 80}, false},
+		{"first phase start", Committed{}, Position{Phase: 0, Step: 0}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(), tc.committed)
+			h.up("a", "b", "c")
+			run := onePlan(t, h.holdAll(map[string]Position{"a": tc.held, "b": tc.held, "c": tc.held}), KindRun)
+			if run.Start != tc.held || run.CommitStart != tc.want {
+				t.Fatalf("plan starts at %v with CommitStart %v, want %v and %v", run.Start, run.CommitStart, tc.held, tc.want)
+			}
+		})
+	}
+}
+
+// TestSuspendPausesUntilResume: a suspended machine pauses its members,
+// refuses commits and starts no run however the members answer or come
+// and go; Resume pauses afresh and then runs.
+func TestSuspendPausesUntilResume(t *testing.T) {
+	h := newHarness(t, testConfig(), Committed{})
+	run := h.running("a", "b", "c")
+	outs := h.step(Suspend{Reason: "lost the lease"})
+	pause := onePlan(t, outs, KindPause)
+	if !strings.Contains(pause.Reason, "lost the lease") {
+		t.Errorf("pause reason %q does not say why", pause.Reason)
+	}
+	if h.m.Suspended() != "lost the lease" {
+		t.Errorf("Suspended() = %q", h.m.Suspended())
+	}
+	noPlan(t, h.step(Suspend{Reason: "again"})) // one pause per suspension
+	outs = h.holdAll(map[string]Position{"a": {Phase: 0, Step: 30}, "b": {Phase: 0, Step: 30}, "c": {Phase: 0, Step: 30}})
+	noPlan(t, outs)
+	if !hasLog(outs, slog.LevelInfo, "every member holds; the run stays paused") {
+		t.Errorf("no log that the run stays paused: %+v", outs)
+	}
+	outs = h.step(CommitRequested{"a", run.Generation, Position{Phase: 0, Step: 25}, "x"})
+	if len(outs) == 0 || !slices.ContainsFunc(outs, func(o Output) bool { r, ok := o.(RejectCommit); return ok && strings.Contains(r.Reason, "suspended") }) {
+		t.Fatalf("commit while suspended: %+v, want a rejection saying so", outs)
+	}
+	// A member leaving while suspended re-pauses but still starts no run.
+	onePlan(t, h.step(MemberDown{ID: "c", Reason: "gone"}), KindPause)
+	noPlan(t, h.holdAll(map[string]Position{"a": {Phase: 0, Step: 30}, "b": {Phase: 0, Step: 30}}))
+	p := onePlan(t, h.step(Resume{Reason: "lease taken back"}), KindPause)
+	if h.m.Suspended() != "" {
+		t.Errorf("still suspended after Resume: %q", h.m.Suspended())
+	}
+	got := onePlan(t, h.holdAll(map[string]Position{"a": {Phase: 0, Step: 30}, "b": {Phase: 0, Step: 30}}), KindRun)
+	if got.Generation <= p.Generation || got.Start != (Position{Phase: 0, Step: 30}) || got.Source != SourcePeer {
+		t.Fatalf("after Resume: %+v, want a run from the members' state", got)
 	}
 }

@@ -48,7 +48,10 @@ type RunFigures struct {
 	Wall time.Duration // the whole command
 	// Train is from the first run plan to the end: samples/s counts it,
 	// not process start-up; 0 means unknown (Wall is used).
-	Train     time.Duration
+	Train time.Duration
+	// Idle: this command trained nothing (the run was finished before it
+	// started), so it has no rate to report.
+	Idle      bool
 	Workers   int
 	AllReduce *float64 // mean share of step time in the all-reduce
 	// From is where this command's training started (a resumed run
@@ -56,16 +59,39 @@ type RunFigures struct {
 	From Position
 }
 
+// SamplesPerSec is the training rate of this command: the rows of the
+// steps it trained (rows in all, less those before From) over its training
+// time; 0 when it trained nothing (a finished run started again).
+func (f RunFigures) SamplesPerSec(rows, stepsPerPhase int64, batch int) float64 {
+	train := f.Train
+	if train == 0 {
+		train = f.Wall
+	}
+	done := (int64(f.From.Phase)*stepsPerPhase + f.From.Step) * int64(batch)
+	if f.Idle || train <= 0 || rows <= done {
+		return 0
+	}
+	return float64(rows-done) / train.Seconds()
+}
+
 // Conclude evaluates a finished run from its checkpoints as `sbtrain train`
 // evaluates the run it trains in process, and returns the same outcome:
 // the figures of every iteration from the model of that iteration's
 // phase-end checkpoint (which checkpoint GC keeps), the final figures from
-// the newest checkpoint, and the loss history it holds. It also names the
+// the checkpoint at (nil: the newest), and the loss history it holds. It also names the
 // checkpoint the final model came from.
-func (j *Job) Conclude(ctx context.Context, ckpts *storage.Checkpoints, fig RunFigures) (*experiment.Outcome, storage.ID, error) {
-	st, id, err := j.LoadLatest(ctx, ckpts)
+func (j *Job) Conclude(ctx context.Context, ckpts *storage.Checkpoints, fig RunFigures, at *storage.ID) (*experiment.Outcome, storage.ID, error) {
+	var st *State
+	var id storage.ID
+	var err error
+	if at == nil {
+		st, id, err = j.LoadLatest(ctx, ckpts)
+	} else {
+		st, err = j.Load(ctx, ckpts, *at)
+		id = *at
+	}
 	if err != nil {
-		return nil, storage.ID{}, fmt.Errorf("load the final checkpoint: %w", err)
+		return nil, id, fmt.Errorf("load the final checkpoint: %w", err)
 	}
 	model, err := st.Model()
 	if err != nil {
@@ -85,15 +111,7 @@ func (j *Job) Conclude(ctx context.Context, ckpts *storage.Checkpoints, fig RunF
 	for _, p := range m.Phases {
 		rows += int64(p.Steps) * int64(j.Batch())
 	}
-	// A resumed run only trained the steps after its checkpoint; its rate
-	// counts those alone.
-	if train := fig.Train; train > 0 || fig.Wall > 0 {
-		if train == 0 {
-			train = fig.Wall
-		}
-		done := (int64(fig.From.Phase)*j.StepsPerPhase() + fig.From.Step) * int64(j.Batch())
-		m.SamplesPerSec = float64(rows-done) / train.Seconds()
-	}
+	m.SamplesPerSec = fig.SamplesPerSec(rows, j.StepsPerPhase(), j.Batch())
 	out, err := ev.Conclude(ctx, model, m)
 	if err != nil {
 		return nil, id, err

@@ -76,7 +76,7 @@ func TestOneReplicaJobMatchesTrain(t *testing.T) {
 					}
 				}
 			}
-			got, _, err := j.Conclude(ctx, ckpts, RunFigures{})
+			got, _, err := j.Conclude(ctx, ckpts, RunFigures{}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

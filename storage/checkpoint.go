@@ -12,9 +12,11 @@ import (
 	"io"
 	"log/slog"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,10 +32,21 @@ import (
 // each blob's sha256 and its own. LATEST names the newest manifest for
 // people and quick readers; a loader still verifies what it names and falls
 // back to older manifests when something does not verify.
+//
+// Fencing. A committer holding the run's lease fences the run with the
+// lease generation (Fence): LATEST then records, for each generation that
+// took the run over, the seq LATEST had reached at that moment. Every
+// manifest carries its writer's generation, and every LATEST write is a
+// compare-and-swap that refuses a writer whose generation is below the
+// newest fence. A manifest of generation g whose seq lies beyond the seq
+// at which a newer generation fenced the run was written by a deposed
+// holder after it lost the run: it is not committed, and readers skip it
+// (ErrFenced) as they skip an abandoned write.
 
-// ManifestFormatVersion is the manifest format this code writes and the
-// newest it reads.
-const ManifestFormatVersion = 1
+// ManifestFormatVersion is the newest manifest format this code reads
+// and the one it writes for a fenced committer; version 2 added
+// lease_generation. An unfenced writer still writes version 1.
+const ManifestFormatVersion = 2
 
 const (
 	manifestName = "MANIFEST.json"
@@ -106,8 +119,11 @@ type Manifest struct {
 	RunID         string `json:"run_id"`
 	Seq           int64  `json:"seq"`
 	Meta
-	Created string    `json:"created"` // RFC 3339, UTC
-	Blobs   []BlobRef `json:"blobs"`
+	// LeaseGeneration is the fencing token of the lease its committer
+	// held; 0 for an unfenced committer (and in version 1).
+	LeaseGeneration uint64    `json:"lease_generation,omitempty"`
+	Created         string    `json:"created"` // RFC 3339, UTC
+	Blobs           []BlobRef `json:"blobs"`
 	// Checksum is the sha256 of this manifest's JSON encoding with
 	// Checksum empty, so a damaged manifest that still parses is caught.
 	Checksum string `json:"checksum"`
@@ -161,7 +177,21 @@ type Checkpoints struct {
 	run   string
 	log   *slog.Logger
 	now   func() time.Time
+	// fence is the lease generation this committer fenced the run with
+	// (Fence); 0: unfenced.
+	fence atomic.Uint64
 }
+
+// ErrFenced means a newer lease generation has fenced the run: a write
+// refused for it also matches ErrLeaseLost, and a manifest skipped for it
+// also matches ErrInvalid.
+var ErrFenced = errors.New("fenced off by a newer lease generation")
+
+type fencedError struct{ err error }
+
+func (e fencedError) Error() string        { return e.err.Error() }
+func (e fencedError) Unwrap() error        { return e.err }
+func (e fencedError) Is(target error) bool { return target == ErrFenced || target == ErrLeaseLost }
 
 // NewCheckpoints returns the checkpoints of run runID in store. log nil:
 // slog.Default().
@@ -208,12 +238,12 @@ type Entry struct {
 // List returns the run's checkpoint directories in commit (seq) order.
 // Manifests are read and checked; blobs are not (see Verify).
 func (c *Checkpoints) List(ctx context.Context) ([]Entry, error) {
-	ents, err := c.scan(ctx)
+	ents, latest, err := c.scan(ctx)
 	if err != nil {
 		return nil, err
 	}
 	for i := range ents {
-		if err := c.fill(ctx, &ents[i]); err != nil {
+		if err := c.fill(ctx, &ents[i], latest); err != nil {
 			return nil, err
 		}
 	}
@@ -221,11 +251,12 @@ func (c *Checkpoints) List(ctx context.Context) ([]Entry, error) {
 }
 
 // scan lists the run's checkpoint directories in seq order, marking LATEST,
-// without reading manifests (Manifest nil, Err nil unless there is none).
-func (c *Checkpoints) scan(ctx context.Context) ([]Entry, error) {
+// without reading manifests (Manifest nil, Err nil unless there is none),
+// and returns the LATEST pointer (zero if it is missing or unreadable).
+func (c *Checkpoints) scan(ctx context.Context) ([]Entry, latestPointer, error) {
 	objs, err := c.store.List(ctx, c.ckptPrefix())
 	if err != nil {
-		return nil, fmt.Errorf("list checkpoints of run %s: %w", c.run, err)
+		return nil, latestPointer{}, fmt.Errorf("list checkpoints of run %s: %w", c.run, err)
 	}
 	byDir := map[ID]*Entry{}
 	var order []ID
@@ -252,22 +283,31 @@ func (c *Checkpoints) scan(ctx context.Context) ([]Entry, error) {
 		}
 	}
 	sort.Slice(order, func(i, j int) bool { return order[i].Seq < order[j].Seq })
-	latest, lerr := c.readLatest(ctx)
+	latest, _, lerr := c.readLatest(ctx)
+	if lerr != nil && !errors.Is(lerr, ErrNotFound) && !errors.Is(lerr, ErrInvalid) {
+		// Without LATEST's fences a deposed writer's manifest would look
+		// committed: a store that cannot be read is no answer.
+		return nil, latestPointer{}, fmt.Errorf("list checkpoints of run %s: %w", c.run, lerr)
+	}
+	if lerr != nil {
+		latest = latestPointer{}
+	}
 	out := make([]Entry, 0, len(order))
 	for _, id := range order {
 		e := byDir[id]
 		if !hasManifest[id] {
 			e.Err = invalid(fmt.Errorf("no manifest %s: never committed (incomplete or abandoned write): %w", e.ManifestKey, ErrNotFound))
 		}
-		e.Latest = lerr == nil && latest.Manifest == e.ManifestKey
+		e.Latest = lerr == nil && latest.Manifest != "" && latest.Manifest == e.ManifestKey
 		out = append(out, *e)
 	}
-	return out, nil
+	return out, latest, nil
 }
 
-// fill reads and checks e's manifest; content errors land in e.Err, other
-// errors (the store failing) are returned.
-func (c *Checkpoints) fill(ctx context.Context, e *Entry) error {
+// fill reads and checks e's manifest; content errors, and a manifest that
+// latest's fences show was written by a deposed holder, land in e.Err;
+// other errors (the store failing) are returned.
+func (c *Checkpoints) fill(ctx context.Context, e *Entry, latest latestPointer) error {
 	if e.Err != nil || e.Manifest != nil {
 		return nil
 	}
@@ -275,20 +315,169 @@ func (c *Checkpoints) fill(ctx context.Context, e *Entry) error {
 	if e.Err != nil && !errors.Is(e.Err, ErrInvalid) {
 		return fmt.Errorf("list checkpoints of run %s: %w", c.run, e.Err)
 	}
+	if m := e.Manifest; m != nil {
+		if f, ok := latest.fencedOff(m.LeaseGeneration, m.Seq); ok {
+			e.Manifest = nil
+			e.Err = invalid(fencedError{fmt.Errorf("manifest %s: written by lease generation %d after generation %d took the run over at checkpoint seq %d: never committed: %w",
+				e.ManifestKey, m.LeaseGeneration, f.Generation, f.Seq, ErrFenced)})
+		}
+	}
 	return nil
 }
 
-type latestPointer struct {
-	Manifest string `json:"manifest"`
-	Seq      int64  `json:"seq"`
+// fence records that lease generation Generation took the run over when
+// LATEST had reached checkpoint Seq.
+type fence struct {
+	Generation uint64 `json:"generation"`
+	Seq        int64  `json:"seq"`
 }
 
-func (c *Checkpoints) readLatest(ctx context.Context) (latestPointer, error) {
-	b, err := readSmall(ctx, c.store, c.latestKey(), 64<<10)
-	if err != nil {
-		return latestPointer{}, err
+// maxFences bounds LATEST's fence history; a fence older than that many
+// takeovers only hides manifests that GC has long removed.
+const maxFences = 256
+
+type latestPointer struct {
+	// Manifest and Seq name the newest committed checkpoint; "" and 0 in
+	// a run fenced before its first commit.
+	Manifest string `json:"manifest"`
+	Seq      int64  `json:"seq"`
+	// Fences are the takeovers of the run, oldest first (absent in runs
+	// never fenced).
+	Fences []fence `json:"fences,omitempty"`
+}
+
+// generation is the newest fence's generation, 0 if none.
+func (p latestPointer) generation() uint64 {
+	if len(p.Fences) == 0 {
+		return 0
 	}
-	return decodeLatest(b, c.latestKey(), c.ckptPrefix(), c.run)
+	return p.Fences[len(p.Fences)-1].Generation
+}
+
+// fencedOff reports whether a manifest of lease generation gen at seq was
+// written after a newer generation took the run over, and names that
+// fence.
+func (p latestPointer) fencedOff(gen uint64, seq int64) (fence, bool) {
+	for _, f := range p.Fences {
+		if f.Generation > gen {
+			return f, seq > f.Seq
+		}
+	}
+	return fence{}, false
+}
+
+// readLatest returns LATEST and its version.
+func (c *Checkpoints) readLatest(ctx context.Context) (latestPointer, string, error) {
+	b, version, err := readSmallVersion(ctx, c.store, c.latestKey(), 64<<10)
+	if err != nil {
+		return latestPointer{}, "", err
+	}
+	p, err := decodeLatest(b, c.latestKey(), c.ckptPrefix(), c.run)
+	return p, version, err // the version even of a damaged LATEST, to replace it
+}
+
+// Fence fences the run with lease generation gen, the token of the lease
+// this process holds: from then on the manifests this Checkpoints commits
+// carry gen, and every LATEST write of an older generation is refused. It
+// fails with an error matching ErrFenced (and ErrLeaseLost) if a newer
+// generation has fenced the run already. prev is the generation that
+// fenced the run before (0: none); a holder retaking the run learns from
+// it whether someone else held it meanwhile.
+func (c *Checkpoints) Fence(ctx context.Context, gen uint64) (prev uint64, err error) {
+	if gen == 0 {
+		return 0, fmt.Errorf("fence run %s: generation 0", c.run)
+	}
+	err = c.updateLatest(ctx, true, func(cur latestPointer) (latestPointer, bool, error) {
+		prev = cur.generation()
+		switch {
+		case prev > gen:
+			return cur, false, fencedError{fmt.Errorf("fence run %s with lease generation %d: generation %d fenced it already: %w", c.run, gen, prev, ErrFenced)}
+		case prev == gen:
+			return cur, false, nil
+		}
+		fs := append(slices.Clone(cur.Fences), fence{Generation: gen, Seq: cur.Seq})
+		cur.Fences = fs[max(0, len(fs)-maxFences):]
+		return cur, true, nil
+	})
+	if err != nil {
+		return prev, err
+	}
+	c.fence.Store(gen)
+	c.log.Info("run fenced", "run", c.run, "lease_generation", gen, "previous", prev)
+	return prev, nil
+}
+
+// checkFence refuses a fenced committer once a newer generation fenced
+// the run; what names the operation in the error.
+func (c *Checkpoints) checkFence(ctx context.Context, what string) error {
+	fence := c.fence.Load()
+	cur, _, err := c.readLatest(ctx)
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
+		cur, err = latestPointer{}, nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s: read LATEST: %w", what, err)
+	}
+	if g := cur.generation(); g > fence {
+		return fencedError{fmt.Errorf("%s: run %s was taken over by lease generation %d, this committer's is %d: %w", what, c.run, g, fence, ErrFenced)}
+	}
+	return nil
+}
+
+// updateLatest rewrites LATEST as f says, by compare-and-swap from the
+// version f was shown, reading again when another write came between.
+// Unless fencing (Fence itself), a write is refused (ErrFenced) when a
+// generation newer than this committer's has fenced the run; an unfenced
+// committer (an operator's repair) keeps the fences as they are.
+func (c *Checkpoints) updateLatest(ctx context.Context, fencing bool, f func(cur latestPointer) (latestPointer, bool, error)) error {
+	fence := c.fence.Load()
+	for try := 1; ; try++ {
+		cur, version, err := c.readLatest(ctx)
+		if errors.Is(err, ErrInvalid) {
+			c.log.Warn("LATEST is damaged; replacing it", "run", c.run, "err", err)
+			cur = latestPointer{}
+		} else if errors.Is(err, ErrNotFound) {
+			cur, version = latestPointer{}, ""
+		} else if err != nil {
+			return fmt.Errorf("read LATEST of run %s: %w", c.run, err)
+		}
+		if g := cur.generation(); !fencing && fence > 0 && g > fence {
+			return fencedError{fmt.Errorf("write LATEST of run %s: taken over by lease generation %d, this committer's is %d: %w", c.run, g, fence, ErrFenced)}
+		}
+		next, write, err := f(cur)
+		if err != nil || !write {
+			return err
+		}
+		lp, err := json.Marshal(next)
+		if err != nil {
+			return err
+		}
+		err = c.store.PutIfMatch(ctx, c.latestKey(), bytes.NewReader(lp), int64(len(lp)), version)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, ErrChanged) || try == 5 {
+			return fmt.Errorf("write LATEST of run %s: %w", c.run, err)
+		}
+	}
+}
+
+// fenceGeneration is the newest generation that fenced run, 0 if none (or
+// if LATEST is missing or damaged, when it fences nothing either).
+func fenceGeneration(ctx context.Context, s Store, run string) (uint64, error) {
+	key := RunPrefix(run) + latestName
+	b, err := readSmall(ctx, s, key, 64<<10)
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", key, err)
+	}
+	p, err := decodeLatest(b, key, RunPrefix(run)+"ckpt/", run)
+	if err != nil {
+		return 0, nil
+	}
+	return p.generation(), nil
 }
 
 // decodeLatest parses a LATEST pointer; content errors match ErrInvalid.
@@ -296,6 +485,15 @@ func decodeLatest(b []byte, key, ckptPrefix, run string) (latestPointer, error) 
 	var p latestPointer
 	if err := strictUnmarshal(b, &p); err != nil {
 		return latestPointer{}, invalid(fmt.Errorf("%s: %w", key, err))
+	}
+	for i, f := range p.Fences {
+		if f.Generation == 0 || f.Seq < 0 ||
+			(i > 0 && (f.Generation <= p.Fences[i-1].Generation || f.Seq < p.Fences[i-1].Seq)) {
+			return latestPointer{}, invalid(fmt.Errorf("%s: fence %d (generation %d at seq %d) is out of order", key, i, f.Generation, f.Seq))
+		}
+	}
+	if p.Manifest == "" && p.Seq == 0 && len(p.Fences) > 0 {
+		return p, nil // fenced before the first commit
 	}
 	dir, ok := strings.CutSuffix(strings.TrimPrefix(p.Manifest, ckptPrefix), "/"+manifestName)
 	if !strings.HasPrefix(p.Manifest, ckptPrefix) || !ok {
@@ -309,33 +507,39 @@ func decodeLatest(b []byte, key, ckptPrefix, run string) (latestPointer, error) 
 
 // readSmall reads a whole object of at most limit bytes.
 func readSmall(ctx context.Context, s Store, key string, limit int64) ([]byte, error) {
+	b, _, err := readSmallVersion(ctx, s, key, limit)
+	return b, err
+}
+
+// readSmallVersion is readSmall that also returns the version read.
+func readSmallVersion(ctx context.Context, s Store, key string, limit int64) ([]byte, string, error) {
 	// Small objects that are overwritten in place (LATEST, LEASE) can be
 	// replaced mid-read; a few fresh tries then read the new version.
 	for try := 1; ; try++ {
-		b, err := readSmallOnce(ctx, s, key, limit)
+		b, version, err := readSmallOnce(ctx, s, key, limit)
 		if !errors.Is(err, errReplaced) || try == 3 {
-			return b, err
+			return b, version, err
 		}
 	}
 }
 
-func readSmallOnce(ctx context.Context, s Store, key string, limit int64) ([]byte, error) {
+func readSmallOnce(ctx context.Context, s Store, key string, limit int64) ([]byte, string, error) {
 	rc, info, err := s.Get(ctx, key)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer rc.Close()
 	if info.Size > limit {
-		return nil, invalid(fmt.Errorf("%s: %d bytes, at most %d expected", key, info.Size, limit))
+		return nil, "", invalid(fmt.Errorf("%s: %d bytes, at most %d expected", key, info.Size, limit))
 	}
 	b, err := io.ReadAll(io.LimitReader(rc, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", key, err)
+		return nil, "", fmt.Errorf("read %s: %w", key, err)
 	}
 	if int64(len(b)) != info.Size {
-		return nil, fmt.Errorf("read %s: got %d bytes, the store says %d", key, len(b), info.Size)
+		return nil, "", fmt.Errorf("read %s: got %d bytes, the store says %d", key, len(b), info.Size)
 	}
-	return b, nil
+	return b, info.Version, nil
 }
 
 func manifestChecksum(m Manifest) (string, error) {
@@ -365,6 +569,9 @@ func decodeManifest(b []byte, key, run string, id ID, blobPrefix string) (*Manif
 	}
 	if *v.FormatVersion > ManifestFormatVersion {
 		return nil, fmt.Errorf("manifest %s: format version %d, this sbtrain reads up to %d; upgrade sbtrain: %w", key, *v.FormatVersion, ManifestFormatVersion, ErrNewerFormat)
+	}
+	if *v.FormatVersion < 2 && bytes.Contains(b, []byte(`"lease_generation"`)) {
+		return nil, fmt.Errorf("manifest %s: format version %d has no lease_generation", key, *v.FormatVersion)
 	}
 	if *v.FormatVersion < 1 {
 		return nil, fmt.Errorf("manifest %s: format version %d, want 1..%d", key, *v.FormatVersion, ManifestFormatVersion)
@@ -445,7 +652,7 @@ func invalid(err error) error { return invalidError{err} }
 // highest seq in use, committed or not, so an abandoned write is never
 // reused.
 func (c *Checkpoints) NextID(ctx context.Context, phase int, step int64) (ID, error) {
-	entries, err := c.scan(ctx)
+	entries, _, err := c.scan(ctx)
 	if err != nil {
 		return ID{}, err
 	}
@@ -573,10 +780,14 @@ func (c *Checkpoints) commit(ctx context.Context, id ID, meta Meta, blobs []Blob
 	if id.Seq < 1 {
 		return nil, fmt.Errorf("commit checkpoint %s: seq must be positive", id)
 	}
+	fence := c.fence.Load()
 	m := Manifest{
-		FormatVersion: ManifestFormatVersion, RunID: c.run, Seq: id.Seq, Meta: meta,
+		FormatVersion: 1, RunID: c.run, Seq: id.Seq, Meta: meta, LeaseGeneration: fence,
 		Created: c.now().UTC().Format(time.RFC3339Nano),
 		Blobs:   append([]BlobRef(nil), blobs...),
+	}
+	if fence > 0 {
+		m.FormatVersion = 2
 	}
 	sort.Slice(m.Blobs, func(i, j int) bool { return m.Blobs[i].Name < m.Blobs[j].Name })
 	for _, b := range m.Blobs {
@@ -604,20 +815,34 @@ func (c *Checkpoints) commit(ctx context.Context, id ID, meta Meta, blobs []Blob
 	if _, err := decodeManifest(body, c.manifestKey(id), c.run, id, c.dir(id)); err != nil {
 		return nil, fmt.Errorf("commit checkpoint %s: %w", id, err)
 	}
+	// A deposed committer stops here, before its manifest. One deposed
+	// between this check and the manifest write is stopped by the swap of
+	// LATEST, and the fence hides its manifest from every reader.
+	if err := c.checkFence(ctx, "commit checkpoint "+id.String()); err != nil {
+		return nil, err
+	}
 	if err := c.store.PutIfAbsent(ctx, c.manifestKey(id), bytes.NewReader(body), int64(len(body))); err != nil {
 		return nil, fmt.Errorf("commit checkpoint %s: manifest: %w", id, err)
 	}
-	if cur, err := c.readLatest(ctx); err == nil && cur.Seq > id.Seq {
-		// A pointer to a newer checkpoint stays only while that checkpoint
-		// exists: one removed by hand would otherwise pin LATEST forever.
-		_, serr := c.store.Stat(ctx, cur.Manifest)
-		if !errors.Is(serr, ErrNotFound) {
-			c.log.Warn("LATEST already names a newer checkpoint; leaving it", "run", c.run, "latest", cur.Manifest, "committed", c.manifestKey(id))
-			return &m, nil
+	err = c.updateLatest(ctx, false, func(cur latestPointer) (latestPointer, bool, error) {
+		if cur.Seq > id.Seq {
+			// A pointer to a newer checkpoint stays only while that
+			// checkpoint exists: one removed by hand would otherwise pin
+			// LATEST forever.
+			_, serr := c.store.Stat(ctx, cur.Manifest)
+			if !errors.Is(serr, ErrNotFound) {
+				c.log.Warn("LATEST already names a newer checkpoint; leaving it", "run", c.run, "latest", cur.Manifest, "committed", c.manifestKey(id))
+				return cur, false, nil
+			}
+			c.log.Warn("LATEST names a checkpoint that is not in the store; repairing it", "run", c.run, "latest", cur.Manifest, "committed", c.manifestKey(id))
 		}
-		c.log.Warn("LATEST names a checkpoint that is not in the store; repairing it", "run", c.run, "latest", cur.Manifest, "committed", c.manifestKey(id))
+		cur.Manifest, cur.Seq = c.manifestKey(id), id.Seq
+		return cur, true, nil
+	})
+	if errors.Is(err, ErrFenced) {
+		return nil, fmt.Errorf("commit checkpoint %s: manifest written but fenced off, so never committed: %w", id, err)
 	}
-	if err := c.writeLatest(ctx, id); err != nil {
+	if err != nil {
 		// The manifest is the commit point, so the checkpoint is
 		// committed and loadable; only the pointer is stale.
 		return &m, fmt.Errorf("commit checkpoint %s: manifest written, LATEST not updated: %w", id, err)
@@ -728,24 +953,6 @@ func (l *Loaded) Tensors(name string) ([]Tensor, map[string]string, error) {
 	return t, meta, nil
 }
 
-// Load loads checkpoint id, whose manifest and every blob must verify: a
-// checkpoint other than the newest, such as a phase end kept by GC.
-func (c *Checkpoints) Load(ctx context.Context, id ID) (*Loaded, error) {
-	m, err := c.readManifest(ctx, c.manifestKey(id), id)
-	if err != nil {
-		return nil, fmt.Errorf("load checkpoint %s of run %s: %w", id, c.run, err)
-	}
-	l := &Loaded{Manifest: m, Blobs: map[string][]byte{}}
-	for _, b := range m.Blobs {
-		data, err := c.readBlob(ctx, b, true)
-		if err != nil {
-			return nil, fmt.Errorf("load checkpoint %s of run %s: %w", id, c.run, err)
-		}
-		l.Blobs[b.Name] = data
-	}
-	return l, nil
-}
-
 // ErrNoCheckpoint means the run has no checkpoint that verifies.
 var ErrNoCheckpoint = errors.New("no valid checkpoint")
 
@@ -753,20 +960,22 @@ var ErrNoCheckpoint = errors.New("no valid checkpoint")
 // verify, logging each newer one it skips and why. It returns
 // ErrNoCheckpoint when none verifies (or none exists).
 func (c *Checkpoints) LoadLatest(ctx context.Context) (*Loaded, error) {
-	entries, err := c.scan(ctx)
+	entries, latest, err := c.scan(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var reasons []string
 	for i := len(entries) - 1; i >= 0; i-- {
 		e := entries[i]
-		if err := c.fill(ctx, &e); err != nil {
+		if err := c.fill(ctx, &e, latest); err != nil {
 			return nil, err
 		}
 		if e.Manifest == nil {
 			level := slog.LevelWarn
-			if errors.Is(e.Err, ErrNotFound) {
-				level = slog.LevelInfo // blobs without a manifest: a write in progress or abandoned
+			if errors.Is(e.Err, ErrNotFound) || errors.Is(e.Err, ErrFenced) {
+				// Blobs without a manifest (a write in progress or
+				// abandoned), or a deposed holder's manifest: expected.
+				level = slog.LevelInfo
 			}
 			c.log.Log(ctx, level, "skipping checkpoint", "run", c.run, "checkpoint", e.ID.String(), "reason", e.Err)
 			reasons = append(reasons, fmt.Sprintf("%s: %v", e.ID, e.Err))
@@ -804,6 +1013,34 @@ func (c *Checkpoints) LoadLatest(ctx context.Context) (*Loaded, error) {
 	return nil, fmt.Errorf("run %s in %s: none of %d checkpoints verifies (%s): %w", c.run, c.store, len(reasons), strings.Join(reasons, "; "), ErrNoCheckpoint)
 }
 
+// Load loads checkpoint id, which must be committed (not fenced off) and
+// verify; unlike LoadLatest it never falls back to another one.
+func (c *Checkpoints) Load(ctx context.Context, id ID) (*Loaded, error) {
+	latest, _, err := c.readLatest(ctx)
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
+		latest, err = latestPointer{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load checkpoint %s of run %s: %w", id, c.run, err)
+	}
+	e := Entry{ID: id, ManifestKey: c.manifestKey(id)}
+	if err := c.fill(ctx, &e, latest); err != nil {
+		return nil, err
+	}
+	if e.Manifest == nil {
+		return nil, fmt.Errorf("load checkpoint %s of run %s: %w", id, c.run, e.Err)
+	}
+	l := &Loaded{Manifest: e.Manifest, Blobs: map[string][]byte{}}
+	for _, b := range e.Manifest.Blobs {
+		data, err := c.readBlob(ctx, b, true)
+		if err != nil {
+			return nil, fmt.Errorf("load checkpoint %s of run %s: %w", id, c.run, err)
+		}
+		l.Blobs[b.Name] = data
+	}
+	return l, nil
+}
+
 // GCResult says what GC kept and removed.
 type GCResult struct {
 	Kept, Removed []ID
@@ -823,6 +1060,12 @@ type GCResult struct {
 func (c *Checkpoints) GC(ctx context.Context, keep int) (GCResult, error) {
 	if keep < 1 {
 		return GCResult{}, fmt.Errorf("gc: keep %d, want at least 1", keep)
+	}
+	if c.fence.Load() > 0 {
+		// A deposed holder must not remove what its successor keeps.
+		if err := c.checkFence(ctx, "gc"); err != nil {
+			return GCResult{}, err
+		}
 	}
 	entries, err := c.List(ctx)
 	if err != nil {
@@ -858,11 +1101,14 @@ func (c *Checkpoints) GC(ctx context.Context, keep int) (GCResult, error) {
 	}
 	var res GCResult
 	for _, e := range entries {
-		unreadable := e.Manifest == nil && !errors.Is(e.Err, ErrNotFound)
+		// A deposed holder's manifest is an abandoned write, whatever its
+		// seq: it can never become committed.
+		fenced := errors.Is(e.Err, ErrFenced)
+		unreadable := e.Manifest == nil && !errors.Is(e.Err, ErrNotFound) && !fenced
 		if unreadable {
 			c.log.Warn("gc: keeping a checkpoint it cannot read", "run", c.run, "checkpoint", e.ID.String(), "reason", e.Err)
 		}
-		if keepSet[e.ID] || unreadable || (e.Manifest == nil && e.ID.Seq > newestCommitted) {
+		if keepSet[e.ID] || unreadable || (e.Manifest == nil && !fenced && e.ID.Seq > newestCommitted) {
 			res.Kept = append(res.Kept, e.ID)
 			continue
 		}
@@ -884,28 +1130,21 @@ func (c *Checkpoints) GC(ctx context.Context, keep int) (GCResult, error) {
 // exists stays as it is (that checkpoint may be newer than m, or of a
 // newer format).
 func (c *Checkpoints) repairLatest(ctx context.Context, m *Manifest) error {
-	cur, err := c.readLatest(ctx)
-	if err == nil {
-		_, serr := c.store.Stat(ctx, cur.Manifest)
-		if serr == nil {
-			return nil
+	id := ID{Seq: m.Seq, Phase: m.Phase, Step: m.Step}
+	return c.updateLatest(ctx, false, func(cur latestPointer) (latestPointer, bool, error) {
+		if cur.Manifest != "" {
+			_, serr := c.store.Stat(ctx, cur.Manifest)
+			if serr == nil {
+				return cur, false, nil
+			}
+			if !errors.Is(serr, ErrNotFound) {
+				return cur, false, fmt.Errorf("check LATEST of run %s: %w", c.run, serr)
+			}
+			c.log.Warn("LATEST names a checkpoint that is not in the store; repairing it", "run", c.run, "latest", cur.Manifest, "now", c.manifestKey(id))
 		}
-		if !errors.Is(serr, ErrNotFound) {
-			return fmt.Errorf("check LATEST of run %s: %w", c.run, serr)
-		}
-		c.log.Warn("LATEST names a checkpoint that is not in the store; repairing it", "run", c.run, "latest", cur.Manifest, "now", c.manifestKey(ID{Seq: m.Seq, Phase: m.Phase, Step: m.Step}))
-	} else if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrInvalid) {
-		return fmt.Errorf("read LATEST of run %s: %w", c.run, err)
-	}
-	return c.writeLatest(ctx, ID{Seq: m.Seq, Phase: m.Phase, Step: m.Step})
-}
-
-func (c *Checkpoints) writeLatest(ctx context.Context, id ID) error {
-	lp, _ := json.Marshal(latestPointer{Manifest: c.manifestKey(id), Seq: id.Seq})
-	if err := c.store.Put(ctx, c.latestKey(), bytes.NewReader(lp), int64(len(lp))); err != nil {
-		return fmt.Errorf("write LATEST of run %s: %w", c.run, err)
-	}
-	return nil
+		cur.Manifest, cur.Seq = c.manifestKey(id), id.Seq
+		return cur, true, nil
+	})
 }
 
 func (c *Checkpoints) remove(ctx context.Context, id ID) error {

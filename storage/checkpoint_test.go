@@ -213,9 +213,9 @@ func TestCheckpointFallsBackFromDamage(t *testing.T) {
 		}, "checksum"},
 		{"manifest of a newer format", func(t *testing.T, s Store, m *Manifest) {
 			corrupt(t, s, manifestKeyOf(m), func(b []byte) []byte {
-				return bytes.Replace(b, []byte(`"format_version": 1`), []byte(`"format_version": 2`), 1)
+				return bytes.Replace(b, []byte(`"format_version": 1`), []byte(fmt.Sprintf(`"format_version": %d`, ManifestFormatVersion+1)), 1)
 			})
-		}, "format version 2"},
+		}, fmt.Sprintf("format version %d", ManifestFormatVersion+1)},
 		{"manifest deleted", func(t *testing.T, s Store, m *Manifest) {
 			if err := s.Delete(context.Background(), manifestKeyOf(m)); err != nil {
 				t.Fatal(err)

@@ -153,6 +153,46 @@ func (s *fileStore) PutIfAbsent(ctx context.Context, key string, r io.Reader, si
 	return nil
 }
 
+// lockPath is the lock file of dst's PutIfMatch; its name is reserved
+// (tmpPrefix), so List never shows it.
+func lockPath(dst string) string {
+	return filepath.Join(filepath.Dir(dst), tmpPrefix+"lock-"+filepath.Base(dst))
+}
+
+func (s *fileStore) PutIfMatch(ctx context.Context, key string, r io.Reader, size int64, version string) error {
+	dst, err := s.path(key)
+	if err != nil {
+		return fmt.Errorf("put: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("put %s in %s: %w", key, s, err)
+	}
+	unlock, err := lockKey(dst)
+	if err != nil {
+		return fmt.Errorf("put %s in %s: lock: %w", key, s, err)
+	}
+	defer unlock()
+	cur := ""
+	if fi, err := os.Stat(dst); err == nil {
+		cur = fileVersion(fi)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("put %s in %s: %w", key, s, err)
+	}
+	if cur != version {
+		return fmt.Errorf("put %s in %s: version %q, expected %q: %w", key, s, cur, version, ErrChanged)
+	}
+	if version == "" {
+		// Absent: link, as PutIfAbsent does, so a PutIfAbsent racing
+		// with us outside the lock cannot be overwritten either.
+		err := s.PutIfAbsent(ctx, key, r, size)
+		if errors.Is(err, ErrExists) {
+			return fmt.Errorf("put %s in %s: created meanwhile: %w", key, s, ErrChanged)
+		}
+		return err
+	}
+	return s.Put(ctx, key, r, size)
+}
+
 func (s *fileStore) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error) {
 	p, err := s.path(key)
 	if err != nil {
@@ -174,7 +214,7 @@ func (s *fileStore) Get(ctx context.Context, key string) (io.ReadCloser, ObjectI
 		f.Close()
 		return nil, ObjectInfo{}, fmt.Errorf("get %s in %s: %w", key, s, ErrNotFound)
 	}
-	return f, ObjectInfo{Key: key, Size: st.Size(), ModTime: st.ModTime()}, nil
+	return f, ObjectInfo{Key: key, Size: st.Size(), ModTime: st.ModTime(), Version: fileVersion(st)}, nil
 }
 
 func (s *fileStore) Stat(ctx context.Context, key string) (ObjectInfo, error) {
@@ -189,7 +229,7 @@ func (s *fileStore) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 		}
 		return ObjectInfo{}, fmt.Errorf("stat %s in %s: %w", key, s, err)
 	}
-	return ObjectInfo{Key: key, Size: st.Size(), ModTime: st.ModTime()}, nil
+	return ObjectInfo{Key: key, Size: st.Size(), ModTime: st.ModTime(), Version: fileVersion(st)}, nil
 }
 
 func (s *fileStore) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {

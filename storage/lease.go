@@ -23,16 +23,22 @@ import (
 // it over, so a run whose processes were all killed restarts without an
 // operator. A lease whose holder ran on this host under a process id that
 // no longer exists is taken over at once, without waiting out the TTL.
+// Renewals and takeovers are compare-and-swaps on the lease object
+// (PutIfMatch), so of two processes acting on one version exactly one
+// succeeds, and a renewal never revives a lease someone else took over.
+//
+// Each acquisition gets a generation above every earlier one of the run
+// (the old lease's and the one LATEST records): the fencing token. The
+// holder fences the run with it (Checkpoints.Fence) before it commits, and
+// every manifest and LATEST write then carries it and is refused once a
+// newer generation has fenced the run: a holder whose lease lapsed cannot
+// commit even if storage comes back, whatever its clock says.
 //
 // Expiry compares the holder's renewal stamp with the taker's clock, so
-// hosts' clocks must agree to well within the TTL. Neither a takeover
-// (read, delete, create) nor a renewal (read, overwrite) is one atomic
-// store operation: in a race two holders can briefly both believe they
-// hold the lease, and the next renewal of one of them then finds the
-// other's token and reports ErrLeaseLost. A holder must therefore stop
-// writing as soon as it learns the lease is lost. Leases written before
-// renewal existed (no TTL) never expire; an operator removes them with
-// BreakLease (`sbtrain ckpt unlock`) after checking.
+// hosts' clocks must agree to well within the TTL; fencing does not depend
+// on clocks. Leases written before renewal existed (no TTL) never expire;
+// an operator removes them with BreakLease (`sbtrain ckpt unlock`) after
+// checking.
 
 // DefaultLeaseTTL is the TTL of a lease when LeaseOptions.TTL is zero.
 const DefaultLeaseTTL = 15 * time.Second
@@ -59,6 +65,9 @@ type LeaseInfo struct {
 	// host can see that it is gone without waiting out the TTL.
 	Host string `json:"host,omitempty"`
 	PID  int    `json:"pid,omitempty"`
+	// Generation is the fencing token: above that of every earlier lease
+	// of the run. 0 in leases written before fencing existed.
+	Generation uint64 `json:"generation,omitempty"`
 }
 
 // ttl is the lease's TTL, or 0 if it never expires.
@@ -129,6 +138,7 @@ type Lease struct {
 	mu       sync.Mutex
 	renewed  time.Time
 	released bool
+	lost     error // why Keep gave the lease up; nil while held
 }
 
 func leaseKey(run string) string { return RunPrefix(run) + "LEASE" }
@@ -168,26 +178,34 @@ func AcquireLease(ctx context.Context, s Store, run, holder string, opts LeaseOp
 	}
 	host, _ := os.Hostname()
 	key := leaseKey(run)
+	fenced, err := fenceGeneration(ctx, s, run)
+	if err != nil {
+		return nil, fmt.Errorf("acquire lease of run %s: %w", run, err)
+	}
 	tookOver := false
+	// from is the version of the stale lease being taken over; "" creates.
+	from, fromGen := "", uint64(0)
 	for attempt := 0; attempt < 2; attempt++ {
 		now := opts.Now().UTC()
 		info := LeaseInfo{
 			Holder: holder, Acquired: now.Format(time.RFC3339), Token: hex.EncodeToString(tok[:]),
 			Renewed: now.Format(time.RFC3339Nano), TTLSeconds: opts.TTL.Seconds(), Host: host, PID: os.Getpid(),
+			Generation: max(fenced, fromGen) + 1,
 		}
 		body, err := json.Marshal(info)
 		if err != nil {
 			return nil, err
 		}
-		err = s.PutIfAbsent(ctx, key, bytes.NewReader(body), int64(len(body)))
+		err = s.PutIfMatch(ctx, key, bytes.NewReader(body), int64(len(body)), from)
 		if err == nil {
 			return &Lease{Info: info, store: s, run: run, ttl: opts.TTL, now: opts.Now, renewed: now}, nil
 		}
-		if !errors.Is(err, ErrExists) {
+		if !errors.Is(err, ErrChanged) {
 			return nil, fmt.Errorf("acquire lease of run %s: %w", run, err)
 		}
-		cur, err := ReadLease(ctx, s, run)
+		cur, curVersion, err := readLease(ctx, s, run)
 		if errors.Is(err, ErrNotFound) {
+			from, fromGen = "", 0
 			continue // released between our create and our read
 		}
 		if err != nil {
@@ -207,21 +225,11 @@ func AcquireLease(ctx context.Context, s Store, run, holder string, opts LeaseOp
 			return nil, heldError(run, key, cur, opts.Now())
 		}
 		opts.Logger.Warn("taking over a stale run lease", "run", run, "key", key, "reason", reason,
-			"old_holder", cur.Holder, "old_host", cur.Host, "old_pid", cur.PID, "old_renewed", cur.Renewed, "new_holder", holder)
-		// Delete only the lease we judged stale: if it changed since we
-		// read it, its new holder is live and we must not remove it.
-		// (A change between this read and the delete still slips through;
-		// the loser's next Renew reports ErrLeaseLost.)
-		again, err := ReadLease(ctx, s, run)
-		if err == nil && again.Token != cur.Token {
-			return nil, heldError(run, key, again, opts.Now())
-		}
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return nil, fmt.Errorf("take over lease %s: %w", key, err)
-		}
-		if err := s.Delete(ctx, key); err != nil {
-			return nil, fmt.Errorf("take over lease %s from %q: %w", key, cur.Holder, err)
-		}
+			"old_holder", cur.Holder, "old_host", cur.Host, "old_pid", cur.PID, "old_renewed", cur.Renewed,
+			"old_generation", cur.Generation, "new_holder", holder)
+		// Replace only the version we judged stale: if it changed since
+		// we read it, the swap fails and we look again.
+		from, fromGen = curVersion, cur.Generation
 		tookOver = true
 	}
 	// The lease vanished under us twice; not worth a loop.
@@ -259,19 +267,52 @@ func heldError(run, key string, cur LeaseInfo, now time.Time) *LeaseHeldError {
 
 // ReadLease returns the current lease of run; ErrNotFound if none.
 func ReadLease(ctx context.Context, s Store, run string) (LeaseInfo, error) {
+	info, _, err := readLease(ctx, s, run)
+	return info, err
+}
+
+// readLease is ReadLease with the object's version, for a swap.
+func readLease(ctx context.Context, s Store, run string) (LeaseInfo, string, error) {
 	if err := ValidateRunID(run); err != nil {
-		return LeaseInfo{}, err
+		return LeaseInfo{}, "", err
 	}
-	b, err := readSmall(ctx, s, leaseKey(run), 64<<10)
+	b, version, err := readSmallVersion(ctx, s, leaseKey(run), 64<<10)
 	if err != nil {
-		return LeaseInfo{}, err
+		return LeaseInfo{}, "", err
 	}
 	var info LeaseInfo
 	if err := strictUnmarshal(b, &info); err != nil {
-		return LeaseInfo{}, fmt.Errorf("lease %s: %w", leaseKey(run), err)
+		return LeaseInfo{}, "", fmt.Errorf("lease %s: %w", leaseKey(run), err)
 	}
-	return info, nil
+	return info, version, nil
 }
+
+// Generation is the lease's fencing token.
+func (l *Lease) Generation() uint64 { return l.Info.Generation }
+
+// Check says whether the lease may still be acted on: nil while it is
+// held and was renewed within its TTL by this process's clock; otherwise
+// an error wrapping ErrLeaseLost. A lease that lapsed stays unusable even
+// if a later renewal would succeed: by then another process may have
+// taken it over, and only a new AcquireLease (with a new generation) may
+// act for the run again.
+func (l *Lease) Check() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.lost != nil:
+		return l.lost
+	case l.released:
+		return fmt.Errorf("lease of run %s was released: %w", l.run, ErrLeaseLost)
+	}
+	if since := l.now().Sub(l.renewed); since >= l.ttl {
+		return fmt.Errorf("lease of run %s not renewed for %s, past its TTL %s: %w", l.run, since.Round(time.Millisecond), l.ttl, ErrLeaseLost)
+	}
+	return nil
+}
+
+// TTL is the lease's time to live.
+func (l *Lease) TTL() time.Duration { return l.ttl }
 
 // LastRenewed returns when the lease was last written by us (acquired or
 // renewed), by the clock AcquireLease was given.
@@ -292,7 +333,10 @@ func (l *Lease) Renew(ctx context.Context) error {
 	if l.released {
 		return fmt.Errorf("renew lease %s: already released: %w", key, ErrLeaseLost)
 	}
-	cur, err := ReadLease(ctx, l.store, l.run)
+	if l.lost != nil {
+		return fmt.Errorf("renew lease %s: %w", key, l.lost)
+	}
+	cur, version, err := readLease(ctx, l.store, l.run)
 	if errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("renew lease %s: it is gone (broken or taken over and released): %w", key, ErrLeaseLost)
 	}
@@ -308,7 +352,17 @@ func (l *Lease) Renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := l.store.Put(ctx, key, bytes.NewReader(body), int64(len(body))); err != nil {
+	// Swap from the version just read: a takeover between the read and
+	// this write makes it fail instead of reviving our lease over theirs.
+	err = l.store.PutIfMatch(ctx, key, bytes.NewReader(body), int64(len(body)), version)
+	if errors.Is(err, ErrChanged) {
+		holder := "someone else"
+		if now, err := ReadLease(ctx, l.store, l.run); err == nil {
+			holder = fmt.Sprintf("%q (pid %d on host %s)", now.Holder, now.PID, now.Host)
+		}
+		return fmt.Errorf("renew lease %s: changed while renewing, now held by %s: %w", key, holder, ErrLeaseLost)
+	}
+	if err != nil {
 		return fmt.Errorf("renew lease %s: %w", key, err)
 	}
 	l.renewed = now
@@ -344,19 +398,29 @@ func (l *Lease) Keep(ctx context.Context, every time.Duration, lost func(error))
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, ErrLeaseLost):
+			l.markLost(err)
 			if lost != nil {
 				lost(err)
 			}
 			return
 		}
 		if since := l.now().Sub(l.LastRenewed()); since >= l.ttl {
-			if lost == nil {
-				return
+			err := fmt.Errorf("lease of run %s not renewed for %s, past its TTL %s (last error: %w): %w",
+				l.run, since.Round(time.Millisecond), l.ttl, err, ErrLeaseLost)
+			l.markLost(err)
+			if lost != nil {
+				lost(err)
 			}
-			lost(fmt.Errorf("lease of run %s not renewed for %s, past its TTL %s (last error: %w): %w",
-				l.run, since.Round(time.Millisecond), l.ttl, err, ErrLeaseLost))
 			return
 		}
+	}
+}
+
+func (l *Lease) markLost(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lost == nil {
+		l.lost = err
 	}
 }
 

@@ -513,3 +513,7 @@ func mustParse(t *testing.T, s string) time.Time {
 	}
 	return tm
 }
+
+func (s prefixed) PutIfMatch(ctx context.Context, key string, r io.Reader, size int64, version string) error {
+	return s.Store.PutIfMatch(ctx, s.p+key, r, size, version)
+}

@@ -265,7 +265,8 @@ func (s *s3Store) classifyKind(op, key string, err error) (errKind, error) {
 			return errFatal, fmt.Errorf("S3 %s in %s: bucket %q does not exist: %w", what, s, s.bucket, ErrNoBucket)
 		case "NoSuchKey", "NoSuchObject":
 			return errFatal, fmt.Errorf("S3 %s in %s: %w", what, s, ErrNotFound)
-		case "PreconditionFailed":
+		case "PreconditionFailed", "ConditionalRequestConflict":
+			// Conflict: a concurrent conditional write to the key won.
 			return errFatal, fmt.Errorf("S3 %s in %s: %w", what, s, ErrExists)
 		case "SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "XMinioServerNotInitialized", "XMinioReadQuorum", "XMinioWriteQuorum":
 			return errTransient, fmt.Errorf("S3 %s in %s: %s: %s", what, s, er.Code, er.Message)
@@ -315,7 +316,9 @@ func (s *s3Store) do(ctx context.Context, op, key string, rewind func() error, f
 				return fmt.Errorf("%w (body cannot be replayed for a retry: %v)", cerr, rerr)
 			}
 		}
-		s.log.Warn("S3 transient error, retrying", "op", op, "key", key, "attempt", attempt, "of", s.retry.Attempts, "wait", delay, "err", cerr)
+		// Per try at debug level: a caller that retries a whole outage
+		// reports it once (see Outage).
+		s.log.Debug("S3 transient error, retrying", "op", op, "key", key, "attempt", attempt, "of", s.retry.Attempts, "wait", delay, "err", cerr)
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -341,7 +344,9 @@ func rewinder(r io.Reader) func() error {
 	return func() error { _, err := sk.Seek(pos, io.SeekStart); return err }
 }
 
-func (s *s3Store) put(ctx context.Context, key string, r io.Reader, size int64, ifAbsent bool) error {
+// put writes key; ifAbsent refuses an existing key, and a non-empty
+// ifMatch refuses any other ETag than it.
+func (s *s3Store) put(ctx context.Context, key string, r io.Reader, size int64, ifAbsent bool, ifMatch string) error {
 	obj, err := s.object(key)
 	if err != nil {
 		return fmt.Errorf("put: %w", err)
@@ -357,6 +362,9 @@ func (s *s3Store) put(ctx context.Context, key string, r io.Reader, size int64, 
 		if ifAbsent {
 			opts.SetMatchETagExcept("*")
 		}
+		if ifMatch != "" {
+			opts.SetMatchETag(ifMatch)
+		}
 		info, err := s.client.PutObject(ctx, s.bucket, obj, r, size, opts)
 		if err == nil && size >= 0 && info.Size != size {
 			return fmt.Errorf("S3 put %s stored %d bytes, expected %d", key, info.Size, size)
@@ -366,11 +374,22 @@ func (s *s3Store) put(ctx context.Context, key string, r io.Reader, size int64, 
 }
 
 func (s *s3Store) Put(ctx context.Context, key string, r io.Reader, size int64) error {
-	return s.put(ctx, key, r, size, false)
+	return s.put(ctx, key, r, size, false, "")
 }
 
 func (s *s3Store) PutIfAbsent(ctx context.Context, key string, r io.Reader, size int64) error {
-	return s.put(ctx, key, r, size, true)
+	return s.put(ctx, key, r, size, true, "")
+}
+
+func (s *s3Store) PutIfMatch(ctx context.Context, key string, r io.Reader, size int64, version string) error {
+	err := s.put(ctx, key, r, size, version == "", version)
+	// A precondition that fails is ErrExists to put; for a swap it means
+	// the object is not the version given, and If-Match on a missing
+	// object is answered NoSuchKey.
+	if errors.Is(err, ErrExists) || (version != "" && errors.Is(err, ErrNotFound)) {
+		return fmt.Errorf("S3 put %s in %s: not at version %q: %w", key, s, version, ErrChanged)
+	}
+	return err
 }
 
 func (s *s3Store) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error) {
@@ -396,7 +415,7 @@ func (s *s3Store) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInf
 	if err != nil {
 		return nil, ObjectInfo{}, err
 	}
-	return s3Reader{o, key}, ObjectInfo{Key: key, Size: st.Size, ModTime: st.LastModified}, nil
+	return s3Reader{o, key}, ObjectInfo{Key: key, Size: st.Size, ModTime: st.LastModified, Version: st.ETag}, nil
 }
 
 // s3Reader reads an object Get opened. minio-go reads the body with
@@ -435,7 +454,7 @@ func (s *s3Store) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 	if err != nil {
 		return ObjectInfo{}, err
 	}
-	return ObjectInfo{Key: key, Size: st.Size, ModTime: st.LastModified}, nil
+	return ObjectInfo{Key: key, Size: st.Size, ModTime: st.LastModified, Version: st.ETag}, nil
 }
 
 func (s *s3Store) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {

@@ -21,6 +21,14 @@ type Store interface {
 	// PutIfAbsent is Put that fails with ErrExists, writing nothing, when
 	// key already exists; two racing callers cannot both succeed.
 	PutIfAbsent(ctx context.Context, key string, r io.Reader, size int64) error
+	// PutIfMatch is Put that succeeds only while key's current version
+	// (ObjectInfo.Version) is version, or while key is absent if version
+	// is ""; otherwise it fails with ErrChanged and writes nothing. Of two
+	// callers swapping from one version, at most one succeeds. It is how
+	// the small objects that are overwritten in place (LATEST, LEASE)
+	// change: a compare-and-swap, so a writer that has lost its claim
+	// cannot overwrite its successor's write.
+	PutIfMatch(ctx context.Context, key string, r io.Reader, size int64, version string) error
 	// Get opens key for reading; the caller closes it. ErrNotFound if absent.
 	Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error)
 	// Stat describes key. ErrNotFound if absent.
@@ -38,12 +46,18 @@ type ObjectInfo struct {
 	Key     string
 	Size    int64
 	ModTime time.Time
+	// Version is opaque and changes whenever the object is written (S3:
+	// the ETag; on disk: inode, size and modification time); PutIfMatch
+	// compares it. Get and Stat fill it; List may leave it empty.
+	Version string
 }
 
 // Errors callers test for with errors.Is.
 var (
-	ErrNotFound    = errors.New("object not found")
-	ErrExists      = errors.New("object already exists")
+	ErrNotFound = errors.New("object not found")
+	ErrExists   = errors.New("object already exists")
+	// ErrChanged: PutIfMatch found another version than the one given.
+	ErrChanged     = errors.New("object changed since it was read")
 	ErrCredentials = errors.New("credentials rejected")
 	ErrNoBucket    = errors.New("bucket does not exist")
 	ErrUnreachable = errors.New("store unreachable")

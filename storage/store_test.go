@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -203,7 +204,10 @@ func TestS3WrongCredentialsAndMissingBucket(t *testing.T) {
 func TestS3ServerStopsAndReturns(t *testing.T) {
 	m := startOwnMinio(t)
 	ctx := context.Background()
-	log, logs := newTestLogger(t)
+	// Each retry is logged at debug level (a caller reports the outage
+	// once, see Outage).
+	logs := &logBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	retry := RetryPolicy{Attempts: 3, Base: 100 * time.Millisecond, Max: 200 * time.Millisecond}
 	s, err := Open(ctx, "s3://restart/run?create_bucket=true&endpoint=http://"+m.addr,
 		Options{AccessKey: m.user, SecretKey: m.pass, Retry: retry, Logger: log})
@@ -227,6 +231,9 @@ func TestS3ServerStopsAndReturns(t *testing.T) {
 	}
 	if n := strings.Count(logs.String()[before:], "retrying"); n != 2 {
 		t.Errorf("logged %d retries, want 2 (3 attempts)", n)
+	}
+	if n := strings.Count(logs.String()[before:], "level=WARN"); n != 0 {
+		t.Errorf("%d warnings for the retries of one call, want none (they are debug lines)", n)
 	}
 
 	if _, err := c.LoadLatest(ctx); !errors.Is(err, ErrUnreachable) || errors.Is(err, ErrNoCheckpoint) {

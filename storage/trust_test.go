@@ -65,7 +65,7 @@ func TestLatestNamingAMissingCheckpointIsRepaired(t *testing.T) {
 		gone := ID{Seq: 40, Phase: 0, Step: 400}
 		put(t, s, c.latestKey(), []byte(fmt.Sprintf(`{"manifest": %q, "seq": 40}`, c.manifestKey(gone))))
 		m := mustSave(t, c, testMeta(0, 20, false), Blob{Name: "a.bin", Data: []byte{2}})
-		cur, err := c.readLatest(ctx)
+		cur, _, err := c.readLatest(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,7 +77,7 @@ func TestLatestNamingAMissingCheckpointIsRepaired(t *testing.T) {
 		if _, err := c.GC(ctx, 3); err != nil {
 			t.Fatal(err)
 		}
-		if cur, err = c.readLatest(ctx); err != nil || cur.Manifest != manifestKeyOf(m) {
+		if cur, _, err = c.readLatest(ctx); err != nil || cur.Manifest != manifestKeyOf(m) {
 			t.Fatalf("after GC LATEST is %+v (%v), want %s", cur, err, manifestKeyOf(m))
 		}
 		for _, e := range mustList(t, c) {

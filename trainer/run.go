@@ -8,9 +8,13 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/sbtrain/sbtrain/allreduce"
 	"github.com/sbtrain/sbtrain/api"
 	"github.com/sbtrain/sbtrain/job"
+	"github.com/sbtrain/sbtrain/storage"
 )
 
 func fromAPI(p *api.Position) job.Position { return p.ToPosition() }
@@ -157,15 +161,17 @@ func (t *Trainer) heldString() string {
 	return t.state.Position().String()
 }
 
-// loadCheckpoint reads the latest verified checkpoint, which must be the
-// one the plan names.
+// loadCheckpoint reads the checkpoint the plan names: the coordinator's
+// committed one, whatever else storage holds (a newer write of a deposed
+// coordinator, say), so every trainer starts from the same state.
 func (t *Trainer) loadCheckpoint(ctx context.Context, name string) (*job.State, error) {
-	st, id, err := t.opts.Job.LoadLatest(ctx, t.ckpts)
+	id, err := storage.ParseID(name)
+	if err != nil {
+		return nil, fmt.Errorf("plan names checkpoint %q: %w", name, err)
+	}
+	st, err := t.opts.Job.Load(ctx, t.ckpts, id)
 	if err != nil {
 		return nil, fmt.Errorf("load checkpoint %s: %w", name, err)
-	}
-	if id.String() != name {
-		return nil, fmt.Errorf("load checkpoint %s: the latest verified checkpoint is %s", name, id)
 	}
 	t.log.Info("loaded checkpoint", "checkpoint", name, "at", st.Position().String())
 	return st, nil
@@ -181,9 +187,12 @@ func (t *Trainer) steps(ctx context.Context, client api.ControlClient, ring *all
 	var samples, steps int
 	var reduceBytes int64
 	var loss float64
-	if st.Done() && ring.Rank() == 0 {
-		// The run ended before the final checkpoint was committed.
-		return t.writeCheckpoint(ctx, client, plan)
+	if plan.CommitStart {
+		// The start is a phase end (or the end) whose commit was lost:
+		// it is committed before anyone steps into the next phase.
+		if err := t.checkpointBarrier(ctx, client, ring, plan); err != nil {
+			return err
+		}
 	}
 	for !st.Done() {
 		t0 := time.Now()
@@ -204,9 +213,11 @@ func (t *Trainer) steps(ctx context.Context, client api.ControlClient, ring *all
 		reduceBytes += ring.LastStats().BytesSent
 		samples += t.opts.Job.Batch()
 		steps++
+		t.failures = 0
+		t.backoff.Reset()
 		pos := st.Position()
-		if ring.Rank() == 0 && (pos.Step == 0 || every > 0 && pos.Step%every == 0) {
-			if err := t.writeCheckpoint(ctx, client, plan); err != nil {
+		if pos.Step == 0 || every > 0 && pos.Step%every == 0 {
+			if err := t.checkpointBarrier(ctx, client, ring, plan); err != nil {
 				return err
 			}
 		}
@@ -225,6 +236,97 @@ func (t *Trainer) steps(ctx context.Context, client api.ControlClient, ring *all
 		}
 	}
 	return nil
+}
+
+// Checkpoint barrier: what rank 0 broadcasts while it checkpoints.
+const (
+	ckptTrying    byte = iota // still writing or retrying; keep waiting
+	ckptCommitted             // committed: step on
+	ckptFailed                // given up: the generation ends
+)
+
+// storeOutageError is a checkpoint that storage would not take for longer
+// than Options.StoreOutage.
+type storeOutageError struct{ err error }
+
+func (e *storeOutageError) Error() string { return e.err.Error() }
+func (e *storeOutageError) Unwrap() error { return e.err }
+
+// checkpointBarrier is a barrier of every rank around rank 0's checkpoint: rank 0
+// writes and commits it, retrying storage failures with backoff, and
+// broadcasts how it stands at least every third of the ring deadline, so
+// the others wait without blaming it; nobody steps on before the commit.
+// A phase therefore never closes without its phase-end checkpoint.
+func (t *Trainer) checkpointBarrier(ctx context.Context, client api.ControlClient, ring *allreduce.Ring, plan *api.Plan) error {
+	var b [1]byte
+	if ring.Rank() != 0 {
+		for {
+			if err := ring.BroadcastBytes(ctx, 0, b[:]); err != nil {
+				return fmt.Errorf("wait for rank 0's checkpoint at %v: %w", t.state.Position(), err)
+			}
+			switch b[0] {
+			case ckptCommitted:
+				return nil
+			case ckptFailed:
+				return fmt.Errorf("rank 0 could not checkpoint at %v", t.state.Position())
+			}
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- t.commitRetrying(ctx, client, plan) }()
+	alive := time.NewTicker(t.opts.RingDeadline / 3)
+	defer alive.Stop()
+	for {
+		select {
+		case err := <-done:
+			b[0] = ckptCommitted
+			if err != nil {
+				b[0] = ckptFailed
+			}
+			if berr := ring.BroadcastBytes(ctx, 0, b[:]); berr != nil && err == nil {
+				err = fmt.Errorf("tell the ring the checkpoint at %v is committed: %w", t.state.Position(), berr)
+			}
+			return err
+		case <-alive.C:
+			b[0] = ckptTrying
+			if err := ring.BroadcastBytes(ctx, 0, b[:]); err != nil {
+				// The generation is over; the writer ends with ctx.
+				<-done
+				return fmt.Errorf("keep the ring waiting for the checkpoint at %v: %w", t.state.Position(), err)
+			}
+		}
+	}
+}
+
+// commitRetrying writes and commits the checkpoint of the current state,
+// retrying with backoff while storage (or the coordinator's) fails, and
+// gives up with a storeOutageError after Options.StoreOutage. A refusal
+// by the coordinator ends it at once.
+func (t *Trainer) commitRetrying(ctx context.Context, client api.ControlClient, plan *api.Plan) error {
+	b := storage.Backoff{Base: 200 * time.Millisecond, Max: min(5*time.Second, t.opts.RingDeadline/3)}
+	for {
+		err := t.writeCheckpoint(ctx, client, plan)
+		if err == nil {
+			t.outage.Ended()
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		if status.Code(err) == codes.FailedPrecondition {
+			return err // refused: retrying would not change the answer
+		}
+		tries, lasted := t.outage.Failed(err)
+		if lasted >= t.opts.StoreOutage {
+			return &storeOutageError{fmt.Errorf("checkpoint at %v: storage failed for %s (%d tries): %w",
+				t.state.Position(), lasted.Round(time.Second), tries, err)}
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(b.Next()):
+		}
+	}
 }
 
 // writeCheckpoint stores the state's blob under a fresh checkpoint ID and

@@ -20,12 +20,16 @@ type shardCache struct {
 	job   *job.Job
 	log   *slog.Logger
 	mem   map[job.ShardKey]method.Shard
+	// outage reports stored shards that cannot be read or written, once
+	// per outage: a shard is a cache, so training goes on without them.
+	outage *storage.Outage
 	// Counters, for logs and tests.
 	built, loaded int
 }
 
 func newShardCache(s storage.Store, run string, j *job.Job, log *slog.Logger) *shardCache {
-	return &shardCache{store: s, run: run, job: j, log: log, mem: map[job.ShardKey]method.Shard{}}
+	return &shardCache{store: s, run: run, job: j, log: log, mem: map[job.ShardKey]method.Shard{},
+		outage: storage.NewOutage(log, "cache shards")}
 }
 
 func (c *shardCache) Shard(ctx context.Context, k job.ShardKey, build func() (method.Shard, error)) (method.Shard, error) {
@@ -53,7 +57,7 @@ func (c *shardCache) Shard(ctx context.Context, k job.ShardKey, build func() (me
 	case ctx.Err() != nil:
 		return nil, ctx.Err()
 	default:
-		c.log.Warn("cannot read stored cache shard; simulating it", "shard", sk.Key(), "err", err)
+		c.outage.Failed(fmt.Errorf("read cache shard %s (simulating it instead): %w", sk.Key(), err))
 	}
 	s, err := build()
 	if err != nil {
@@ -65,7 +69,13 @@ func (c *shardCache) Shard(ctx context.Context, k job.ShardKey, build func() (me
 		return nil, fmt.Errorf("store cache shard %s: %w", sk.Key(), err)
 	}
 	if err := storage.PutShard(ctx, c.store, sk, tensors, smeta); err != nil {
-		return nil, fmt.Errorf("store cache shard %s: %w", sk.Key(), err)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		// Kept in memory: a new owner simulates it again, exactly.
+		c.outage.Failed(fmt.Errorf("store cache shard %s (kept in memory only): %w", sk.Key(), err))
+	} else {
+		c.outage.Ended() // a write went through: the outage is over
 	}
 	c.mem[k] = s
 	return s, nil

@@ -8,6 +8,9 @@
 //
 // A trainer keeps its state in memory across generations and across a
 // lost coordinator, so a re-plan redoes at most the step in flight.
+// Every checkpoint is a barrier of the ring: rank 0 writes and commits it,
+// retrying storage with backoff while it tells the others to wait, and
+// nobody steps on before the commit.
 package trainer
 
 import (
@@ -64,6 +67,14 @@ type Options struct {
 	// writing the blobs of its n-th checkpoint and before asking for the
 	// commit (0 = never).
 	CrashAfterBlobs int
+	// ConfigFields digests each field of the run config
+	// (config.Config.FieldDigests); the coordinator names the fields that
+	// differ when it refuses another config.
+	ConfigFields map[string]string
+	// StoreOutage is how long rank 0 retries a checkpoint that storage
+	// will not take before it asks the coordinator to pause the run; 0: 1
+	// minute.
+	StoreOutage time.Duration
 	// Secret authenticates the trainer's channels: gRPC with mutual TLS,
 	// gossip with its key and label, ring links with a challenge-response
 	// (see package runauth). Nil means the run has none, and then Host
@@ -108,6 +119,9 @@ func (o *Options) fill() error {
 	if o.ReportEvery <= 0 {
 		o.ReportEvery = 500 * time.Millisecond
 	}
+	if o.StoreOutage <= 0 {
+		o.StoreOutage = time.Minute
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -128,6 +142,15 @@ type Trainer struct {
 	instance   string // this process's, sent with every control call
 	lastGen    uint64
 	checkpoint int // checkpoints written, for CrashAfterBlobs
+	stall      *stallWatch
+	// failures counts the generations that failed in a row, so that a
+	// failure that repeats (a checkpoint that cannot be loaded, a peer
+	// that keeps dropping) is retried with backoff, not at network speed.
+	failures int
+	backoff  storage.Backoff
+	// outage reports checkpoint writes that storage refuses, once per
+	// outage.
+	outage *storage.Outage
 }
 
 // Run joins the run and trains until the coordinator says the run is
@@ -138,6 +161,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	t := &Trainer{opts: opts, log: opts.Logger.With("trainer", opts.ID), instance: runauth.NewInstance()}
 	t.rejects = runauth.NewRejects(t.log, 0)
+	t.stall = startStallWatch(ctx)
+	t.backoff = storage.Backoff{Base: 200 * time.Millisecond, Max: 5 * time.Second}
+	t.outage = storage.NewOutage(t.log, "checkpoint, retried with backoff")
 	lopts := allreduce.ListenOptions{HandshakeTimeout: opts.RingDeadline, Logger: t.log,
 		Refused: func(from, why string) { t.rejects.Refused("ring", from, why) }}
 	if opts.Secret != nil {
@@ -289,7 +315,7 @@ func (t *Trainer) connect(ctx context.Context) (*grpc.ClientConn, *planStream, e
 		return nil, nil, fmt.Errorf("dial coordinator %s: %w", peer.Meta.GRPC, err)
 	}
 	hello := &api.Hello{TrainerId: t.opts.ID, ConfigHash: t.opts.Job.Hash, Version: t.opts.Version,
-		RingAddr: t.ep.Addr(), LastGeneration: t.lastGen}
+		RingAddr: t.ep.Addr(), LastGeneration: t.lastGen, ConfigFields: t.opts.ConfigFields}
 	if t.state != nil {
 		p := t.state.Position()
 		hello.HasState, hello.Held = true, api.FromPosition(p)
@@ -380,14 +406,40 @@ func (t *Trainer) execute(ctx context.Context, conn *grpc.ClientConn, ps *planSt
 				if errors.Is(err, errStreamLost) {
 					return false, err
 				}
-				t.log.Warn("generation failed", "generation", plan.Generation, "err", err)
-				var pe *allreduce.PeerError
 				rep := &api.Report{TrainerId: t.opts.ID, Generation: plan.Generation, Kind: api.Report_RING_FAILED, Error: err.Error()}
-				if errors.As(err, &pe) && pe.Rank >= 0 && pe.Rank < len(plan.Members) {
-					rep.Suspect = plan.Members[pe.Rank].TrainerId
+				var pe *allreduce.PeerError
+				var so *storeOutageError
+				switch {
+				case errors.As(err, &so):
+					rep.Kind = api.Report_STORE_OUTAGE
+					t.log.Warn("storage is out: asking the coordinator to pause the run", "generation", plan.Generation, "err", err)
+				case t.stall.stalledWithin(t.opts.RingDeadline + time.Second):
+					// This process was not running (SIGSTOP, a frozen VM):
+					// its peers did not fail it, it failed them.
+					t.log.Warn("generation failed while this trainer was stalled; blaming no peer", "generation", plan.Generation,
+						"stalled_for", t.stall.lastStall().Round(time.Millisecond), "err", err)
+				default:
+					t.log.Warn("generation failed", "generation", plan.Generation, "err", err)
+					if errors.As(err, &pe) && pe.Rank >= 0 && pe.Rank < len(plan.Members) {
+						rep.Suspect = plan.Members[pe.Rank].TrainerId
+					}
 				}
 				if rerr := t.report(ctx, client, rep); rerr != nil {
 					return false, rerr
+				}
+				t.failures++
+				if t.failures > 1 {
+					// The same failure again: wait, unless a new plan comes.
+					wait := t.backoff.Next()
+					t.log.Info("generations keep failing; waiting before the next", "failures", t.failures, "wait", wait.Round(time.Millisecond))
+					select {
+					case <-ctx.Done():
+						return true, ctx.Err()
+					case err := <-ps.err:
+						return false, err
+					case next = <-ps.latest:
+					case <-time.After(wait):
+					}
 				}
 			}
 			plan = next

@@ -4,6 +4,8 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
+	"errors"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"net/url"
@@ -369,7 +371,7 @@ func TestClusterBadInput(t *testing.T) {
 			t.Fatalf("seeds 3 and 4 hash alike (%s)", ours)
 		}
 		p := startProc(t, "trainer with seed 4", dir, trainerArgs(other, storeURL, gossip, "stranger")...)
-		fails(t, p, 20*time.Second, "config hash "+theirs, ours)
+		fails(t, p, 20*time.Second, "config differs from the coordinator's in seed (hash "+theirs, ours)
 	})
 	t.Run("trainer joining nobody", func(t *testing.T) {
 		t.Parallel()
@@ -384,6 +386,16 @@ func TestClusterBadInput(t *testing.T) {
 		t.Parallel()
 		p := startProc(t, "second coordinator", dir, coordinatorArgs(cfg, storeURL, freeAddr(t), "", 3)...)
 		fails(t, p, 20*time.Second, "held by", grpcAddr)
+	})
+	t.Run("second local of the run", func(t *testing.T) {
+		t.Parallel()
+		// Refused, it leaves nothing behind: no logs folder.
+		out := filepath.Join(t.TempDir(), "out")
+		p := startProc(t, "second local", dir, localArgs(cfg, storeURL, out, 2)...)
+		fails(t, p, 20*time.Second, "held by", grpcAddr)
+		if _, err := os.Stat(out); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("the refused local left %s behind (%v)", out, err)
+		}
 	})
 }
 

@@ -114,6 +114,9 @@ func runCoordinator(ctx context.Context, args []string) error {
 		fmt.Fprintf(os.Stderr, "dashboard: %s\n", u)
 	}
 	if err := c.Wait(ctx); err != nil {
+		if errors.Is(err, coordinator.ErrDeposed) {
+			leaveOutputs(ctx, j, store, run, cf.out, runFigures{Wall: time.Since(start), AllReduce: watcher.allReduce()}, c)
+		}
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			// SIGTERM or ^C is how an operator (or Kubernetes) stops a
 			// coordinator: an orderly stop, not a failure. The run resumes
@@ -129,7 +132,29 @@ func runCoordinator(ctx context.Context, args []string) error {
 	fig := runFigures{Wall: time.Since(start), AllReduce: watcher.allReduce()}
 	fig.measure(ctx, c)
 	watcher.finish()
-	return concludeRun(ctx, j, store, run, cf.out, fig, os.Stdout)
+	return concludeRun(ctx, j, store, run, cf.out, fig, os.Stdout, "")
+}
+
+// leaveOutputs is for a coordinator that lost its run to another: if the
+// last checkpoint it committed is the end of the run, it writes that
+// run's outputs (it trained to completion, and exits with them); a run
+// not finished is left, committed, to the new holder, which writes them
+// when it finishes. Failing is only logged: the lease error is the news.
+func leaveOutputs(ctx context.Context, j *job.Job, store storage.Store, run, out string, fig runFigures, c *coordinator.Coordinator) {
+	cm, err := c.Committed(ctx)
+	if err != nil || out == "" {
+		return
+	}
+	if cm.Pos != (coordinator.Position{Phase: j.Phases()}) {
+		slog.Info("the run is not finished: its new holder resumes from the last committed checkpoint and writes the outputs",
+			"run", run, "committed", cm.Checkpoint, "at", cm.Pos.String())
+		return
+	}
+	fig.measure(ctx, c)
+	slog.Warn("writing the outputs of the run's final checkpoint, which this coordinator committed", "checkpoint", cm.Checkpoint, "out", out)
+	if err := concludeRun(ctx, j, store, run, out, fig, os.Stdout, cm.Checkpoint); err != nil {
+		slog.Warn("outputs of the last committed checkpoint", "checkpoint", cm.Checkpoint, "err", err)
+	}
 }
 
 // startCoordinator starts the run's coordinator; with cf.http it serves
@@ -146,6 +171,7 @@ func startCoordinator(ctx context.Context, j *job.Job, run string, store storage
 		MinWorkers: cf.workers, CheckpointEvery: cf.checkpointEvery, Store: store,
 		GossipAddr: gossip, GRPCAddr: grpcAddr, LeaseTTL: cf.leaseTTL, Logger: slog.Default(),
 		OnProgress: onProgress, Method: j.Method(), PhaseNames: names, HTTPAddr: cf.http, Secret: cf.secret,
+		ConfigFields: j.Setup.Config.FieldDigests(),
 	}
 	if cf.httpTokenFile != "" {
 		b, err := os.ReadFile(cf.httpTokenFile)
@@ -182,7 +208,10 @@ type runFigures struct {
 	Wall time.Duration // the whole command
 	// Train is from the first run plan to the end: samples/s counts it,
 	// not process start-up; 0 means unknown (Wall is used).
-	Train     time.Duration
+	Train time.Duration
+	// Idle: this command trained nothing (the run was finished before it
+	// started), so it has no rate to report.
+	Idle      bool
 	Workers   int
 	AllReduce *float64 // mean share of step time in the all-reduce
 	// From is where this command's training started (a resumed run
@@ -193,20 +222,34 @@ type runFigures struct {
 // measure reads the training start from the coordinator; call it when the
 // run has just finished.
 func (f *runFigures) measure(ctx context.Context, c *coordinator.Coordinator) {
-	if first, from, err := c.FirstRun(ctx); err == nil && !first.IsZero() {
+	first, from, err := c.FirstRun(ctx)
+	switch {
+	case err != nil:
+	case first.IsZero():
+		f.Idle = true
+	default:
 		f.Train, f.From = time.Since(first), from
 	}
 }
 
 // concludeRun evaluates the finished run from its checkpoints as `sbtrain
-// train` does and writes the same files.
-func concludeRun(ctx context.Context, j *job.Job, store storage.Store, run, out string, fig runFigures, w io.Writer) error {
+// train` does and writes the same files. checkpoint names the checkpoint to
+// conclude from; "" is the newest.
+func concludeRun(ctx context.Context, j *job.Job, store storage.Store, run, out string, fig runFigures, w io.Writer, checkpoint string) error {
 	ckpts, err := storage.NewCheckpoints(store, run, slog.Default())
 	if err != nil {
 		return err
 	}
-	outcome, id, err := j.Conclude(ctx, ckpts, job.RunFigures{Wall: fig.Wall, Train: fig.Train, Workers: fig.Workers,
-		AllReduce: fig.AllReduce, From: job.Position{Phase: fig.From.Phase, Step: fig.From.Step}})
+	var at *storage.ID
+	if checkpoint != "" {
+		id, err := storage.ParseID(checkpoint)
+		if err != nil {
+			return fmt.Errorf("run %s: checkpoint %q: %w", run, checkpoint, err)
+		}
+		at = &id
+	}
+	outcome, id, err := j.Conclude(ctx, ckpts, job.RunFigures{Wall: fig.Wall, Train: fig.Train, Idle: fig.Idle, Workers: fig.Workers,
+		AllReduce: fig.AllReduce, From: fig.From}, at)
 	if err != nil {
 		return fmt.Errorf("run %s: %w", run, err)
 	}
@@ -214,6 +257,9 @@ func concludeRun(ctx context.Context, j *job.Job, store storage.Store, run, out 
 		return err
 	}
 	printSummary(w, outcome.Metrics)
+	if fig.Idle {
+		fmt.Fprintf(w, "run %s was already finished: this command trained no steps, so it measured no training rate\n", run)
+	}
 	fmt.Fprintf(w, "wrote %s from checkpoint %s\n", outcome.WrittenSummary(out), id)
 	return nil
 }

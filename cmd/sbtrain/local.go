@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,6 +36,7 @@ func runLocal(ctx context.Context, args []string) error {
 	fs.StringVar(&cf.out, "out", "", "directory for metrics.json, plots and networks (default runs/<run>)")
 	deadline := fs.Duration("ring-deadline", 10*time.Second, "trainers' longest wait on a silent peer inside a collective")
 	logDir := fs.String("logs", "", "directory for the trainers' logs (default <out>/logs)")
+	outage := fs.Duration("store-outage", time.Minute, "how long trainer rank 0 retries a checkpoint that storage refuses before the run pauses until storage answers")
 	crash := fs.Int("crash-after-blobs", 0, "fault injection for tests: trainer rank 0 SIGKILLs the whole run (its process group) after writing the blobs of its n-th checkpoint, before the commit")
 	quiet := fs.Bool("quiet", false, "print only the dashboard's address and the final summary")
 	bind := fs.Bool("bind", true, "bind trainer i to its share of the CPUs (CPU i mod CPUs when trainers outnumber them), so the scheduler stops moving them between cores; false leaves placement to the scheduler")
@@ -48,6 +50,9 @@ func runLocal(ctx context.Context, args []string) error {
 	}
 	if cf.workers > 64 {
 		return usagef("--workers %d: local runs at most 64 trainers", cf.workers)
+	}
+	if *outage <= 0 {
+		return usagef("--store-outage %s: want a positive duration", *outage)
 	}
 	j, run, store, err := rf.open(ctx)
 	if err != nil {
@@ -69,9 +74,6 @@ func runLocal(ctx context.Context, args []string) error {
 	if *logDir == "" {
 		*logDir = filepath.Join(cf.out, "logs")
 	}
-	if err := os.MkdirAll(*logDir, 0o755); err != nil {
-		return fmt.Errorf("trainer logs: %w", err)
-	}
 	start := time.Now()
 	var progressOut io.Writer = os.Stderr
 	if *quiet {
@@ -84,6 +86,11 @@ func runLocal(ctx context.Context, args []string) error {
 		return err
 	}
 	defer c.Close()
+	// Only now that the run is ours: a refused second `local` leaves
+	// nothing behind.
+	if err := os.MkdirAll(*logDir, 0o755); err != nil {
+		return fmt.Errorf("trainer logs: %w", err)
+	}
 	if u := c.DashboardURL(); u != "" {
 		fmt.Fprintf(os.Stderr, "dashboard: %s\n", u)
 	}
@@ -99,13 +106,15 @@ func runLocal(ctx context.Context, args []string) error {
 		return err
 	}
 	tctx, stopTrainers := context.WithCancel(ctx)
-	defer stopTrainers()
 	exited := make(chan trainerExit, cf.workers)
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	// Stop the trainers before waiting for them: a coordinator that must
+	// stop (it lost the run's lease) leaves while they still train.
+	defer func() { stopTrainers(); wg.Wait() }()
 	for i := 0; i < cf.workers; i++ {
 		targs := []string{"trainer", "--join", c.GossipAddr(), "--id", fmt.Sprintf("trainer-%d", i),
-			"--run", run, "--store", rf.store.url, "--ring-deadline", deadline.String(), "--coordinator-timeout", "20s"}
+			"--run", run, "--store", rf.store.url, "--ring-deadline", deadline.String(), "--coordinator-timeout", "20s",
+			"--store-outage", outage.String()}
 		targs = append(targs, rf.store.childFlags()...)
 		targs = append(targs, lf.childFlags()...)
 		if rf.config != "" {
@@ -148,13 +157,19 @@ func runLocal(ctx context.Context, args []string) error {
 		select {
 		case err := <-done:
 			cancel()
+			if errors.Is(err, coordinator.ErrDeposed) {
+				stopTrainers()
+				leaveOutputs(ctx, j, store, run, cf.out, runFigures{Wall: time.Since(start), Workers: cf.workers, AllReduce: watcher.allReduce()}, c)
+			}
 			if err != nil {
 				return err
 			}
 			return finishLocal(ctx, j, run, cf, start, c, watcher, exited, &running, store)
 		case ex := <-exited:
 			cancel()
-			<-done
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				return err // the coordinator failed as the trainer left
+			}
 			running--
 			lastExit = ex
 			if ex.err != nil {
@@ -213,7 +228,7 @@ func finishLocal(ctx context.Context, j *job.Job, run string, cf coordFlags, sta
 	}
 	c.Close()
 	printer.finish()
-	return concludeRun(ctx, j, store, run, cf.out, fig, os.Stdout)
+	return concludeRun(ctx, j, store, run, cf.out, fig, os.Stdout, "")
 }
 
 // startChild starts a trainer process whose output goes to logPath and

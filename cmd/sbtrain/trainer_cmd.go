@@ -106,6 +106,7 @@ func runTrainer(ctx context.Context, args []string) error {
 	deadline := fs.Duration("ring-deadline", 10*time.Second, "longest wait on a silent peer inside a collective before blaming it")
 	coordTimeout := fs.Duration("coordinator-timeout", 60*time.Second, "how long to look for a coordinator (at start and after losing it) before giving up")
 	crash := fs.Int("crash-after-blobs", 0, "fault injection for tests: as rank 0, SIGKILL this process group after writing the blobs of its n-th checkpoint, before the commit (0 = never)")
+	outage := fs.Duration("store-outage", time.Minute, "as rank 0, how long to retry a checkpoint that storage refuses before asking the coordinator to pause the run")
 	cpus := addCPUsFlag(fs)
 	lf := addLogFlags(fs)
 	if done, err := parseProcessFlags(fs, args, lf); done {
@@ -134,8 +135,8 @@ func runTrainer(ctx context.Context, args []string) error {
 	if *gossipPort != 0 && *gossipPort == *ringPort {
 		return usagef("--gossip-port and --ring-port are both %d: they need one each", *gossipPort)
 	}
-	if *deadline <= 0 || *coordTimeout <= 0 {
-		return usagef("--ring-deadline and --coordinator-timeout must be positive")
+	if *deadline <= 0 || *coordTimeout <= 0 || *outage <= 0 {
+		return usagef("--ring-deadline, --coordinator-timeout and --store-outage must be positive")
 	}
 	secret, err := rf.secret()
 	if err != nil {
@@ -152,5 +153,6 @@ func runTrainer(ctx context.Context, args []string) error {
 		ID: *id, Run: run, Job: j, Store: store, Version: version, Join: *join, Host: *bind,
 		GossipPort: *gossipPort, RingPort: *ringPort,
 		RingDeadline: *deadline, CoordinatorTimeout: *coordTimeout, CrashAfterBlobs: *crash,
+		StoreOutage: *outage, ConfigFields: j.Setup.Config.FieldDigests(),
 	})
 }
