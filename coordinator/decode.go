@@ -57,7 +57,8 @@ func decodeReport(r *api.Report) (Event, error) {
 		return Holding{ID: r.GetTrainerId(), Generation: r.GetGeneration(), HasState: r.GetHasState(), Held: pos}, nil
 	case api.Report_PROGRESS:
 		return Progress{ID: r.GetTrainerId(), Generation: r.GetGeneration(), Pos: pos, Loss: r.GetLoss(),
-			SamplesPerSec: r.GetSamplesPerSec(), AllReduceFraction: r.GetAllreduceFraction()}, nil
+			SamplesPerSec: r.GetSamplesPerSec(), AllReduceFraction: r.GetAllreduceFraction(),
+			Steps: r.GetSteps(), StepSeconds: r.GetStepSeconds(), AllReduceSeconds: r.GetAllreduceSeconds(), AllReduceBytes: r.GetAllreduceBytes()}, nil
 	case api.Report_RING_FAILED:
 		return RingFailed{ID: r.GetTrainerId(), Generation: r.GetGeneration(), Suspect: r.GetSuspect(), Err: r.GetError()}, nil
 	}

@@ -21,7 +21,6 @@ import (
 
 	"github.com/sbtrain/sbtrain/api"
 	"github.com/sbtrain/sbtrain/config"
-	"github.com/sbtrain/sbtrain/dashboard"
 	"github.com/sbtrain/sbtrain/internal/runauth"
 	"github.com/sbtrain/sbtrain/membership"
 	"github.com/sbtrain/sbtrain/storage"
@@ -53,9 +52,9 @@ type Options struct {
 	// "phase 0", "phase 1", ...
 	Method     string
 	PhaseNames []string
-	// HTTPAddr is host:port to serve the dashboard and /metrics on (port 0
-	// picks one); empty serves none.
-	HTTPAddr string
+	// Observer, if set, is told the run's facts as the machine decides
+	// them (the command's dashboard), after the metrics log.
+	Observer Observer
 	// OnCommit, if set, is called after every committed checkpoint with
 	// its name and run position, from a goroutine of the coordinator's
 	// own, one call at a time: while a call runs, only the newest further
@@ -66,9 +65,6 @@ type Options struct {
 	// gossip with its key and label (see package runauth). Nil means the
 	// run has none, and then every address must be on loopback.
 	Secret *runauth.Secret
-	// DashboardToken, if set, is the bearer token the dashboard asks of
-	// every request but /healthz.
-	DashboardToken string
 	// ConfigFields digests each field of the run config
 	// (config.Config.FieldDigests), so that a trainer refused for another
 	// config is told which fields differ. Nil: only the hashes are named.
@@ -96,10 +92,14 @@ type Coordinator struct {
 	lis    net.Listener
 	// rejects logs refused attempts on every channel, rate-limited.
 	rejects *runauth.Rejects
-	// dash is the dashboard, web its server; both nil without HTTPAddr.
-	dash *dashboard.Dashboard
-	web  *dashboard.Server
-	mlog *metricsLog
+	mlog    *metricsLog
+	// obs are told the machine's facts: the metrics log, then
+	// Options.Observer (loop goroutine).
+	obs observers
+	// gcKick asks the GC goroutine for a pass after a commit, so that the
+	// loop never waits behind storage for it; a pass asked while one runs
+	// is coalesced into the next.
+	gcKick chan struct{}
 	// commits carries the newest commit to the OnCommit goroutine.
 	commits chan commitNote
 
@@ -109,7 +109,7 @@ type Coordinator struct {
 	followers map[string]*follower
 	gossipUp  map[string]bool
 
-	dashGen  uint64        // the newest plan shown on the dashboard; loop goroutine only
+	planGen  uint64        // the newest plan told to the observers; loop goroutine only
 	firstRun time.Time     // when the first run plan went out; loop goroutine only
 	firstPos Position      // where it started
 	done     chan struct{} // closed when the run is finished
@@ -118,6 +118,19 @@ type Coordinator struct {
 	wg       sync.WaitGroup
 	closed   sync.Once
 	closeErr error
+}
+
+// commitBytes is the size of a checkpoint as its trainer reports it, or
+// the sum of its blobs.
+func commitBytes(r *api.CommitRequest) int64 {
+	if r.Bytes > 0 {
+		return r.Bytes
+	}
+	var size int64
+	for _, b := range r.Blobs {
+		size += b.Size
+	}
+	return size
 }
 
 // commitNote is a committed checkpoint for OnCommit.
@@ -161,7 +174,7 @@ func Start(ctx context.Context, opts Options) (*Coordinator, error) {
 			opts.PhaseNames[i] = fmt.Sprintf("phase %d", i)
 		}
 	}
-	for _, a := range []struct{ what, addr string }{{"gossip address", opts.GossipAddr}, {"gRPC address", opts.GRPCAddr}, {"dashboard address", opts.HTTPAddr}} {
+	for _, a := range []struct{ what, addr string }{{"gossip address", opts.GossipAddr}, {"gRPC address", opts.GRPCAddr}} {
 		if a.addr == "" {
 			continue
 		}
@@ -171,7 +184,7 @@ func Start(ctx context.Context, opts Options) (*Coordinator, error) {
 	}
 	c := &Coordinator{opts: opts, log: opts.Logger.With("role", "coordinator"),
 		events: make(chan func(), 256), followers: map[string]*follower{}, gossipUp: map[string]bool{},
-		done: make(chan struct{}), fatal: make(chan error, 4), commits: make(chan commitNote, 1)}
+		done: make(chan struct{}), fatal: make(chan error, 4), commits: make(chan commitNote, 1), gcKick: make(chan struct{}, 1)}
 	c.rejects = runauth.NewRejects(c.log, 0)
 	var creds credentials.TransportCredentials
 	var err error
@@ -190,19 +203,7 @@ func Start(ctx context.Context, opts Options) (*Coordinator, error) {
 		return nil, fmt.Errorf("coordinator: listen for gRPC on %s: %w", opts.GRPCAddr, err)
 	}
 	c.lis = lis
-	var httpLis net.Listener
-	if opts.HTTPAddr != "" {
-		if httpLis, err = net.Listen("tcp", opts.HTTPAddr); err != nil {
-			lis.Close()
-			return nil, fmt.Errorf("coordinator: listen for the dashboard on %s: %w", opts.HTTPAddr, err)
-		}
-	}
-	closeListeners := func() {
-		lis.Close()
-		if httpLis != nil {
-			httpLis.Close()
-		}
-	}
+	closeListeners := func() { lis.Close() }
 	host, _ := os.Hostname()
 	c.holder = fmt.Sprintf("coordinator@%s (grpc %s)", host, lis.Addr())
 	c.lease, err = storage.AcquireLease(ctx, opts.Store, opts.Run, c.holder, storage.LeaseOptions{TTL: opts.LeaseTTL, Logger: c.log})
@@ -245,13 +246,11 @@ func Start(ctx context.Context, opts Options) (*Coordinator, error) {
 	}
 	c.mlog.add(MetricsRecord{Time: time.Now(), Kind: RecordRun, Run: opts.Run, Method: opts.Method,
 		PhaseNames: opts.PhaseNames, StepsPerPhase: opts.StepsPerPhase, Phase: committed.Pos.Phase, Step: committed.Pos.Step})
-	if httpLis != nil {
-		c.dash = dashboard.New(dashboard.Options{Run: opts.Run, Method: opts.Method, PhaseNames: opts.PhaseNames,
-			StepsPerPhase: opts.StepsPerPhase, Logger: c.log, Token: opts.DashboardToken,
-			Refused: func(from, why string) { c.rejects.Refused("dashboard", from, why) }})
-		c.dash.SetState(c.m.State().String())
-		c.web = dashboard.Serve(c.dash, httpLis)
+	c.obs = observers{metricsObserver{log: c.mlog, stepsPerPhase: opts.StepsPerPhase}}
+	if opts.Observer != nil {
+		c.obs = append(c.obs, opts.Observer)
 	}
+	c.obs.NotifyState(c.m.State())
 	sopts := []grpc.ServerOption{grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Second, Timeout: 2 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true})}
 	if creds != nil {
@@ -259,16 +258,17 @@ func Start(ctx context.Context, opts Options) (*Coordinator, error) {
 	}
 	c.grpc = grpc.NewServer(sopts...)
 	api.RegisterControlServer(c.grpc, &service{c: c})
-	c.wg.Add(5)
+	c.wg.Add(6)
 	go func() { defer c.wg.Done(); _ = c.grpc.Serve(lis) }()
 	go func() { defer c.wg.Done(); c.loop(lctx) }()
 	go func() { defer c.wg.Done(); c.watchGossip(lctx) }()
 	go func() { defer c.wg.Done(); c.mlog.keepFlushing(lctx) }()
 	go func() { defer c.wg.Done(); c.commitHooks(lctx) }()
+	go func() { defer c.wg.Done(); c.collectGarbage(lctx) }()
 	c.keepLease(c.lease)
 	c.log.Info("coordinator started", "run", opts.Run, "gossip", c.node.Addr(), "grpc", lis.Addr().String(),
 		"lease_generation", c.lease.Generation(),
-		"dashboard", c.DashboardURL(), "committed", committed.Pos.String(), "checkpoint", committed.Checkpoint, "min_workers", opts.MinWorkers)
+		"committed", committed.Pos.String(), "checkpoint", committed.Checkpoint, "min_workers", opts.MinWorkers)
 	if c.m.Done() {
 		c.log.Info("run already finished", "checkpoint", committed.Checkpoint)
 	}
@@ -462,19 +462,6 @@ func (c *Coordinator) GossipAddr() string { return c.node.Addr() }
 // GRPCAddr is the control service's address.
 func (c *Coordinator) GRPCAddr() string { return c.lis.Addr().String() }
 
-// DashboardURL is the dashboard's address, http://host:port/, or "" when
-// Options.HTTPAddr was empty.
-func (c *Coordinator) DashboardURL() string {
-	if c.web == nil {
-		return ""
-	}
-	return c.web.URL()
-}
-
-// Dashboard is the run's dashboard, nil when Options.HTTPAddr was empty.
-// The command hands it the samples plot (Dashboard.SetSamples).
-func (c *Coordinator) Dashboard() *dashboard.Dashboard { return c.dash }
-
 // Wait blocks until the run is finished (nil), the coordinator fails, or
 // ctx ends.
 func (c *Coordinator) Wait(ctx context.Context) error {
@@ -530,13 +517,6 @@ func (c *Coordinator) Close() error {
 		defer cancel()
 		_ = c.node.Close(ctx)
 		c.wg.Wait()
-		if c.web != nil {
-			wctx, wcancel := context.WithTimeout(context.Background(), 3*time.Second)
-			if err := c.web.Shutdown(wctx); err != nil {
-				c.log.Warn("dashboard shutdown", "err", err)
-			}
-			wcancel()
-		}
 		// The loop has stopped, so nothing is added after this flush,
 		// which writes while the lease is still held.
 		fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -591,26 +571,15 @@ func (c *Coordinator) loop(ctx context.Context) {
 // feed steps the machine and carries out its outputs (loop goroutine).
 func (c *Coordinator) feed(ctx context.Context, e Event) []Output {
 	outs := c.m.Step(e)
-	if c.dash != nil {
-		switch e := e.(type) {
-		case MemberUp:
-			if c.m.hasMember(e.ID) {
-				c.dash.MemberJoined(e.ID, e.RingAddr)
-			}
-		case MemberDown:
-			c.dash.MemberLeft(e.ID, e.Reason)
-		}
-	}
 	for _, o := range outs {
 		switch o := o.(type) {
 		case Publish:
 			if o.Plan.Kind == KindRun && c.firstRun.IsZero() {
 				c.firstRun, c.firstPos = time.Now(), o.Plan.Start
 			}
-			if c.dash != nil && o.Plan.Generation != c.dashGen {
-				// A plan sent again to one member is not news.
-				c.dashGen = o.Plan.Generation
-				c.dash.PlanPublished(toDashboardPlan(o.Plan))
+			if o.Plan.Generation != c.planGen {
+				c.planGen = o.Plan.Generation
+				c.obs.NotifyPlan(clonePlan(o.Plan))
 			}
 			p := toAPIPlan(o.Plan)
 			for _, id := range o.To {
@@ -630,64 +599,55 @@ func (c *Coordinator) feed(ctx context.Context, e Event) []Output {
 			default:
 				close(c.done)
 			}
+		case MemberJoined:
+			c.obs.NotifyJoin(o)
+		case MemberLeft:
+			c.obs.NotifyLeave(o)
+		case StateChanged:
+			c.obs.NotifyState(o.State)
+		case ProgressAccepted:
+			c.obs.NotifyProgress(o)
+			if c.opts.OnProgress != nil {
+				c.opts.OnProgress(c.status())
+			}
+		case CommitRecorded:
+			c.obs.NotifyCommit(o)
+			c.committedHook(o.Checkpoint, o.Pos)
 		}
-	}
-	if c.dash != nil {
-		c.dash.SetState(c.m.State().String())
 	}
 	return outs
 }
 
-// progressed shows an accepted progress report on the dashboard and in
-// metrics.jsonl (loop goroutine).
-func (c *Coordinator) progressed(r *api.Report, e Progress) {
-	pos, err := c.m.cfg.normalize(e.Pos)
-	if err != nil || c.m.State() != StateRunning || e.Generation != c.m.Generation() || !c.m.hasMember(e.ID) ||
-		c.m.members[e.ID].status.Pos != pos {
-		return // the machine ignored it
+// committedHook hands a commit to the OnCommit goroutine (loop goroutine).
+func (c *Coordinator) committedHook(checkpoint string, pos Position) {
+	if c.opts.OnCommit == nil {
+		return
 	}
-	// The loss is that of the last step the report covers: a report at
-	// the start of a phase closes the previous one.
-	last := pos
-	if last.Step == 0 && last.Phase > 0 {
-		last = Position{Phase: last.Phase - 1, Step: c.opts.StepsPerPhase}
+	// The loop is the only sender: after the drain the send cannot block,
+	// and an older waiting commit is superseded.
+	select {
+	case <-c.commits:
+	default:
 	}
-	loss := r.Loss
-	c.mlog.add(MetricsRecord{Time: time.Now(), Kind: RecordProgress, Trainer: e.ID, Generation: e.Generation,
-		Phase: last.Phase, Step: last.Step, Loss: &loss, SamplesPerSec: r.SamplesPerSec, Steps: r.Steps,
-		StepSeconds: r.StepSeconds, AllReduceSeconds: r.AllreduceSeconds, AllReduceBytes: r.AllreduceBytes})
-	if c.dash != nil {
-		c.dash.Progress(dashboard.Progress{Trainer: e.ID, Generation: e.Generation,
-			Pos: pos, Loss: r.Loss, SamplesPerSec: r.SamplesPerSec,
-			Steps: r.Steps, StepSeconds: r.StepSeconds, AllReduceSeconds: r.AllreduceSeconds, AllReduceBytes: r.AllreduceBytes})
-	}
+	c.commits <- commitNote{checkpoint: checkpoint, pos: pos}
 }
 
-// checkpointed shows a committed checkpoint on the dashboard and in
-// metrics.jsonl, and hands it to OnCommit (loop goroutine).
-func (c *Coordinator) checkpointed(r *api.CommitRequest, pos Position, commitTime time.Duration) {
-	var size int64
-	for _, b := range r.Blobs {
-		size += b.Size
-	}
-	if r.Bytes > 0 {
-		size = r.Bytes
-	}
-	secs := r.WriteSeconds + commitTime.Seconds()
-	c.mlog.add(MetricsRecord{Time: time.Now(), Kind: RecordCheckpoint, Trainer: r.TrainerId, Generation: r.Generation,
-		Phase: pos.Phase, Step: pos.Step, Checkpoint: r.Checkpoint, Bytes: size, Seconds: secs})
-	if c.dash != nil {
-		c.dash.CheckpointCommitted(dashboard.Checkpoint{Name: r.Checkpoint, Pos: pos,
-			Bytes: size, Seconds: secs})
-	}
-	if c.opts.OnCommit != nil {
-		// The loop is the only sender: after the drain the send cannot
-		// block, and an older waiting commit is superseded.
+// collectGarbage runs checkpoint GC after commits until ctx ends, off the
+// loop: gossip, reports and plans do not wait behind storage for it.
+func (c *Coordinator) collectGarbage(ctx context.Context) {
+	for {
 		select {
-		case <-c.commits:
-		default:
+		case <-ctx.Done():
+			return
+		case <-c.gcKick:
+			if res, err := c.ckpts.GC(ctx, 3); err != nil {
+				if ctx.Err() == nil {
+					c.log.Warn("checkpoint gc", "err", err)
+				}
+			} else if len(res.Removed) > 0 {
+				c.log.Debug("checkpoint gc", "removed", len(res.Removed))
+			}
 		}
-		c.commits <- commitNote{checkpoint: r.Checkpoint, pos: pos}
 	}
 }
 
@@ -770,18 +730,6 @@ func (c *Coordinator) gossipAlive(id string) bool {
 		}
 	}
 	return false
-}
-
-func toDashboardPlan(p Plan) dashboard.Plan {
-	out := dashboard.Plan{Generation: p.Generation, Kind: p.Kind.String(), Reason: p.Reason, Checkpoint: p.Checkpoint,
-		Start: p.Start, Members: make([]dashboard.PlanMember, len(p.Members))}
-	if p.Kind == KindRun {
-		out.Source = p.Source.String()
-	}
-	for i, m := range p.Members {
-		out.Members[i] = dashboard.PlanMember{ID: m.ID, RingAddr: m.RingAddr, Shards: m.Shards}
-	}
-	return out
 }
 
 func toAPIPlan(p Plan) *api.Plan {
@@ -967,12 +915,6 @@ func (s *service) Report(ctx context.Context, r *api.Report) (*api.Ack, error) {
 			return
 		}
 		c.feed(ctx, e)
-		if p, ok := e.(Progress); ok {
-			c.progressed(r, p)
-			if c.opts.OnProgress != nil {
-				c.opts.OnProgress(c.status())
-			}
-		}
 	})
 	if err != nil {
 		return nil, status.FromContextError(err).Err()
@@ -1033,15 +975,13 @@ func (s *service) Commit(ctx context.Context, r *api.CommitRequest) (*api.Commit
 					rerr = status.Errorf(codes.Unavailable, "commit %s: %v", r.Checkpoint, err)
 					return
 				}
-				if res, err := c.ckpts.GC(ctx, 3); err != nil {
-					c.log.Warn("checkpoint gc", "err", err)
-				} else if len(res.Removed) > 0 {
-					c.log.Debug("checkpoint gc", "removed", len(res.Removed))
+				select {
+				case c.gcKick <- struct{}{}:
+				default: // a pass is already asked for
 				}
-				took := time.Since(began)
 				reply = &api.CommitReply{Checkpoint: r.Checkpoint}
-				c.feed(ctx, CheckpointCommitted{Pos: pos, Checkpoint: r.Checkpoint})
-				c.checkpointed(r, o.Pos, took)
+				c.feed(ctx, CheckpointCommitted{Pos: pos, Checkpoint: r.Checkpoint, Trainer: r.TrainerId, Generation: r.Generation,
+					Bytes: commitBytes(r), Seconds: r.WriteSeconds + time.Since(began).Seconds()})
 			}
 		}
 		if reply == nil && rerr == nil {

@@ -254,7 +254,8 @@ type Holding struct {
 	Held       Position
 }
 
-// Progress: how far a trainer got in the run plan of Generation.
+// Progress: how far a trainer got in the run plan of Generation, and what
+// the steps since its previous report cost.
 type Progress struct {
 	ID                string
 	Generation        uint64
@@ -262,6 +263,12 @@ type Progress struct {
 	Loss              float64
 	SamplesPerSec     float64
 	AllReduceFraction float64
+	// Steps since the trainer's previous report, their summed wall time,
+	// the part of it in the all-reduce and the bytes the trainer sent.
+	Steps            int64
+	StepSeconds      float64
+	AllReduceSeconds float64
+	AllReduceBytes   int64
 }
 
 // RingFailed: a collective of the ring of Generation failed; Suspect is
@@ -285,9 +292,15 @@ type CommitRequested struct {
 
 // CheckpointCommitted: the server has written the manifest and LATEST for
 // an approved commit. Committing the end position finishes the run.
+// Trainer, Generation, Bytes and Seconds describe the write, for the
+// CommitRecorded fact.
 type CheckpointCommitted struct {
 	Pos        Position
 	Checkpoint string
+	Trainer    string
+	Generation uint64
+	Bytes      int64
+	Seconds    float64 // blob write plus commit
 }
 
 // Suspend: the server cannot commit (it lost the run's lease, or storage
@@ -310,8 +323,27 @@ func (CommitRequested) isEvent()     {}
 func (CheckpointCommitted) isEvent() {}
 
 // Output is something the machine asks the server to do, in order. The
-// output types are Publish, Log, ApproveCommit, RejectCommit and Finished.
+// output types are Publish, Log, ApproveCommit, RejectCommit and Finished,
+// and the facts the server passes on to its Observer: MemberJoined,
+// MemberLeft, ProgressAccepted, CommitRecorded and StateChanged.
 type Output interface{ isOutput() }
+
+// MemberJoined: ID is in the member set, newly or again after a reconnect.
+type MemberJoined struct{ ID, RingAddr string }
+
+// MemberLeft: ID is no longer in the member set.
+type MemberLeft struct{ ID, Reason string }
+
+// ProgressAccepted: the machine adopted a member's progress report; its
+// Pos is in canonical form.
+type ProgressAccepted struct{ Progress }
+
+// CommitRecorded: the machine adopted a committed checkpoint as the run's
+// newest; its Pos is in canonical form.
+type CommitRecorded struct{ CheckpointCommitted }
+
+// StateChanged: the step moved the run to State.
+type StateChanged struct{ State RunState }
 
 // Publish: send Plan to the members named in To (for a new plan, every
 // member of the current member set, in ring order).
@@ -353,6 +385,12 @@ func (Log) isOutput()           {}
 func (ApproveCommit) isOutput() {}
 func (RejectCommit) isOutput()  {}
 func (Finished) isOutput()      {}
+
+func (MemberJoined) isOutput()     {}
+func (MemberLeft) isOutput()       {}
+func (ProgressAccepted) isOutput() {}
+func (CommitRecorded) isOutput()   {}
+func (StateChanged) isOutput()     {}
 
 // MemberStatus is one member as the Status RPC shows it: its latest
 // progress in the current run, or the run's start if it has not reported.
@@ -464,36 +502,52 @@ func (m *Machine) hasMember(id string) bool {
 // in order.
 func (m *Machine) Step(e Event) []Output {
 	var s step
-	m.see(&s, e)
+	before := m.state
+	m.step(&s, e)
+	if m.state != before {
+		// Finished stays last: the server exits on it.
+		change := StateChanged{State: m.state}
+		if n := len(s.out); n > 0 {
+			if _, ok := s.out[n-1].(Finished); ok {
+				s.out = append(s.out[:n-1], change, Finished{})
+				return s.out
+			}
+		}
+		s.out = append(s.out, change)
+	}
+	return s.out
+}
+
+func (m *Machine) step(s *step, e Event) {
+	m.see(s, e)
 	if m.state == StateDone {
 		if up, ok := e.(MemberUp); ok {
-			m.finishAgain(&s, up)
+			m.finishAgain(s, up)
 		}
-		return s.out
+		return
 	}
 	switch e := e.(type) {
 	case MemberUp:
-		m.up(&s, e)
+		m.up(s, e)
 	case MemberDown:
-		m.down(&s, e)
+		m.down(s, e)
 	case Holding:
-		m.holding(&s, e)
+		m.holding(s, e)
 	case Progress:
-		m.progress(&s, e)
+		m.progress(s, e)
 	case RingFailed:
-		m.ringFailed(&s, e)
+		m.ringFailed(s, e)
 	case CommitRequested:
-		m.commitRequested(&s, e)
+		m.commitRequested(s, e)
 	case CheckpointCommitted:
-		m.checkpointCommitted(&s, e)
+		m.checkpointCommitted(s, e)
 	case Suspend:
-		m.suspend(&s, e)
+		m.suspend(s, e)
 	case Resume:
-		m.resume(&s, e)
+		m.resume(s, e)
 	default:
 		s.log(slog.LevelError, "unknown event ignored", "type", fmt.Sprintf("%T", e))
 	}
-	return s.out
 }
 
 // step collects the outputs of one Step.
@@ -565,6 +619,7 @@ func (m *Machine) up(s *step, e MemberUp) {
 		s.log(slog.LevelInfo, "member joined", attrs...)
 	}
 	m.members[e.ID] = &member{status: MemberStatus{ID: e.ID, RingAddr: e.RingAddr}}
+	s.out = append(s.out, MemberJoined{ID: e.ID, RingAddr: e.RingAddr})
 	m.membershipChanged(s, reason)
 }
 
@@ -575,6 +630,7 @@ func (m *Machine) down(s *step, e MemberDown) {
 	}
 	delete(m.members, e.ID)
 	s.log(slog.LevelWarn, "member left", "id", e.ID, "reason", e.Reason)
+	s.out = append(s.out, MemberLeft{ID: e.ID, Reason: e.Reason})
 	reason := "member " + e.ID + " left"
 	if e.Reason != "" {
 		reason += ": " + e.Reason
@@ -741,6 +797,9 @@ func (m *Machine) progress(s *step, e Progress) {
 	mem.status.Loss = e.Loss
 	mem.status.SamplesPerSec = e.SamplesPerSec
 	mem.status.AllReduceFraction = e.AllReduceFraction
+	accepted := e
+	accepted.Pos = pos
+	s.out = append(s.out, ProgressAccepted{accepted})
 	m.observe(s, pos)
 }
 
@@ -825,6 +884,9 @@ func (m *Machine) checkpointCommitted(s *step, e CheckpointCommitted) {
 		return
 	}
 	m.committed = Committed{Pos: pos, Checkpoint: e.Checkpoint}
+	recorded := e
+	recorded.Pos = pos
+	s.out = append(s.out, CommitRecorded{recorded})
 	// Phase ends are milestones; periodic checkpoints would drown them.
 	level := slog.LevelDebug
 	if pos.Step == 0 {
@@ -852,6 +914,7 @@ func (m *Machine) finishAgain(s *step, e MemberUp) {
 	if !m.finished {
 		if e.ID != "" {
 			m.members[e.ID] = &member{status: MemberStatus{ID: e.ID, RingAddr: e.RingAddr, Pos: m.end}}
+			s.out = append(s.out, MemberJoined{ID: e.ID, RingAddr: e.RingAddr})
 		}
 		m.finish(s, fmt.Sprintf("run complete: checkpoint %s at the end %v", m.committed.Checkpoint, m.end))
 		return

@@ -1015,3 +1015,54 @@ func TestSuspendPausesUntilResume(t *testing.T) {
 		t.Fatalf("after Resume: %+v, want a run from the members' state", got)
 	}
 }
+
+// facts are the Observer outputs of outs, written as lines.
+func facts(outs []Output) []string {
+	var f []string
+	for _, o := range outs {
+		switch o := o.(type) {
+		case MemberJoined:
+			f = append(f, "join "+o.ID)
+		case MemberLeft:
+			f = append(f, "leave "+o.ID)
+		case ProgressAccepted:
+			f = append(f, fmt.Sprintf("progress %s %v", o.ID, o.Pos))
+		case CommitRecorded:
+			f = append(f, fmt.Sprintf("commit %s %v %d", o.Checkpoint, o.Pos, o.Bytes))
+		case StateChanged:
+			f = append(f, "state "+o.State.String())
+		}
+	}
+	return f
+}
+
+// The machine's facts are what it adopted, in canonical form; what it
+// ignored is no fact.
+func TestMachineFacts(t *testing.T) {
+	h := newHarness(t, testConfig(), Committed{})
+	run := h.running("a", "b", "c")
+	gen := run.Generation
+	cases := []struct {
+		name  string
+		event Event
+		want  []string
+	}{
+		{"progress", Progress{ID: "a", Generation: gen, Pos: Position{Phase: 0, Step: 7}}, []string{"progress a phase 0 step 7"}},
+		{"finished phase in canonical form", Progress{ID: "a", Generation: gen, Pos: Position{Phase: 0, Step: 100}}, []string{"progress a phase 1 step 0"}},
+		{"backwards progress", Progress{ID: "a", Generation: gen, Pos: Position{Phase: 0, Step: 8}}, nil},
+		{"stale generation", Progress{ID: "b", Generation: gen - 1, Pos: Position{Phase: 0, Step: 9}}, nil},
+		{"impossible position", Progress{ID: "b", Generation: gen, Pos: Position{Phase: 9, Step: 0}}, nil},
+		{"not a member", Progress{ID: "z", Generation: gen, Pos: Position{Phase: 0, Step: 9}}, nil},
+		{"commit", CheckpointCommitted{Pos: Position{Phase: 0, Step: 100}, Checkpoint: "c1", Bytes: 42}, []string{"commit c1 phase 1 step 0 42"}},
+		{"older commit", CheckpointCommitted{Pos: Position{Phase: 0, Step: 50}, Checkpoint: "c0"}, nil},
+		{"leave of a non-member", MemberDown{ID: "z"}, nil},
+		{"leave", MemberDown{ID: "b"}, []string{"leave b", "state pausing"}},
+		{"join", MemberUp{ID: "d", RingAddr: "d:1"}, []string{"join d"}},
+	}
+	for _, tc := range cases {
+		got := facts(h.step(tc.event))
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: facts %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sbtrain/sbtrain/api"
 	"github.com/sbtrain/sbtrain/coordinator"
+	"github.com/sbtrain/sbtrain/dashboard"
 	"github.com/sbtrain/sbtrain/internal/runauth"
 	"github.com/sbtrain/sbtrain/job"
 	"github.com/sbtrain/sbtrain/storage"
@@ -115,7 +116,7 @@ func runCoordinator(ctx context.Context, args []string) error {
 	}
 	if err := c.Wait(ctx); err != nil {
 		if errors.Is(err, coordinator.ErrDeposed) {
-			leaveOutputs(ctx, j, store, run, cf.out, runFigures{Wall: time.Since(start), AllReduce: watcher.allReduce()}, c)
+			leaveOutputs(ctx, j, store, run, cf.out, runFigures{Wall: time.Since(start), AllReduce: watcher.allReduce()}, c.Coordinator)
 		}
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			// SIGTERM or ^C is how an operator (or Kubernetes) stops a
@@ -130,7 +131,7 @@ func runCoordinator(ctx context.Context, args []string) error {
 		return nil
 	}
 	fig := runFigures{Wall: time.Since(start), AllReduce: watcher.allReduce()}
-	fig.measure(ctx, c)
+	fig.measure(ctx, c.Coordinator)
 	watcher.finish()
 	return concludeRun(ctx, j, store, run, cf.out, fig, os.Stdout, "")
 }
@@ -160,7 +161,7 @@ func leaveOutputs(ctx context.Context, j *job.Job, store storage.Store, run, out
 // startCoordinator starts the run's coordinator; with cf.http it serves
 // the dashboard, whose samples plot is redrawn at every phase end.
 func startCoordinator(ctx context.Context, j *job.Job, run string, store storage.Store, cf coordFlags,
-	gossip, grpcAddr string, onProgress func(*api.RunStatus)) (*coordinator.Coordinator, error) {
+	gossip, grpcAddr string, onProgress func(*api.RunStatus)) (*coordinatorRun, error) {
 	names := make([]string, j.Phases())
 	for p := range names {
 		names[p] = j.PhaseName(p)
@@ -170,37 +171,53 @@ func startCoordinator(ctx context.Context, j *job.Job, run string, store storage
 		Phases: j.Phases(), StepsPerPhase: j.StepsPerPhase(), Shards: j.Shards(),
 		MinWorkers: cf.workers, CheckpointEvery: cf.checkpointEvery, Store: store,
 		GossipAddr: gossip, GRPCAddr: grpcAddr, LeaseTTL: cf.leaseTTL, Logger: slog.Default(),
-		OnProgress: onProgress, Method: j.Method(), PhaseNames: names, HTTPAddr: cf.http, Secret: cf.secret,
+		OnProgress: onProgress, Method: j.Method(), PhaseNames: names, Secret: cf.secret,
 		ConfigFields: j.Setup.Config.FieldDigests(),
 	}
+	var token string
 	if cf.httpTokenFile != "" {
 		b, err := os.ReadFile(cf.httpTokenFile)
 		if err != nil {
 			return nil, usagef("--http-token-file: %w", err)
 		}
-		if opts.DashboardToken = strings.TrimSpace(string(b)); opts.DashboardToken == "" {
+		if token = strings.TrimSpace(string(b)); token == "" {
 			return nil, usagef("--http-token-file %s is empty", cf.httpTokenFile)
 		}
 	}
-	var samples *liveSamples
+	var lis net.Listener
+	var dash *dashboard.Dashboard
 	if cf.http != "" {
-		var err error
-		if samples, err = newLiveSamples(j, store, run); err != nil {
+		samples, err := newLiveSamples(j, store, run)
+		if err != nil {
 			return nil, err
 		}
+		if lis, err = listenDashboard(cf.secret, cf.http); err != nil {
+			return nil, fmt.Errorf("coordinator: %w", err)
+		}
+		log := slog.Default().With("role", "coordinator")
+		rejects := runauth.NewRejects(log, 0)
+		dash = dashboard.New(dashboard.Options{Run: run, Method: j.Method(), PhaseNames: names,
+			StepsPerPhase: j.StepsPerPhase(), Logger: log, Token: token,
+			Refused: func(from, why string) { rejects.Refused("dashboard", from, why) }})
+		samples.dash.Store(dash)
 		opts.OnCommit = samples.onCommit
+		opts.Observer = dashboardObserver{dash}
 	}
 	c, err := coordinator.Start(ctx, opts)
-	if errors.Is(err, storage.ErrLeaseHeld) {
-		return nil, fmt.Errorf("%w (another coordinator is running this run; stop it first, or start this one with another --run)", err)
-	}
 	if err != nil {
+		if lis != nil {
+			lis.Close()
+		}
+		if errors.Is(err, storage.ErrLeaseHeld) {
+			return nil, fmt.Errorf("%w (another coordinator is running this run; stop it first, or start this one with another --run)", err)
+		}
 		return nil, err
 	}
-	if samples != nil {
-		samples.dash.Store(c.Dashboard())
+	cr := &coordinatorRun{Coordinator: c}
+	if dash != nil {
+		cr.web = dashboard.Serve(dash, lis)
 	}
-	return c, nil
+	return cr, nil
 }
 
 // runFigures are what the processes of a distributed run measured.

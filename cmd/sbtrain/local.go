@@ -159,12 +159,12 @@ func runLocal(ctx context.Context, args []string) error {
 			cancel()
 			if errors.Is(err, coordinator.ErrDeposed) {
 				stopTrainers()
-				leaveOutputs(ctx, j, store, run, cf.out, runFigures{Wall: time.Since(start), Workers: cf.workers, AllReduce: watcher.allReduce()}, c)
+				leaveOutputs(ctx, j, store, run, cf.out, runFigures{Wall: time.Since(start), Workers: cf.workers, AllReduce: watcher.allReduce()}, c.Coordinator)
 			}
 			if err != nil {
 				return err
 			}
-			return finishLocal(ctx, j, run, cf, start, c, watcher, exited, &running, store)
+			return finishLocal(ctx, j, run, cf, start, c.Coordinator, watcher, exited, &running, store)
 		case ex := <-exited:
 			cancel()
 			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
@@ -184,7 +184,7 @@ func runLocal(ctx context.Context, args []string) error {
 				err := c.Wait(wctx)
 				cancelWait()
 				if err == nil {
-					return finishLocal(ctx, j, run, cf, start, c, watcher, exited, &running, store)
+					return finishLocal(ctx, j, run, cf, start, c.Coordinator, watcher, exited, &running, store)
 				}
 				if ctx.Err() != nil {
 					return ctx.Err()
