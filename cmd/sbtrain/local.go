@@ -7,15 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/sbtrain/sbtrain/api"
 	"github.com/sbtrain/sbtrain/coordinator"
 	"github.com/sbtrain/sbtrain/internal/cpuset"
+	"github.com/sbtrain/sbtrain/internal/launch"
 	"github.com/sbtrain/sbtrain/internal/runauth"
 	"github.com/sbtrain/sbtrain/job"
 	"github.com/sbtrain/sbtrain/nn"
@@ -106,11 +105,10 @@ func runLocal(ctx context.Context, args []string) error {
 		return err
 	}
 	tctx, stopTrainers := context.WithCancel(ctx)
-	exited := make(chan trainerExit, cf.workers)
-	var wg sync.WaitGroup
+	trainers := launch.NewGroup(cf.workers)
 	// Stop the trainers before waiting for them: a coordinator that must
 	// stop (it lost the run's lease) leaves while they still train.
-	defer func() { stopTrainers(); wg.Wait() }()
+	defer func() { stopTrainers(); trainers.Wait() }()
 	for i := 0; i < cf.workers; i++ {
 		targs := []string{"trainer", "--join", c.GossipAddr(), "--id", fmt.Sprintf("trainer-%d", i),
 			"--run", run, "--store", rf.store.url, "--ring-deadline", deadline.String(), "--coordinator-timeout", "20s",
@@ -137,19 +135,14 @@ func runLocal(ctx context.Context, args []string) error {
 			// would only contend.
 			env = append(env, fmt.Sprintf("OPENBLAS_NUM_THREADS=%d", childThreads(shares[i], cf.workers)))
 		}
-		cmd, err := startChild(tctx, exe, targs, env, logPath)
-		if err != nil {
+		if err := trainers.Start(tctx, fmt.Sprintf("trainer-%d", i), exe, targs, env, logPath); err != nil {
 			return err
 		}
-		wg.Add(1)
-		go func(id string, cmd *exec.Cmd) {
-			defer wg.Done()
-			exited <- trainerExit{id: id, err: cmd.Wait(), log: logPath}
-		}(fmt.Sprintf("trainer-%d", i), cmd)
 	}
+	exited := trainers.Exited()
 
 	running := cf.workers
-	var lastExit trainerExit
+	var lastExit launch.Exit
 	for {
 		waitCtx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
@@ -172,8 +165,8 @@ func runLocal(ctx context.Context, args []string) error {
 			}
 			running--
 			lastExit = ex
-			if ex.err != nil {
-				slog.Warn("trainer exited", "trainer", ex.id, "err", ex.err, "log", ex.log)
+			if ex.Err != nil {
+				slog.Warn("trainer exited", "trainer", ex.ID, "err", ex.Err, "log", ex.Log)
 			}
 			if running == 0 {
 				// The last trainer may have left because the run just
@@ -190,26 +183,20 @@ func runLocal(ctx context.Context, args []string) error {
 					return ctx.Err()
 				}
 				why := "exited"
-				if lastExit.err != nil {
-					why = lastExit.err.Error()
+				if lastExit.Err != nil {
+					why = lastExit.Err.Error()
 				}
 				return fmt.Errorf("no trainer is left: all %d exited before the run finished (the last, %s: %s); see the logs in %s",
-					cf.workers, lastExit.id, why, *logDir)
+					cf.workers, lastExit.ID, why, *logDir)
 			}
 		}
 	}
 }
 
-type trainerExit struct {
-	id  string
-	err error
-	log string
-}
-
 // finishLocal waits briefly for the trainers to leave after FINISH, then
 // writes the run's results.
 func finishLocal(ctx context.Context, j *job.Job, run string, cf coordFlags, start time.Time,
-	c *coordinator.Coordinator, printer *statusPrinter, exited chan trainerExit, running *int, store storage.Store) error {
+	c *coordinator.Coordinator, printer *statusPrinter, exited <-chan launch.Exit, running *int, store storage.Store) error {
 	fig := runFigures{Wall: time.Since(start), Workers: cf.workers}
 	fig.measure(ctx, c)
 	fig.AllReduce = printer.allReduce()
@@ -218,8 +205,8 @@ func finishLocal(ctx context.Context, j *job.Job, run string, cf coordFlags, sta
 		select {
 		case ex := <-exited:
 			*running--
-			if ex.err != nil {
-				slog.Warn("trainer exited", "trainer", ex.id, "err", ex.err, "log", ex.log)
+			if ex.Err != nil {
+				slog.Warn("trainer exited", "trainer", ex.ID, "err", ex.Err, "log", ex.Log)
 			}
 		case <-timeout:
 			slog.Warn("trainers still running 10s after the run finished; stopping them", "running", *running)
@@ -229,27 +216,6 @@ func finishLocal(ctx context.Context, j *job.Job, run string, cf coordFlags, sta
 	c.Close()
 	printer.finish()
 	return concludeRun(ctx, j, store, run, cf.out, fig, os.Stdout, "")
-}
-
-// startChild starts a trainer process whose output goes to logPath and
-// which dies with this process (Pdeathsig), so a killed local run leaves
-// no orphans.
-func startChild(ctx context.Context, exe string, args, env []string, logPath string) (*exec.Cmd, error) {
-	f, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("trainer log: %w", err)
-	}
-	cmd := exec.CommandContext(ctx, exe, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start trainer: %w", err)
-	}
-	return cmd, nil
 }
 
 // statusPrinter prints the run's progress: on a terminal as a bar per
