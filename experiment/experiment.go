@@ -33,6 +33,15 @@ func Prepare(cfg *config.Config) (*Setup, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prior: %w", err)
 	}
+	ds, dok := data.(interface{ Shape() [3]int })
+	ps, pok := prior.(interface{ Shape() [3]int })
+	if dok && pok && ds.Shape() != ps.Shape() {
+		return nil, fmt.Errorf("prior: %s images are %v (C, H, W), but the data's (%s) are %v; bridge images of one shape (see downscale)", prior.Name(), ps.Shape(), data.Name(), ds.Shape())
+	}
+	if data.Dim() != prior.Dim() && dok {
+		sh := ds.Shape()
+		return nil, fmt.Errorf("prior: dimension %d differs from the data's %s images, %dx%dx%d = %d values (set prior.dim to %d)", prior.Dim(), data.Name(), sh[0], sh[1], sh[2], data.Dim(), data.Dim())
+	}
 	if data.Dim() != prior.Dim() {
 		return nil, fmt.Errorf("prior: dimension %d differs from data dimension %d (set prior.dim)", prior.Dim(), data.Dim())
 	}
@@ -63,6 +72,7 @@ func datasetSpec(d config.Dataset) dataset.Spec {
 	return dataset.Spec{
 		Name: d.Name, Dim: d.Dim, Mean: d.Mean, Var: d.Var, Cov: d.Cov,
 		Noise: d.Noise, Scale: d.Scale, Path: d.Path, Jitter: d.Jitter,
+		Labels: d.Labels, TestPath: d.TestPath, TestLabels: d.TestLabels, Classes: d.Classes, Downscale: d.Downscale,
 	}
 }
 
