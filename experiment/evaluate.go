@@ -36,6 +36,7 @@ type Figures struct {
 	Gaussian      *GaussianFigures   `json:"gaussian,omitempty"`
 	Likelihood    *LikelihoodFigures `json:"likelihood,omitempty"`
 	VelocityRelL2 *float64           `json:"velocity_rel_l2,omitempty"` // SI, Gaussian endpoints
+	Image         *ImageFigures      `json:"image,omitempty"`           // labelled image data
 }
 
 // GaussianFigures compare generated X0 with a Gaussian data law, and the
@@ -65,6 +66,16 @@ type Evaluator struct {
 	heldOut  eval.Cloud
 	start    []float32
 	baseline eval.Distances
+	image    *imageEval
+}
+
+// heldOutData is where held-out data come from: the test split of an image
+// dataset, the distribution itself otherwise.
+func (s *Setup) heldOutData() dataset.Distribution {
+	if h, ok := s.Data.(dataset.HeldOut); ok && h.HeldOut() != nil {
+		return h.HeldOut()
+	}
+	return s.Data
 }
 
 // NewEvaluator draws the held-out sets and the baseline distances.
@@ -72,13 +83,16 @@ func (s *Setup) NewEvaluator() (*Evaluator, error) {
 	n, seed := s.Config.Eval.Samples, s.Config.Seed
 	e := &Evaluator{
 		setup:   s,
-		heldOut: eval.Cloud{Data: dataset.Draw(s.Data, seed, rng.PurposeHeldOut, []uint64{heldOutData}, 0, n), Dim: s.Dim},
+		heldOut: eval.Cloud{Data: dataset.Draw(s.heldOutData(), seed, rng.PurposeHeldOut, []uint64{heldOutData}, 0, n), Dim: s.Dim},
 		start:   s.heldOutStart(n),
 	}
-	other := eval.Cloud{Data: dataset.Draw(s.Data, seed, rng.PurposeHeldOut, []uint64{heldOutBaseline}, 0, n), Dim: s.Dim}
+	other := eval.Cloud{Data: dataset.Draw(s.heldOutData(), seed, rng.PurposeHeldOut, []uint64{heldOutBaseline}, 0, n), Dim: s.Dim}
 	var err error
 	if e.baseline, err = eval.Compare(e.heldOut, other, rng.New(seed, rng.PurposeHeldOut, 99)); err != nil {
 		return nil, fmt.Errorf("baseline distances: %w", err)
+	}
+	if e.image, err = newImageEval(s.Data, n); err != nil {
+		return nil, fmt.Errorf("image figures: %w", err)
 	}
 	return e, nil
 }
@@ -111,7 +125,7 @@ func (s *Setup) Preview(ctx context.Context, m Model, n int) (data, generated ev
 	if err := generated.Check("generated samples"); err != nil {
 		return eval.Cloud{}, eval.Cloud{}, err
 	}
-	data = eval.Cloud{Data: dataset.Draw(s.Data, s.Config.Seed, rng.PurposeHeldOut, []uint64{heldOutData}, 0, n), Dim: s.Dim}
+	data = eval.Cloud{Data: dataset.Draw(s.heldOutData(), s.Config.Seed, rng.PurposeHeldOut, []uint64{heldOutData}, 0, n), Dim: s.Dim}
 	return data, generated, nil
 }
 
@@ -135,6 +149,11 @@ func (e *Evaluator) Evaluate(ctx context.Context, m Model) (*Figures, *Generated
 	}
 	f.SlicedW2Ratio = f.Distances.SlicedW2 / e.baseline.SlicedW2
 	f.EnergyRatio = f.Distances.Energy / e.baseline.Energy
+	if e.image != nil {
+		if f.Image, err = e.image.score(gen.End); err != nil {
+			return nil, nil, fmt.Errorf("image figures: %w", err)
+		}
+	}
 	switch m := m.(type) {
 	case *DSBModel:
 		if f.Gaussian, err = e.gaussianFigures(cloud); err != nil {
@@ -231,7 +250,7 @@ func (e *Evaluator) likelihood(ctx context.Context, m *SIModel) (*LikelihoodFigu
 	if !ok {
 		return nil, nil
 	}
-	x1 := dataset.Draw(e.setup.Data, cfg.Seed, rng.PurposeHeldOut, []uint64{heldOutLikelihood}, 0, n)
+	x1 := dataset.Draw(e.setup.heldOutData(), cfg.Seed, rng.PurposeHeldOut, []uint64{heldOutLikelihood}, 0, n)
 	ll, err := si.LogLikelihood(ctx, si.NewNetField(m.Velocity), rho0, x1, si.LikelihoodOptions{
 		Method: "rk4", Steps: cfg.SI.LikelihoodSteps, Divergence: cfg.SI.Divergence, Probes: cfg.SI.Probes, Seed: cfg.Seed,
 	})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sbtrain/sbtrain/config"
 	"github.com/sbtrain/sbtrain/dataset"
+	"github.com/sbtrain/sbtrain/eval"
 	"github.com/sbtrain/sbtrain/nn"
 )
 
@@ -90,4 +91,12 @@ func imageShape(m config.Model, data dataset.Distribution) ([3]int, error) {
 		return [3]int{}, fmt.Errorf("model.image: %dx%dx%d = %d values, but the data (%s) has dimension %d", shape[0], shape[1], shape[2], n, data.Name(), data.Dim())
 	}
 	return shape, nil
+}
+
+// ImageShape is the data's image shape, when the data are images.
+func (s *Setup) ImageShape() (eval.ImageShape, bool) {
+	if img, ok := s.Data.(interface{ Shape() [3]int }); ok {
+		return eval.ImageShape(img.Shape()), true
+	}
+	return eval.ImageShape{}, false
 }

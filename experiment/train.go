@@ -55,6 +55,7 @@ type Outcome struct {
 	Metrics      *Metrics
 	Samples      eval.Cloud   // generated from the held-out prior points
 	HeldOut      eval.Cloud   // held-out data
+	Start        eval.Cloud   // the held-out prior points Samples were generated from
 	Trajectories []eval.Cloud // the first Eval.Trajectories paths
 }
 
@@ -107,7 +108,7 @@ func (s *Setup) Conclude(ctx context.Context, model Model, m *Metrics) (*Outcome
 }
 
 func (s *Setup) conclude(ctx context.Context, ev *Evaluator, model Model, m *Metrics) (*Outcome, error) {
-	out := &Outcome{Setup: s, Model: model, Metrics: m, HeldOut: ev.HeldOut()}
+	out := &Outcome{Setup: s, Model: model, Metrics: m, HeldOut: ev.HeldOut(), Start: eval.Cloud{Data: ev.start, Dim: s.Dim}}
 	final, gen, err := ev.Evaluate(ctx, model)
 	if err != nil {
 		return nil, fmt.Errorf("final evaluation: %w", err)
