@@ -38,8 +38,15 @@ var mnistFiles = [4]string{"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyt
 var imageNames = []string{"mnist", "fashion-mnist", "idx", "png"}
 
 // heldOutEvery: a source without its own test split (an idx pair without
-// test files, a PNG folder) holds out every tenth image.
+// test files, a PNG folder) holds out one image in ten, chosen by a hash
+// of its index so that a periodic order of labels (0, 1, 0, 1...) still
+// puts every class in both splits.
 const heldOutEvery = 10
+
+func heldOutIndex(i int) bool {
+	s := rng.New(0, rng.PurposeHeldOut, uint64(i))
+	return s.Uint64()%heldOutEvery == 0
+}
 
 // Images is one split of an image dataset: N images of shape C×H×W,
 // channel-major, as float32 pixels in [-1, 1], with their labels. A sample
@@ -98,8 +105,8 @@ func (m *Images) NumLabels() int {
 	return c[len(c)-1] + 1
 }
 
-// Test is the held-out split (the dataset's own test files, or every tenth
-// image where it has none); nil for a split that is itself held out.
+// Test is the held-out split (the dataset's own test files, or a tenth of
+// the images where it has none); nil for a split that is itself held out.
 func (m *Images) Test() *Images { return m.test }
 
 func (m *Images) Sample(s *rng.Stream, dst []float64) {
@@ -266,14 +273,14 @@ func buildImages(s Spec) (*Images, error) {
 	return tr, nil
 }
 
-// split holds out every heldOutEvery-th image.
+// split holds out the images heldOutIndex picks.
 func (r *raw) split() (train, test *raw) {
 	d := r.shape[0] * r.shape[1] * r.shape[2]
 	train = &raw{shape: r.shape, max: r.max, labeled: r.labeled, source: r.source}
-	test = &raw{shape: r.shape, max: r.max, labeled: r.labeled, source: r.source + " (every " + strconv.Itoa(heldOutEvery) + "th image)"}
+	test = &raw{shape: r.shape, max: r.max, labeled: r.labeled, source: r.source + " (held-out tenth)"}
 	for i := range r.labels {
 		dst := train
-		if i%heldOutEvery == heldOutEvery-1 {
+		if heldOutIndex(i) {
 			dst = test
 		}
 		dst.pix = append(dst.pix, r.pix[i*d:(i+1)*d]...)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/binary"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -71,15 +72,20 @@ func TestIDXLoadsSplitsAndScales(t *testing.T) {
 		if m.Shape() != [3]int{1, 4, 6} || m.Dim() != 24 {
 			t.Fatalf("gz %v: shape %v dim %d, want [1 4 6] 24", gz, m.Shape(), m.Dim())
 		}
-		// Every tenth image is held out: 36 train, 4 test (images 9, 19, 29, 39).
-		if m.Len() != 36 || m.Test().Len() != 4 {
-			t.Fatalf("gz %v: train %d test %d, want 36 and 4", gz, m.Len(), m.Test().Len())
+		var held []int
+		for i := range 40 {
+			if heldOutIndex(i) {
+				held = append(held, i)
+			}
 		}
-		if got := m.Test().Label(0); got != 9%4 {
-			t.Fatalf("first test label %d, want %d", got, 9%4)
+		if len(held) < 2 || m.Len() != 40-len(held) || m.Test().Len() != len(held) {
+			t.Fatalf("gz %v: train %d test %d, want %d and %d", gz, m.Len(), m.Test().Len(), 40-len(held), len(held))
 		}
-		for j, v := range m.Test().Image(1) { // image 19
-			want := float32((19*7+j)%256)*2/255 - 1
+		if got := m.Test().Label(0); got != held[0]%4 {
+			t.Fatalf("first test label %d, want %d", got, held[0]%4)
+		}
+		for j, v := range m.Test().Image(1) {
+			want := float32((held[1]*7+j)%256)*2/255 - 1
 			if v != want {
 				t.Fatalf("test image 1 pixel %d = %v, want %v", j, v, want)
 			}
@@ -196,22 +202,27 @@ func grayImage(w, h int, v uint8) *image.Gray {
 
 func TestPNGFolder(t *testing.T) {
 	dir := t.TempDir()
-	for i := range 20 {
-		writePNG(t, filepath.Join(dir, string(rune('0'+i%2)), "im"+string(rune('a'+i))+".png"), grayImage(3, 2, uint8(i*10)))
+	// 40 files, sorted: 0/im00 .. 0/im38 (even i) then 1/im01 .. 1/im39.
+	held := 0
+	for i := range 40 {
+		writePNG(t, filepath.Join(dir, string(rune('0'+i%2)), fmt.Sprintf("im%02d.png", i)), grayImage(3, 2, uint8(i*5)))
+		if i >= 20 && heldOutIndex(i) {
+			held++
+		}
 	}
 	m := mustNew(t, Spec{Name: "png", Path: dir, Classes: []int{1}}).(*Images)
 	if m.Shape() != [3]int{1, 2, 3} || !m.Labeled() {
 		t.Fatalf("shape %v labeled %v, want [1 2 3] true", m.Shape(), m.Labeled())
 	}
-	if m.Len()+m.Test().Len() != 10 || m.Test().Len() != 1 {
-		t.Fatalf("train %d test %d, want 9 and 1 of class 1", m.Len(), m.Test().Len())
+	if m.Len() != 20-held || m.Test().Len() != held {
+		t.Fatalf("train %d test %d, want %d and %d of class 1", m.Len(), m.Test().Len(), 20-held, held)
 	}
 	for i := range m.Len() {
 		if m.Label(i) != 1 {
 			t.Fatalf("image %d has label %d, want 1", i, m.Label(i))
 		}
 	}
-	if got, want := m.Image(0)[0], float32(10)*2/255-1; got != want {
+	if got, want := m.Image(0)[0], float32(5)*2/255-1; got != want {
 		t.Fatalf("first pixel %v, want %v", got, want)
 	}
 
