@@ -121,8 +121,13 @@ type HeldOut interface {
 	HeldOut() Distribution
 }
 
-// HeldOut is the test split.
-func (m *Images) HeldOut() Distribution { return m.test }
+// HeldOut is the test split; nil (not a nil *Images) for a test split.
+func (m *Images) HeldOut() Distribution {
+	if m.test == nil {
+		return nil
+	}
+	return m.test
+}
 
 func (s Spec) validateImages() error {
 	if err := s.unused("dim", "mean", "var", "cov", "noise", "scale", "jitter"); err != nil {

@@ -336,3 +336,47 @@ func FuzzIDX(f *testing.F) {
 		}
 	})
 }
+
+// A failed load leaves nothing behind: once the file is mended, the same
+// spec loads in full.
+func TestFailedLoadIsNotKept(t *testing.T) {
+	dir := t.TempDir()
+	ip, lp := writeIDXPair(t, dir, "x", 30, 2, 2, 3, false)
+	_, labels := synthImages(30, 2, 2, 3)
+	writeFile(t, lp, idxBytes([]int{29}, labels[:29]), false)
+	spec := Spec{Name: "idx", Path: ip, Labels: lp}
+	if d, err := New(spec); err == nil {
+		t.Fatalf("loaded %d images against 29 labels", d.(*Images).Len())
+	}
+	writeFile(t, lp, idxBytes([]int{30}, labels), false)
+	d, err := New(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := d.(*Images); m.Len()+m.Test().Len() != 30 {
+		t.Fatalf("%d + %d images after mending, want 30", m.Len(), m.Test().Len())
+	}
+}
+
+// Concurrent first loads of one dataset make one copy.
+func TestConcurrentLoadsShareOneCopy(t *testing.T) {
+	dir := t.TempDir()
+	ip, lp := writeIDXPair(t, dir, "c", 60, 4, 4, 2, true)
+	got := make([]Distribution, 8)
+	errs := make([]error, 8)
+	done := make(chan int)
+	for i := range got {
+		go func() {
+			got[i], errs[i] = New(Spec{Name: "idx", Path: ip, Labels: lp, Downscale: 2})
+			done <- i
+		}()
+	}
+	for range got {
+		<-done
+	}
+	for i := range got {
+		if errs[i] != nil || got[i] != got[0] {
+			t.Fatalf("load %d: %v, same copy %v", i, errs[i], got[i] == got[0])
+		}
+	}
+}

@@ -71,11 +71,15 @@ type Evaluator struct {
 
 // heldOutData is where held-out data come from: the test split of an image
 // dataset, the distribution itself otherwise.
-func (s *Setup) heldOutData() dataset.Distribution {
-	if h, ok := s.Data.(dataset.HeldOut); ok && h.HeldOut() != nil {
-		return h.HeldOut()
+func (s *Setup) heldOutData() dataset.Distribution { return heldOutOf(s.Data) }
+
+func heldOutOf(d dataset.Distribution) dataset.Distribution {
+	if h, ok := d.(dataset.HeldOut); ok {
+		if t := h.HeldOut(); t != nil {
+			return t
+		}
 	}
-	return s.Data
+	return d
 }
 
 // NewEvaluator draws the held-out sets and the baseline distances.
@@ -98,9 +102,10 @@ func (s *Setup) NewEvaluator() (*Evaluator, error) {
 }
 
 // heldOutStart is the first n held-out prior points generation starts
-// from: prior draws, or N(0, I) for a one-sided interpolant.
+// from: prior draws (from its test split when it is an image dataset), or
+// N(0, I) for a one-sided interpolant.
 func (s *Setup) heldOutStart(n int) []float32 {
-	prior := s.Prior
+	prior := heldOutOf(s.Prior)
 	if s.Config.Method == "si" {
 		if p, err := s.path(); err == nil && p.OneSided() {
 			prior = standardNormal(s.Dim)

@@ -104,3 +104,44 @@ eval: {samples: 32, trajectories: 2}
 		t.Fatalf("CSV of images: exit %d, %s", code, stderr.String())
 	}
 }
+
+// The quick image examples train end to end as users run them, each with
+// image figures and pictures (each under two minutes on two idle cores;
+// the classifiers are trained on first use and cached).
+func TestQuickImageExamples(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains three image examples")
+	}
+	for _, c := range []struct {
+		file     string
+		pictures []string
+	}{
+		{"mnist-si-quick.yaml", []string{"samples.png", "trajectories.png", "trajectories.gif"}},
+		{"mnist-dsb-quick.yaml", []string{"samples.png", "trajectories.png", "trajectories.gif"}},
+		{"mnist-fashion-dsb-quick.yaml", []string{"samples.png", "trajectories.png", "trajectories.gif", "pairs.png"}},
+	} {
+		t.Run(c.file, func(t *testing.T) {
+			out := t.TempDir()
+			var stderr bytes.Buffer
+			code := runMain([]string{"train", "--quiet", "--config", filepath.Join("..", "..", "examples", c.file), "--out", out}, &stderr)
+			if code != 0 {
+				if strings.Contains(stderr.String(), "install") && os.Getenv("CI") == "" {
+					t.Skip(stderr.String())
+				}
+				t.Fatalf("train exits %d: %s", code, stderr.String())
+			}
+			b, err := os.ReadFile(filepath.Join(out, "metrics.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(b), `"frechet_floor"`) || !strings.Contains(string(b), `"class_shares"`) {
+				t.Fatalf("metrics.json has no image figures:\n%s", b)
+			}
+			for _, p := range c.pictures {
+				if _, err := os.Stat(filepath.Join(out, p)); err != nil {
+					t.Errorf("no %s: %v", p, err)
+				}
+			}
+		})
+	}
+}
