@@ -47,7 +47,7 @@ func toByte(v float32) uint8 {
 }
 
 // canvas is a tiled picture: tiles of one image shape with a 1-pixel gap
-// (zoomed) between them, on a mid-gray background.
+// (zoomed) between them, on a dark gray background.
 type canvas struct {
 	shape      ImageShape
 	zoom, gap  int
@@ -61,8 +61,8 @@ func newCanvas(shape ImageShape, rows, cols int) *canvas {
 	w := cols*(shape[2]*z+c.gap) + c.gap
 	h := rows*(shape[1]*z+c.gap) + c.gap
 	c.img = image.NewRGBA(image.Rect(0, 0, w, h))
-	for i := range c.img.Pix {
-		c.img.Pix[i] = 0x80
+	for i := 0; i < len(c.img.Pix); i += 4 {
+		c.img.Pix[i], c.img.Pix[i+1], c.img.Pix[i+2], c.img.Pix[i+3] = 0x60, 0x60, 0x60, 0xff
 	}
 	return c
 }

@@ -48,6 +48,12 @@ func TestImageGridLaysOutTiles(t *testing.T) {
 	if want := 3*(14*z+z/2) + z/2; img.Bounds().Dx() != want || img.Bounds().Dy() != 2*(14*z+z/2)+z/2 {
 		t.Fatalf("grid is %v, want %d wide and 2 tile rows", img.Bounds(), want)
 	}
+	if _, _, _, a := img.At(0, 0).RGBA(); a != 0xffff {
+		t.Fatalf("background alpha %d, want opaque", a)
+	}
+	if x, y := tileCentre(shape, 1, 2); gray(t, b.Bytes(), x, y) != 0x60 {
+		t.Fatalf("the empty sixth tile is %d, want the background 0x60", gray(t, b.Bytes(), x, y))
+	}
 	for i, want := range []uint8{0, 255, 128, 0, 255} {
 		x, y := tileCentre(shape, i/3, i%3)
 		if got := gray(t, b.Bytes(), x, y); got != want {
