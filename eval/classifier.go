@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"context"
 	"fmt"
 	"math"
 
@@ -370,7 +371,7 @@ type ClassifierTraining struct {
 // Train fits the classifier to images (rows of C*H*W) and their labels:
 // Adam on the mean cross-entropy, minibatches in an order drawn from the
 // seed, so equal inputs give equal weights.
-func (m *Classifier) Train(images []float32, labels []uint8, o ClassifierTraining) error {
+func (m *Classifier) Train(ctx context.Context, images []float32, labels []uint8, o ClassifierTraining) error {
 	d := m.shape[0] * m.shape[1] * m.shape[2]
 	n := len(labels)
 	if len(images) != n*d {
@@ -406,6 +407,11 @@ func (m *Classifier) Train(images []float32, labels []uint8, o ClassifierTrainin
 		}
 		var sum float64
 		for bi := range perBatch {
+			if bi%64 == 0 {
+				if err := ctx.Err(); err != nil {
+					return fmt.Errorf("classifier train: %w", err)
+				}
+			}
 			for j := range o.Batch {
 				src := perm[bi*o.Batch+j]
 				copy(bx[j*d:(j+1)*d], images[src*d:(src+1)*d])

@@ -1,9 +1,11 @@
 package eval
 
 import (
+	"context"
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,7 +57,7 @@ func TestClassifierBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Train(make([]float32, 16*4), []uint8{0, 1, 2, 0}, ClassifierTraining{Epochs: 1, Batch: 2, LR: 1e-3}); err == nil {
+	if err := m.Train(context.Background(), make([]float32, 16*4), []uint8{0, 1, 2, 0}, ClassifierTraining{Epochs: 1, Batch: 2, LR: 1e-3}); err == nil {
 		t.Error("accepted label 2 for 2 outputs")
 	}
 	if _, _, err := m.Score(make([]float32, 17)); err == nil {
@@ -98,7 +100,7 @@ func TestClassifierLearnsDigits(t *testing.T) {
 			t.Fatal(err)
 		}
 		began := time.Now()
-		if err := c.Train(x, y, ClassifierTraining{Seed: 3, Epochs: 1, Batch: 32, LR: 2e-3}); err != nil {
+		if err := c.Train(context.Background(), x, y, ClassifierTraining{Seed: 3, Epochs: 1, Batch: 32, LR: 2e-3}); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("trained on %d images in %v", len(y), time.Since(began))
@@ -115,5 +117,18 @@ func TestClassifierLearnsDigits(t *testing.T) {
 	}
 	if b := train(); !slices.Equal(a.Params(), b.Params()) {
 		t.Fatal("two trainings from one seed differ")
+	}
+}
+
+func TestClassifierTrainStops(t *testing.T) {
+	m, err := NewClassifier([3]int{1, 4, 4}, 2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err = m.Train(ctx, make([]float32, 16*8), make([]uint8, 8), ClassifierTraining{Epochs: 1, Batch: 2, LR: 1e-3})
+	if err == nil || !strings.Contains(err.Error(), "canceled") {
+		t.Fatalf("Train on a cancelled context: %v", err)
 	}
 }

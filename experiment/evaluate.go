@@ -84,6 +84,12 @@ func heldOutOf(d dataset.Distribution) dataset.Distribution {
 
 // NewEvaluator draws the held-out sets and the baseline distances.
 func (s *Setup) NewEvaluator() (*Evaluator, error) {
+	return s.NewEvaluatorContext(context.Background())
+}
+
+// NewEvaluatorContext is NewEvaluator that ctx can stop: with image data
+// it may first train the data's classifier, minutes the first time.
+func (s *Setup) NewEvaluatorContext(ctx context.Context) (*Evaluator, error) {
 	n, seed := s.Config.Eval.Samples, s.Config.Seed
 	e := &Evaluator{
 		setup:   s,
@@ -95,7 +101,7 @@ func (s *Setup) NewEvaluator() (*Evaluator, error) {
 	if e.baseline, err = eval.Compare(e.heldOut, other, rng.New(seed, rng.PurposeHeldOut, 99)); err != nil {
 		return nil, fmt.Errorf("baseline distances: %w", err)
 	}
-	if e.image, err = newImageEval(s.Data, n); err != nil {
+	if e.image, err = newImageEval(ctx, s.Data, n); err != nil {
 		return nil, fmt.Errorf("image figures: %w", err)
 	}
 	return e, nil

@@ -1,6 +1,7 @@
 package experiment
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -88,7 +89,7 @@ type classifierEntry struct {
 // Classifier returns the classifier of an image dataset: loaded from the
 // cache, or trained on the training split (and cached) the first time.
 // The accuracy is on the whole test split.
-func Classifier(m *dataset.Images) (*eval.Classifier, float64, error) {
+func Classifier(ctx context.Context, m *dataset.Images) (*eval.Classifier, float64, error) {
 	if !m.Labeled() {
 		return nil, 0, fmt.Errorf("classifier: %s has no labels", m.Source())
 	}
@@ -104,7 +105,7 @@ func Classifier(m *dataset.Images) (*eval.Classifier, float64, error) {
 		classifiers[path] = e
 	}
 	classifiersMu.Unlock()
-	e.once.Do(func() { e.c, e.acc, e.err = loadOrTrainClassifier(m, path) })
+	e.once.Do(func() { e.c, e.acc, e.err = loadOrTrainClassifier(ctx, m, path) })
 	if e.err != nil {
 		classifiersMu.Lock()
 		delete(classifiers, path)
@@ -139,7 +140,7 @@ func labelsOf(m *dataset.Images) []uint8 {
 	return out
 }
 
-func loadOrTrainClassifier(m *dataset.Images, path string) (*eval.Classifier, float64, error) {
+func loadOrTrainClassifier(ctx context.Context, m *dataset.Images, path string) (*eval.Classifier, float64, error) {
 	if b, err := os.ReadFile(path); err == nil {
 		c, acc, err := decodeClassifier(b, m)
 		if err == nil {
@@ -156,7 +157,7 @@ func loadOrTrainClassifier(m *dataset.Images, path string) (*eval.Classifier, fl
 	opts.Log = func(epoch int, loss float64) {
 		slog.Info("image classifier", "dataset", m.Name(), "epoch", epoch, "of", opts.Epochs, "loss", loss, "elapsed", time.Since(began).Round(time.Second))
 	}
-	if err := c.Train(m.Pixels(), labelsOf(m), opts); err != nil {
+	if err := c.Train(ctx, m.Pixels(), labelsOf(m), opts); err != nil {
 		return nil, 0, fmt.Errorf("train %s classifier: %w", m.Name(), err)
 	}
 	acc, err := c.Accuracy(m.Test().Pixels(), labelsOf(m.Test()))
@@ -216,12 +217,12 @@ func decodeClassifier(b []byte, m *dataset.Images) (*eval.Classifier, float64, e
 
 // newImageEval readies image scoring against the data's test split with n
 // generated samples; nil when the data are not labelled images.
-func newImageEval(data dataset.Distribution, n int) (*imageEval, error) {
+func newImageEval(ctx context.Context, data dataset.Distribution, n int) (*imageEval, error) {
 	m, ok := data.(*dataset.Images)
 	if !ok || !m.Labeled() || m.Test() == nil {
 		return nil, nil
 	}
-	c, acc, err := Classifier(m)
+	c, acc, err := Classifier(ctx, m)
 	if err != nil {
 		return nil, err
 	}

@@ -31,7 +31,7 @@ func TestFullClassifiers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, acc, err := Classifier(d.(*dataset.Images))
+		_, acc, err := Classifier(context.Background(), d.(*dataset.Images))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -163,14 +163,14 @@ eval: {samples: 40, trajectories: 4}
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, acc, err := Classifier(d.(*dataset.Images))
+	a, acc, err := Classifier(context.Background(), d.(*dataset.Images))
 	if err != nil {
 		t.Fatal(err)
 	}
 	classifiersMu.Lock()
 	clear(classifiers)
 	classifiersMu.Unlock()
-	b, acc2, err := Classifier(d.(*dataset.Images))
+	b, acc2, err := Classifier(context.Background(), d.(*dataset.Images))
 	if err != nil || a == b || acc != acc2 || !slices.Equal(a.Params(), b.Params()) {
 		t.Fatalf("reloaded classifier differs (err %v, accuracy %v vs %v)", err, acc, acc2)
 	}

@@ -64,7 +64,7 @@ func Train(ctx context.Context, s *Setup, progress func(Progress)) (*Outcome, er
 	if progress == nil {
 		progress = func(Progress) {}
 	}
-	ev, err := s.NewEvaluator()
+	ev, err := s.NewEvaluatorContext(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +100,7 @@ func Train(ctx context.Context, s *Setup, progress func(Progress)) (*Outcome, er
 // trainers) against held-out data exactly as Train does, and returns what
 // Outcome.Write needs. m carries the training figures; Final is filled in.
 func (s *Setup) Conclude(ctx context.Context, model Model, m *Metrics) (*Outcome, error) {
-	ev, err := s.NewEvaluator()
+	ev, err := s.NewEvaluatorContext(ctx)
 	if err != nil {
 		return nil, err
 	}

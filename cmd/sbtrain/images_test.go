@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sbtrain/sbtrain/nn"
 )
 
 // writeTinyIDX writes n 8x8 two-class images (a bright left or right
@@ -106,11 +108,16 @@ eval: {samples: 32, trajectories: 2}
 }
 
 // The quick image examples train end to end as users run them, each with
-// image figures and pictures (each under two minutes on two idle cores;
-// the classifiers are trained on first use and cached).
+// image figures and pictures (each under two minutes on two idle cores
+// with OpenBLAS; the classifiers are trained on first use and cached).
+// The pure-Go BLAS build skips them: its unet convolutions are several
+// times slower, and TestSampleWritesImages runs the same path there.
 func TestQuickImageExamples(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains three image examples")
+	}
+	if !strings.HasPrefix(nn.BLAS(), "OpenBLAS") {
+		t.Skipf("the quick image examples are sized for OpenBLAS; this build uses %s", nn.BLAS())
 	}
 	for _, c := range []struct {
 		file     string
