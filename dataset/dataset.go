@@ -1,6 +1,8 @@
 // Package dataset owns the distributions that a bridge connects: the 2D toy
 // distributions of the FFJORD / DSB papers, Gaussians with diagonal or full
-// covariance, and point clouds read from user files. Every draw is a pure
+// covariance, point clouds read from user files, and image datasets (MNIST
+// from the GoMNIST module, Fashion-MNIST from Debian's package, IDX files,
+// folders of PNGs), loaded once per process and shared. Every draw is a pure
 // function of an rng stream, and Draw keys sample i by (seed, purpose, ids,
 // i), so a sample is the same whichever worker draws it and in whatever order.
 package dataset
@@ -75,8 +77,15 @@ type Spec struct {
 	Cov    [][]float64 // gaussian full covariance (Dim x Dim, symmetric positive definite), exclusive with Var
 	Noise  float64     // toys: observation noise scale where the toy has one (0 means the toy's default, see Names)
 	Scale  float64     // toys: multiply coordinates (0 means 1)
-	Path   string      // points: a CSV or .npy file
+	Path   string      // points: a CSV or .npy file; idx: the images file; png: the folder; mnist, fashion-mnist: optionally the folder of the four standard files
 	Jitter float64     // points: Gaussian jitter std added when sampling (0: pick a stored point uniformly)
+
+	// Image datasets (mnist, fashion-mnist, idx, png).
+	Labels     string // idx: the labels file
+	TestPath   string // idx: the test images file (optional; without it every tenth image is held out)
+	TestLabels string // idx: the test labels file, with TestPath
+	Classes    []int  // keep only images of these labels (empty: all)
+	Downscale  int    // average f x f pixel blocks (2: 28x28 to 14x14); 0 or 1: none
 }
 
 // toyInfo describes a 2D toy: its default noise (0 when it has no noise
@@ -102,7 +111,7 @@ var toys = map[string]toyInfo{
 
 // Names lists the distribution names New accepts, sorted.
 func Names() []string {
-	names := []string{"gaussian", "points"}
+	names := append([]string{"gaussian", "points"}, imageNames...)
 	for name := range toys {
 		names = append(names, name)
 	}
@@ -123,6 +132,8 @@ func (s Spec) Validate() error {
 		return s.validateGaussian()
 	case "points":
 		return s.validatePoints()
+	case "mnist", "fashion-mnist", "idx", "png":
+		return s.validateImages()
 	}
 	if _, ok := toys[s.Name]; !ok {
 		return fmt.Errorf("dataset: unknown name %q, want one of %s", s.Name, strings.Join(Names(), ", "))
@@ -151,6 +162,8 @@ func (s Spec) unused(fields ...string) error {
 			set = s.Path != ""
 		case "jitter":
 			set = s.Jitter != 0
+		case "image fields":
+			set = s.Labels != "" || s.TestPath != "" || s.TestLabels != "" || s.Classes != nil || s.Downscale != 0
 		}
 		if set {
 			return s.errorf("%s is set but does not apply to %s", f, s.Name)
@@ -165,7 +178,7 @@ func (s Spec) validateGaussian() error {
 	if s.Dim < 1 {
 		return s.errorf("dim = %d, want >= 1", s.Dim)
 	}
-	if err := s.unused("noise", "scale", "path", "jitter"); err != nil {
+	if err := s.unused("noise", "scale", "path", "jitter", "image fields"); err != nil {
 		return err
 	}
 	if n := len(s.Mean); n != 0 && n != 1 && n != s.Dim {
@@ -199,7 +212,7 @@ func (s Spec) validateToy() error {
 	if s.Dim != 0 && s.Dim != 2 {
 		return s.errorf("dim = %d, want 2 (or 0 for the default 2)", s.Dim)
 	}
-	if err := s.unused("mean", "var", "cov", "path", "jitter"); err != nil {
+	if err := s.unused("mean", "var", "cov", "path", "jitter", "image fields"); err != nil {
 		return err
 	}
 	info := toys[s.Name]
@@ -222,7 +235,7 @@ func (s Spec) validatePoints() error {
 	if s.Dim < 0 {
 		return s.errorf("dim = %d, want >= 1 (or 0 to take it from the file)", s.Dim)
 	}
-	if err := s.unused("mean", "var", "cov", "noise", "scale"); err != nil {
+	if err := s.unused("mean", "var", "cov", "noise", "scale", "image fields"); err != nil {
 		return err
 	}
 	if s.Jitter < 0 || !finite(s.Jitter) {
@@ -241,6 +254,8 @@ func New(s Spec) (Distribution, error) {
 		return newGaussian(s)
 	case "points":
 		return loadPoints(s)
+	case "mnist", "fashion-mnist", "idx", "png":
+		return loadImages(s)
 	}
 	info := toys[s.Name]
 	t := toy{name: s.Name, info: info, noise: s.Noise, scale: s.Scale}

@@ -1,7 +1,11 @@
 // Package eval owns how results are measured: distances between point clouds
 // (sliced Wasserstein-2, MMD with a mixture of RBF bandwidths, energy
 // distance), sample moments, closed forms for Gaussian Schrödinger bridges,
-// and PNG plots of samples, trajectories and loss curves.
+// and PNG plots of samples, trajectories and loss curves. For images it
+// owns a small LeNet-style classifier trained from a seed (its penultimate
+// features give a Fréchet distance, its predictions a class histogram)
+// and the pictures that replace scatter plots: sample grids, trajectory
+// strips, animated chains (GIF) and source/result pairs.
 //
 // Point clouds are row-major float32 (Cloud), the layout dataset.Draw and the
 // samplers produce; all arithmetic is done in float64. Every random choice

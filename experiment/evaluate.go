@@ -36,6 +36,7 @@ type Figures struct {
 	Gaussian      *GaussianFigures   `json:"gaussian,omitempty"`
 	Likelihood    *LikelihoodFigures `json:"likelihood,omitempty"`
 	VelocityRelL2 *float64           `json:"velocity_rel_l2,omitempty"` // SI, Gaussian endpoints
+	Image         *ImageFigures      `json:"image,omitempty"`           // labelled image data
 }
 
 // GaussianFigures compare generated X0 with a Gaussian data law, and the
@@ -65,28 +66,52 @@ type Evaluator struct {
 	heldOut  eval.Cloud
 	start    []float32
 	baseline eval.Distances
+	image    *imageEval
+}
+
+// heldOutData is where held-out data come from: the test split of an image
+// dataset, the distribution itself otherwise.
+func (s *Setup) heldOutData() dataset.Distribution { return heldOutOf(s.Data) }
+
+func heldOutOf(d dataset.Distribution) dataset.Distribution {
+	if h, ok := d.(dataset.HeldOut); ok {
+		if t := h.HeldOut(); t != nil {
+			return t
+		}
+	}
+	return d
 }
 
 // NewEvaluator draws the held-out sets and the baseline distances.
 func (s *Setup) NewEvaluator() (*Evaluator, error) {
+	return s.NewEvaluatorContext(context.Background())
+}
+
+// NewEvaluatorContext is NewEvaluator that ctx can stop: with image data
+// it may first train the data's classifier, minutes the first time.
+func (s *Setup) NewEvaluatorContext(ctx context.Context) (*Evaluator, error) {
 	n, seed := s.Config.Eval.Samples, s.Config.Seed
 	e := &Evaluator{
 		setup:   s,
-		heldOut: eval.Cloud{Data: dataset.Draw(s.Data, seed, rng.PurposeHeldOut, []uint64{heldOutData}, 0, n), Dim: s.Dim},
+		heldOut: eval.Cloud{Data: dataset.Draw(s.heldOutData(), seed, rng.PurposeHeldOut, []uint64{heldOutData}, 0, n), Dim: s.Dim},
 		start:   s.heldOutStart(n),
 	}
-	other := eval.Cloud{Data: dataset.Draw(s.Data, seed, rng.PurposeHeldOut, []uint64{heldOutBaseline}, 0, n), Dim: s.Dim}
+	other := eval.Cloud{Data: dataset.Draw(s.heldOutData(), seed, rng.PurposeHeldOut, []uint64{heldOutBaseline}, 0, n), Dim: s.Dim}
 	var err error
 	if e.baseline, err = eval.Compare(e.heldOut, other, rng.New(seed, rng.PurposeHeldOut, 99)); err != nil {
 		return nil, fmt.Errorf("baseline distances: %w", err)
+	}
+	if e.image, err = newImageEval(ctx, s.Data, n); err != nil {
+		return nil, fmt.Errorf("image figures: %w", err)
 	}
 	return e, nil
 }
 
 // heldOutStart is the first n held-out prior points generation starts
-// from: prior draws, or N(0, I) for a one-sided interpolant.
+// from: prior draws (from its test split when it is an image dataset), or
+// N(0, I) for a one-sided interpolant.
 func (s *Setup) heldOutStart(n int) []float32 {
-	prior := s.Prior
+	prior := heldOutOf(s.Prior)
 	if s.Config.Method == "si" {
 		if p, err := s.path(); err == nil && p.OneSided() {
 			prior = standardNormal(s.Dim)
@@ -111,7 +136,7 @@ func (s *Setup) Preview(ctx context.Context, m Model, n int) (data, generated ev
 	if err := generated.Check("generated samples"); err != nil {
 		return eval.Cloud{}, eval.Cloud{}, err
 	}
-	data = eval.Cloud{Data: dataset.Draw(s.Data, s.Config.Seed, rng.PurposeHeldOut, []uint64{heldOutData}, 0, n), Dim: s.Dim}
+	data = eval.Cloud{Data: dataset.Draw(s.heldOutData(), s.Config.Seed, rng.PurposeHeldOut, []uint64{heldOutData}, 0, n), Dim: s.Dim}
 	return data, generated, nil
 }
 
@@ -135,6 +160,11 @@ func (e *Evaluator) Evaluate(ctx context.Context, m Model) (*Figures, *Generated
 	}
 	f.SlicedW2Ratio = f.Distances.SlicedW2 / e.baseline.SlicedW2
 	f.EnergyRatio = f.Distances.Energy / e.baseline.Energy
+	if e.image != nil {
+		if f.Image, err = e.image.score(gen.End); err != nil {
+			return nil, nil, fmt.Errorf("image figures: %w", err)
+		}
+	}
 	switch m := m.(type) {
 	case *DSBModel:
 		if f.Gaussian, err = e.gaussianFigures(cloud); err != nil {
@@ -178,11 +208,12 @@ const (
 // Marginals generates the first MarginalPoints rows with their paths (the
 // same rows and noise as Evaluate's) and keeps the states at about six
 // evenly spaced times, with their indices and the chain's last index.
-// Point clouds of dimension 1 have no strip.
+// Point clouds of dimension 1 have no strip, nor do images (their chains
+// are drawn as pictures).
 func (e *Evaluator) Marginals(ctx context.Context, m Model) ([]eval.Cloud, []int, int, error) {
 	d := e.setup.Dim
 	n := min(MarginalPoints, len(e.start)/d)
-	if d < 2 || n == 0 {
+	if _, image := e.setup.ImageShape(); d < 2 || n == 0 || image {
 		return nil, nil, 0, nil
 	}
 	gen, err := m.Generate(ctx, e.start[:n*d], e.setup.Config.Seed, true)
@@ -259,7 +290,7 @@ func (e *Evaluator) likelihood(ctx context.Context, m *SIModel) (*LikelihoodFigu
 	if !ok {
 		return nil, nil
 	}
-	x1 := dataset.Draw(e.setup.Data, cfg.Seed, rng.PurposeHeldOut, []uint64{heldOutLikelihood}, 0, n)
+	x1 := dataset.Draw(e.setup.heldOutData(), cfg.Seed, rng.PurposeHeldOut, []uint64{heldOutLikelihood}, 0, n)
 	ll, err := si.LogLikelihood(ctx, si.NewNetField(m.Velocity), rho0, x1, si.LikelihoodOptions{
 		Method: "rk4", Steps: cfg.SI.LikelihoodSteps, Divergence: cfg.SI.Divergence, Probes: cfg.SI.Probes, Seed: cfg.Seed,
 	})

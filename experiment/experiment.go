@@ -14,6 +14,7 @@ import (
 
 	"github.com/sbtrain/sbtrain/config"
 	"github.com/sbtrain/sbtrain/dataset"
+	"github.com/sbtrain/sbtrain/eval"
 	"github.com/sbtrain/sbtrain/nn"
 )
 
@@ -35,6 +36,15 @@ func Prepare(cfg *config.Config) (*Setup, error) {
 	prior, err := dataset.New(datasetSpec(cfg.Prior))
 	if err != nil {
 		return nil, fmt.Errorf("prior: %w", err)
+	}
+	ds, dok := data.(interface{ Shape() [3]int })
+	ps, pok := prior.(interface{ Shape() [3]int })
+	if dok && pok && ds.Shape() != ps.Shape() {
+		return nil, fmt.Errorf("prior: %s images are %v (C, H, W), but the data's (%s) are %v; bridge images of one shape (see downscale)", prior.Name(), ps.Shape(), data.Name(), ds.Shape())
+	}
+	if data.Dim() != prior.Dim() && dok {
+		sh := ds.Shape()
+		return nil, fmt.Errorf("prior: dimension %d differs from the data's %s images, %dx%dx%d = %d values (set prior.dim to %d)", prior.Dim(), data.Name(), sh[0], sh[1], sh[2], data.Dim(), data.Dim())
 	}
 	if data.Dim() != prior.Dim() {
 		return nil, fmt.Errorf("prior: dimension %d differs from data dimension %d (set prior.dim)", prior.Dim(), data.Dim())
@@ -66,6 +76,7 @@ func datasetSpec(d config.Dataset) dataset.Spec {
 	return dataset.Spec{
 		Name: d.Name, Dim: d.Dim, Mean: d.Mean, Var: d.Var, Cov: d.Cov,
 		Noise: d.Noise, Scale: d.Scale, Path: d.Path, Jitter: d.Jitter,
+		Labels: d.Labels, TestPath: d.TestPath, TestLabels: d.TestLabels, Classes: d.Classes, Downscale: d.Downscale,
 	}
 }
 
@@ -83,4 +94,12 @@ func imageShape(m config.Model, data dataset.Distribution) ([3]int, error) {
 		return [3]int{}, fmt.Errorf("model.image: %dx%dx%d = %d values, but the data (%s) has dimension %d", shape[0], shape[1], shape[2], n, data.Name(), data.Dim())
 	}
 	return shape, nil
+}
+
+// ImageShape is the data's image shape, when the data are images.
+func (s *Setup) ImageShape() (eval.ImageShape, bool) {
+	if img, ok := s.Data.(interface{ Shape() [3]int }); ok {
+		return eval.ImageShape(img.Shape()), true
+	}
+	return eval.ImageShape{}, false
 }

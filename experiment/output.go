@@ -25,6 +25,20 @@ const (
 	LossPlot         = "loss.png"
 	IterationsPlot   = "ipf.png"
 	MarginalsPlot    = "marginals.png"
+	// Image data: samples.png is a grid and trajectories.png a strip of
+	// chains; these are added.
+	ChainGIF  = "trajectories.gif"
+	PairsPlot = "pairs.png"
+)
+
+// Picture sizes for image data.
+const (
+	gridImages  = 64 // samples.png
+	stripChains = 8  // trajectories.png rows
+	stripTimes  = 8  // trajectories.png columns
+	gifChains   = 16
+	gifFrames   = 40
+	pairsShown  = 32
 )
 
 // Safetensors metadata keys of a saved network.
@@ -92,7 +106,11 @@ func (o *Outcome) WrittenSummary(dir string) string {
 func (o *Outcome) writePlots(dir string) error {
 	cfg := o.Setup.Config
 	title := fmt.Sprintf("%s: %s, generated over held-out data", cfg.Name, cfg.Method)
-	if o.Setup.Dim >= 2 {
+	if shape, ok := o.Setup.ImageShape(); ok {
+		if err := o.writePictures(dir, shape); err != nil {
+			return err
+		}
+	} else if o.Setup.Dim >= 2 {
 		if err := o.plot(dir, SamplesPlot, func(w io.Writer) error {
 			return eval.PlotSamples(w, o.HeldOut, o.Samples, title)
 		}); err != nil {
@@ -196,6 +214,43 @@ func iterationPanels(its []*Figures) []eval.IterationPanel {
 		panels = append(panels, eval.IterationPanel{Title: "max abs error against the closed-form bridge", YLabel: "max abs error", Curves: errs})
 	}
 	return panels
+}
+
+// writePictures draws image data: a grid of samples, a strip and a GIF of
+// chains, and for transfer (an image prior) source beside result.
+func (o *Outcome) writePictures(dir string, shape eval.ImageShape) error {
+	d := o.Setup.Dim
+	n := min(gridImages, o.Samples.Len())
+	if err := o.plot(dir, SamplesPlot, func(w io.Writer) error {
+		return eval.ImageGrid(w, o.Samples.Data[:n*d], shape, 0)
+	}); err != nil {
+		return fmt.Errorf("samples grid: %w", err)
+	}
+	if len(o.Trajectories) > 0 {
+		steps := make([][]float32, len(o.Trajectories))
+		for k, c := range o.Trajectories {
+			steps[k] = c.Data
+		}
+		if err := o.plot(dir, TrajectoriesPlot, func(w io.Writer) error {
+			return eval.TrajectoryStrip(w, steps, shape, stripChains, stripTimes)
+		}); err != nil {
+			return fmt.Errorf("trajectory strip: %w", err)
+		}
+		if err := o.plot(dir, ChainGIF, func(w io.Writer) error {
+			return eval.ChainGIF(w, steps, shape, gifChains, gifFrames)
+		}); err != nil {
+			return fmt.Errorf("chain gif: %w", err)
+		}
+	}
+	if _, ok := o.Setup.Prior.(interface{ Shape() [3]int }); ok && o.Start.Len() > 0 {
+		n := min(pairsShown, o.Start.Len(), o.Samples.Len())
+		if err := o.plot(dir, PairsPlot, func(w io.Writer) error {
+			return eval.PairsGrid(w, o.Start.Data[:n*d], o.Samples.Data[:n*d], shape)
+		}); err != nil {
+			return fmt.Errorf("pairs grid: %w", err)
+		}
+	}
+	return nil
 }
 
 // EncodeNet is a network as a safetensors file: one F32 tensor per weight,

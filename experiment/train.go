@@ -55,6 +55,7 @@ type Outcome struct {
 	Metrics      *Metrics
 	Samples      eval.Cloud   // generated from the held-out prior points
 	HeldOut      eval.Cloud   // held-out data
+	Start        eval.Cloud   // the held-out prior points Samples were generated from
 	Trajectories []eval.Cloud // the first Eval.Trajectories paths
 	Files        []string     // what Write wrote into the run directory
 	// Marginals are the first MarginalPoints generated rows at the chain
@@ -79,7 +80,7 @@ func Train(ctx context.Context, s *Setup, progress func(Progress)) (*Outcome, er
 	if err != nil {
 		return nil, err
 	}
-	ev, err := s.NewEvaluator()
+	ev, err := s.NewEvaluatorContext(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +242,7 @@ func (e *Evaluator) Iteration(ctx context.Context, model Model, it int) (*Figure
 // (by the distributed trainers) is concluded exactly as Train concludes.
 func (e *Evaluator) Conclude(ctx context.Context, model Model, m *Metrics) (*Outcome, error) {
 	s := e.setup
-	out := &Outcome{Setup: s, Model: model, Metrics: m, HeldOut: e.HeldOut()}
+	out := &Outcome{Setup: s, Model: model, Metrics: m, HeldOut: e.HeldOut(), Start: eval.Cloud{Data: e.start, Dim: s.Dim}}
 	final, gen, err := e.Evaluate(ctx, model)
 	if err != nil {
 		return nil, fmt.Errorf("final evaluation: %w", err)

@@ -97,7 +97,7 @@ func (j *Job) Conclude(ctx context.Context, ckpts *storage.Checkpoints, fig RunF
 	if err != nil {
 		return nil, id, err
 	}
-	ev, err := j.Setup.NewEvaluator()
+	ev, err := j.Setup.NewEvaluatorContext(ctx)
 	if err != nil {
 		return nil, id, err
 	}

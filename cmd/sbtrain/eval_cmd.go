@@ -27,7 +27,7 @@ func runEval(ctx context.Context, args []string) error {
 	if err != nil {
 		return usageError{err}
 	}
-	ev, err := setup.NewEvaluator()
+	ev, err := setup.NewEvaluatorContext(ctx)
 	if err != nil {
 		return err
 	}

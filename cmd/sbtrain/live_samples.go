@@ -19,6 +19,10 @@ import (
 // see the shape, few enough to draw in well under half a second.
 const previewPoints = 300
 
+// previewImages is how many samples the grid shows when the data are
+// images: generating each costs a full chain of the network.
+const previewImages = 64
+
 // liveSamples draws the dashboard's samples plot at every phase-end
 // checkpoint, from the coordinator's OnCommit hook: load the checkpoint,
 // take the model its finished networks make and generate from held-out
@@ -68,7 +72,12 @@ func (l *liveSamples) render(ctx context.Context) ([]byte, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	data, gen, err := l.j.Setup.Preview(ctx, model, previewPoints)
+	shape, isImage := l.j.Setup.ImageShape()
+	n := previewPoints
+	if isImage {
+		n = previewImages
+	}
+	data, gen, err := l.j.Setup.Preview(ctx, model, n)
 	if err != nil {
 		return nil, "", err
 	}
@@ -76,6 +85,13 @@ func (l *liveSamples) render(ctx context.Context) ([]byte, string, error) {
 	after := l.j.PhaseName(done - 1)
 	cfg := l.j.Setup.Config
 	var buf bytes.Buffer
+	if isImage {
+		if err := eval.ImageGrid(&buf, gen.Data, shape, 0); err != nil {
+			return nil, "", err
+		}
+		caption := fmt.Sprintf("%d generated images after phase %d of %d (%s), checkpoint %s", gen.Len(), done, l.j.Phases(), after, id)
+		return buf.Bytes(), caption, nil
+	}
 	if err := eval.PlotSamples(&buf, data, gen, fmt.Sprintf("%s after %s", cfg.Name, after)); err != nil {
 		return nil, "", err
 	}

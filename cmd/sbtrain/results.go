@@ -133,7 +133,8 @@ func iterW2(i int) func(*experiment.Metrics) (float64, bool) {
 }
 
 func runResults(ctx context.Context, args []string) error {
-	fs := newFlagSet("results", "[--examples DIR] [--out DIR] [--only FILE]")
+	fs := newFlagSet("results", "[--set points|images] [--examples DIR] [--out DIR] [--only FILE]")
+	set := fs.String("set", "points", "which examples: points (2D toys and Gaussians) or images (MNIST, Fashion-MNIST; hours on 2 cores)")
 	examples := fs.String("examples", "examples", "directory of the example configs")
 	out := fs.String("out", "results", "directory for each example's run outputs")
 	only := fs.String("only", "", "run only this example file (e.g. moons-dsb.yaml)")
@@ -147,7 +148,15 @@ func runResults(ctx context.Context, args []string) error {
 	}
 	var rows []row
 	failed := 0
-	for _, ex := range exampleChecks {
+	list := exampleChecks
+	switch *set {
+	case "points":
+	case "images":
+		list = imageExampleChecks
+	default:
+		return usagef("--set %q: want points or images", *set)
+	}
+	for _, ex := range list {
 		if *only != "" && ex.file != *only {
 			continue
 		}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,16 +19,16 @@ import (
 )
 
 func init() {
-	register(&command{name: "sample", summary: "generate samples from a trained run directory (CSV, optional PNG)", run: runSample})
+	register(&command{name: "sample", summary: "generate samples from a trained run directory (CSV or .npy, optional PNG)", run: runSample})
 }
 
 func runSample(ctx context.Context, args []string) error {
-	fs := newFlagSet("sample", "--run DIR [--n N] [--seed S] [--out FILE.csv] [--png FILE.png]")
+	fs := newFlagSet("sample", "--run DIR [--n N] [--seed S] [--out FILE.csv|FILE.npy] [--png FILE.png]")
 	dir := fs.String("run", "", "run directory written by 'sbtrain train' (required)")
 	n := fs.Int("n", 1000, "number of samples")
 	seed := fs.Uint64("seed", 1, "seed of the prior draws and the sampling noise")
-	out := fs.String("out", "-", "CSV file for the samples, one per line; - is standard output")
-	png := fs.String("png", "", "also plot the samples over data to this PNG file")
+	out := fs.String("out", "-", "file for the samples: .npy (float32; images as N×C×H×W) or CSV, one per line; - is CSV on standard output")
+	png := fs.String("png", "", "also draw the samples to this PNG file: a grid of images, or points over data")
 	if done, err := parseFlags(fs, args); done {
 		return err
 	}
@@ -50,16 +52,62 @@ func runSample(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := writeCSV(*out, gen.End, setup.Dim); err != nil {
+	shape, isImage := setup.ImageShape()
+	toNPY := strings.HasSuffix(strings.ToLower(*out), ".npy")
+	switch {
+	case toNPY && isImage:
+		err = writeNPY(*out, gen.End, []int{*n, shape[0], shape[1], shape[2]})
+	case toNPY:
+		err = writeNPY(*out, gen.End, []int{*n, setup.Dim})
+	case isImage:
+		return usagef("--out %s: the samples are %dx%dx%d images; write them as .npy (--out FILE.npy)", *out, shape[0], shape[1], shape[2])
+	default:
+		err = writeCSV(*out, gen.End, setup.Dim)
+	}
+	if err != nil {
 		return err
 	}
-	if *png != "" {
+	if *png != "" && isImage {
+		if err := eval.SavePNG(*png, func(w io.Writer) error {
+			return eval.ImageGrid(w, gen.End[:min(*n, maxGridImages)*setup.Dim], shape, 0)
+		}); err != nil {
+			return fmt.Errorf("samples grid: %w", err)
+		}
+	} else if *png != "" {
 		data := eval.Cloud{Data: dataset.Draw(setup.Data, *seed, rng.PurposeHeldOut, []uint64{0}, 0, *n), Dim: setup.Dim}
 		if err := eval.SavePNG(*png, func(w io.Writer) error {
 			return eval.PlotSamples(w, data, eval.Cloud{Data: gen.End, Dim: setup.Dim}, filepath.Base(*dir)+": samples over data")
 		}); err != nil {
 			return fmt.Errorf("plot samples: %w", err)
 		}
+	}
+	return nil
+}
+
+// maxGridImages bounds the PNG grid of image samples, which would
+// otherwise grow with --n.
+const maxGridImages = 256
+
+// writeNPY writes float32 values as a C-order .npy array of shape.
+func writeNPY(path string, v []float32, shape []int) error {
+	dims := make([]string, len(shape))
+	for i, d := range shape {
+		dims[i] = strconv.Itoa(d)
+	}
+	header := fmt.Sprintf("{'descr': '<f4', 'fortran_order': False, 'shape': (%s,), }", strings.Join(dims, ", "))
+	// Version 1.0: magic, version, header length, header padded with
+	// spaces and a newline so that the data start on a 64-byte boundary.
+	pad := 64 - (10+len(header)+1)%64
+	header += strings.Repeat(" ", pad%64) + "\n"
+	b := make([]byte, 0, 10+len(header)+4*len(v))
+	b = append(b, "\x93NUMPY\x01\x00"...)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(header)))
+	b = append(b, header...)
+	for _, x := range v {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x))
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return fmt.Errorf("write samples: %w", err)
 	}
 	return nil
 }

@@ -154,6 +154,10 @@ func figuresLine(f *experiment.Figures) string {
 	if f.VelocityRelL2 != nil {
 		s += fmt.Sprintf(", velocity rel. L2 err %.4f", *f.VelocityRelL2)
 	}
+	if im := f.Image; im != nil {
+		s += fmt.Sprintf(", Fréchet %.4g (%.2fx the test-vs-test floor %.4g, %d samples), classes min share %.3f entropy %.3f (classifier test accuracy %.4f)",
+			im.Frechet, im.FrechetRatio, im.FrechetFloor, im.Samples, im.MinClassShare, im.ClassEntropy, im.ClassifierAccuracy)
+	}
 	return s
 }
 
