@@ -448,7 +448,13 @@ type finalState struct {
 // the run.
 func readFinal(t *testing.T, store storage.Store) finalState {
 	t.Helper()
-	ckpts, err := storage.NewCheckpoints(store, clusterRun, nil)
+	return readFinalRun(t, store, clusterRun, clusterPhases, int64(clusterSteps()))
+}
+
+// readFinalRun is readFinal for a run of any name and length.
+func readFinalRun(t *testing.T, store storage.Store, run string, phases int, steps int64) finalState {
+	t.Helper()
+	ckpts, err := storage.NewCheckpoints(store, run, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -458,8 +464,8 @@ func readFinal(t *testing.T, store storage.Store) finalState {
 	}
 	m := l.Manifest
 	id := storage.ID{Seq: m.Seq, Phase: m.Phase, Step: m.Step}
-	if m.Phase != clusterPhases-1 || m.Step != int64(clusterSteps()) || !m.PhaseEnd {
-		t.Fatalf("newest checkpoint %s is not the end of the run (phase %d step %d)", id, clusterPhases-1, clusterSteps())
+	if m.Phase != phases-1 || m.Step != steps || !m.PhaseEnd {
+		t.Fatalf("newest checkpoint %s is not the end of the run (phase %d step %d)", id, phases-1, steps)
 	}
 	b, ok := l.Blobs[job.SnapshotBlob]
 	if !ok {
