@@ -8,6 +8,7 @@ import (
 	"github.com/sbtrain/sbtrain/bridge/dsb"
 	"github.com/sbtrain/sbtrain/bridge/si"
 	"github.com/sbtrain/sbtrain/experiment"
+	"github.com/sbtrain/sbtrain/internal/fixedsum"
 	"github.com/sbtrain/sbtrain/internal/par"
 	"github.com/sbtrain/sbtrain/nn"
 	"github.com/sbtrain/sbtrain/rng"
@@ -57,6 +58,8 @@ type State struct {
 	// buf is the all-reduce buffer Gradient returns; part, SI's gradient of
 	// one row range. Both are reused from step to step.
 	buf, part []float32
+	// sum is the fixed-point reduction Sum uses, kept for its buffers.
+	sum *fixedsum.Sum
 }
 
 // Init is the state at the start of the run: networks from the run seed.

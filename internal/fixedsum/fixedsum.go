@@ -193,3 +193,21 @@ func accumulate(acc []int64, t []float32, scale float64) {
 		acc[i] += int64(float64(v) * scale)
 	}
 }
+
+// Starts cuts a vector of grad values followed by singles more into
+// blocks: grad in runs of size (the last may be shorter), then each of
+// the singles alone (a loss, whose scale should not be its gradient's).
+func Starts(grad, size, singles int) []int {
+	size = max(size, 1)
+	var s []int
+	for i := 0; i < grad; i += size {
+		s = append(s, i)
+	}
+	for i := range singles {
+		s = append(s, grad+i)
+	}
+	if len(s) == 0 {
+		s = []int{0}
+	}
+	return s
+}

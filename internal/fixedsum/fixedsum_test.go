@@ -240,3 +240,24 @@ func BenchmarkReduceAlone(b *testing.B) {
 		}
 	})
 }
+
+func TestStarts(t *testing.T) {
+	for _, tc := range []struct {
+		grad, size, singles int
+		want                []int
+	}{
+		{10, 4, 2, []int{0, 4, 8, 10, 11}},
+		{8, 4, 0, []int{0, 4}},
+		{3, 1024, 2, []int{0, 3, 4}},
+		{0, 4, 2, []int{0, 1}},
+		{0, 4, 0, []int{0}},
+	} {
+		got := Starts(tc.grad, tc.size, tc.singles)
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("Starts(%d, %d, %d) = %v, want %v", tc.grad, tc.size, tc.singles, got, tc.want)
+		}
+		if _, err := New(tc.grad+tc.singles, got, 4); err != nil && tc.grad+tc.singles > 0 {
+			t.Errorf("New rejects Starts(%d, %d, %d): %v", tc.grad, tc.size, tc.singles, err)
+		}
+	}
+}
