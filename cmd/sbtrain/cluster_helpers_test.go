@@ -264,6 +264,13 @@ func (p *proc) kill() {
 	}
 }
 
+// signal sends sig to the process alone (SIGSTOP, SIGCONT).
+func (p *proc) signal(sig syscall.Signal) {
+	if err := syscall.Kill(p.cmd.Process.Pid, sig); err != nil {
+		p.t.Errorf("signal %v to %s: %v", sig, p.name, err)
+	}
+}
+
 // wait waits for the process to exit and returns cmd.Wait's error; the
 // test fails if it takes longer than timeout.
 func (p *proc) wait(timeout time.Duration) error {
@@ -527,27 +534,6 @@ func requireSameBytes(t *testing.T, got, want finalState) {
 			t.Errorf("tensor %s differs (relative L2 %.3g): not an exact resume", name, rel)
 		}
 	}
-}
-
-// requireClose fails unless every tensor is within tol relative L2 distance.
-func requireClose(t *testing.T, got, want finalState, tol float64) {
-	t.Helper()
-	if !sameNames(t, got, want) {
-		return
-	}
-	worst := 0.0
-	for name := range want.params {
-		rel, err := relL2(got.tensors[name], want.tensors[name])
-		if err != nil {
-			t.Errorf("tensor %s: %v", name, err)
-			continue
-		}
-		worst = max(worst, rel)
-		if !(rel <= tol) {
-			t.Errorf("tensor %s: relative L2 distance %.3g, want <= %g", name, rel, tol)
-		}
-	}
-	t.Logf("largest relative L2 distance over %d tensors: %.3g", len(want.params), worst)
 }
 
 // relL2 is ||a-b|| / ||b|| (||a-b|| when b is zero).
