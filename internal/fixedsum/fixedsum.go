@@ -43,7 +43,12 @@ func (Alone) AllReduceSumInt64(context.Context, []int64) error { return nil }
 
 // headroom is the bit the sums stay below: 2^62 leaves the sign and a
 // spare bit, so a rounding up of every term cannot reach 2^63 either.
-const headroom = 62
+// termBits bounds one term's integers, for the conversion (see magic):
+// 50 bits under the block's largest magnitude, twice float32's 24.
+const (
+	headroom = 62
+	termBits = 50
+)
 
 // nonFinite is the smallest float32 magnitude bit pattern of Inf; NaNs
 // are above it, so the agreed max says whether any term had either.
@@ -164,33 +169,54 @@ func (s *Sum) Reduce(ctx context.Context, c Collective) ([]float32, error) {
 }
 
 // exponent is the k of the fixed-point unit 2^-k of a block whose agreed
-// largest magnitude has float32 bits m: terms of magnitude below 2^e
-// become integers below 2^(62-bound), so that 2^bound of them sum below
-// 2^62.
+// largest magnitude has float32 bits m (m < 2^e): every term becomes
+// integers below 2^termBits, and below 2^(62-bound), so that the 2^bound
+// terms of the run sum below 2^62.
 func (s *Sum) exponent(m int64) int {
-	_, e := math.Frexp(float64(math.Float32frombits(uint32(m)))) // m < 2^e
-	return headroom - s.bound - e
+	_, e := math.Frexp(float64(math.Float32frombits(uint32(m))))
+	return min(termBits, headroom-s.bound) - e
 }
 
 // maxAbsBits is the largest |v| of t as float32 bits: for non-negative
 // floats the bit patterns order as the values do, with Inf and NaN on top.
 func maxAbsBits(t []float32) int64 {
-	var m uint32
-	for _, v := range t {
-		m = max(m, math.Float32bits(v)&0x7fffffff)
+	var m0, m1, m2, m3 uint32
+	i := 0
+	for ; i+4 <= len(t); i += 4 {
+		x := t[i : i+4 : i+4]
+		m0 = max(m0, math.Float32bits(x[0])&0x7fffffff)
+		m1 = max(m1, math.Float32bits(x[1])&0x7fffffff)
+		m2 = max(m2, math.Float32bits(x[2])&0x7fffffff)
+		m3 = max(m3, math.Float32bits(x[3])&0x7fffffff)
 	}
-	return int64(m)
+	for ; i < len(t); i++ {
+		m0 = max(m0, math.Float32bits(t[i])&0x7fffffff)
+	}
+	return int64(max(m0, m1, m2, m3))
 }
 
-// accumulate adds t*scale, cut toward zero, to acc. The scaling by a power
-// of two is exact and the cut a function of the term alone, so a term adds
-// the same integer wherever it is computed. Cutting rather than rounding
-// (one instruction against a call) biases each term by less than one unit,
-// 2^(bound-62) of the block's largest magnitude.
+// magic is 1.5·2^52: adding it to an x with |x| < 2^51 leaves a float64
+// of exponent 52, whose mantissa is round-to-even(x) offset by 2^51, so
+// subtracting the bit patterns gives that integer. It is the conversion
+// without a float-to-int instruction; with the scaling by a power of two
+// (exact) it is a function of the term alone, so a term adds the same
+// integer wherever it is computed.
+const magic = 0x1.8p52
+
+// accumulate adds round(t*scale) to acc, with |t*scale| < 2^termBits.
 func accumulate(acc []int64, t []float32, scale float64) {
 	t = t[:len(acc)]
-	for i, v := range t {
-		acc[i] += int64(float64(v) * scale)
+	mb := int64(math.Float64bits(magic))
+	i := 0
+	for ; i+4 <= len(acc); i += 4 {
+		a, x := acc[i:i+4:i+4], t[i:i+4:i+4]
+		a[0] += int64(math.Float64bits(float64(x[0])*scale+magic)) - mb
+		a[1] += int64(math.Float64bits(float64(x[1])*scale+magic)) - mb
+		a[2] += int64(math.Float64bits(float64(x[2])*scale+magic)) - mb
+		a[3] += int64(math.Float64bits(float64(x[3])*scale+magic)) - mb
+	}
+	for ; i < len(acc); i++ {
+		acc[i] += int64(math.Float64bits(float64(t[i])*scale+magic)) - mb
 	}
 }
 
