@@ -177,9 +177,10 @@ func (s *Sum) exponent(m int64) int {
 	return min(termBits, headroom-s.bound) - e
 }
 
-// maxAbsBits is the largest |v| of t as float32 bits: for non-negative
+// maxAbsBitsGo is the largest |v| of t as float32 bits: for non-negative
 // floats the bit patterns order as the values do, with Inf and NaN on top.
-func maxAbsBits(t []float32) int64 {
+// It is the portable kernel and the reference of the assembly.
+func maxAbsBitsGo(t []float32) int64 {
 	var m0, m1, m2, m3 uint32
 	i := 0
 	for ; i+4 <= len(t); i += 4 {
@@ -203,8 +204,11 @@ func maxAbsBits(t []float32) int64 {
 // integer wherever it is computed.
 const magic = 0x1.8p52
 
-// accumulate adds round(t*scale) to acc, with |t*scale| < 2^termBits.
-func accumulate(acc []int64, t []float32, scale float64) {
+// accumulateGo adds round(t*scale) to acc, with |t*scale| < 2^termBits.
+// It is the portable kernel and the reference of the assembly, which
+// makes the same IEEE operations (an exact product, a rounded add), so
+// machines with and without AVX2 add the same integers.
+func accumulateGo(acc []int64, t []float32, scale float64) {
 	t = t[:len(acc)]
 	mb := int64(math.Float64bits(magic))
 	i := 0
