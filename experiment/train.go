@@ -147,8 +147,10 @@ func trainPhase(ctx context.Context, meth method.Method, st method.State, p int,
 	g := st.GradLen()
 	// Summed shard by shard in fixed point, as every replica of a
 	// distributed run sums, so that this run and `local` at any worker
-	// count give the same bytes.
+	// count give the same bytes; on a one-thread BLAS, held for the phase
+	// rather than switched at every step.
 	var sum method.ShardSum
+	defer par.SingleThreadBLAS()()
 	cache := st.Cache()
 	var ahead *par.Ahead[[]method.Shard]
 	if cache != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sbtrain/sbtrain/allreduce"
 	"github.com/sbtrain/sbtrain/api"
+	"github.com/sbtrain/sbtrain/internal/par"
 	"github.com/sbtrain/sbtrain/job"
 )
 
@@ -178,6 +179,9 @@ func (t *Trainer) loadCheckpoint(ctx context.Context, name string) (*job.State, 
 // steps is the step loop of one generation.
 func (t *Trainer) steps(ctx context.Context, client api.ControlClient, ring *allreduce.Ring, plan *api.Plan, owned []int) error {
 	st := t.state
+	// The sums compute every shard on a one-thread BLAS; holding it for
+	// the whole loop saves switching OpenBLAS's pool at every step.
+	defer par.SingleThreadBLAS()()
 	coll := &meteredRing{ring: ring}
 	every := plan.CheckpointEvery
 	lastReport := time.Now()
