@@ -7,7 +7,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 func randomInt64s(seed uint64, n, l int) [][]int64 {
@@ -61,6 +63,9 @@ func testInt64Ops(t *testing.T, c *cluster, n, seg int) {
 			}
 			if st := rings[0].LastStats(); n > 1 && l >= n {
 				want := float64(2*(n-1)) * float64(8*l) / float64(n)
+				if op == "max" && 8*l <= rings[0].segBytes {
+					want = float64((n - 1) * 8 * l) // gathered in N-1 steps
+				}
 				if d := math.Abs(float64(st.BytesSent) - want); d > float64(16*n) {
 					t.Errorf("N=%d L=%d %s: member 0 sent %d bytes, want about 2(N-1)/N·8L = %.0f", n, l, op, st.BytesSent, want)
 				}
@@ -191,5 +196,30 @@ func BenchmarkAllReduceInt64(b *testing.B) {
 				b.ReportMetric(float64(l)/sec/1e6, "Melem/s")
 			})
 		}
+	}
+}
+
+// TestInt64MaxSilentMember: a member that never enters the max exchange
+// is blamed within the deadline (plus a trip of the abort), on both its
+// paths: the one-segment gather and the all-reduce.
+func TestInt64MaxSilentMember(t *testing.T) {
+	for _, l := range []int{28, 1 << 16} {
+		t.Run(fmt.Sprint("L=", l), func(t *testing.T) {
+			c := newMemCluster(t, 3)
+			rings := c.mustBuild(1, 3, func(cfg *Config) { cfg.Deadline = testDeadline; cfg.SegmentBytes = 4096 })
+			start := time.Now()
+			errs := make([]error, 2)
+			var wg sync.WaitGroup
+			for i := range 2 {
+				wg.Go(func() { errs[i] = rings[i].AllReduceMaxInt64(context.Background(), make([]int64, l)) })
+			}
+			wg.Wait()
+			if d := time.Since(start); d > 3*testDeadline {
+				t.Errorf("the survivors gave up after %v, want within about 2x the deadline %v", d, testDeadline)
+			}
+			for _, err := range errs {
+				wantPeerError(t, err, 2, nil)
+			}
+		})
 	}
 }

@@ -357,7 +357,34 @@ func (r *Ring) AllReduceSumInt64(ctx context.Context, buf []int64) error {
 // AllReduceMaxInt64 replaces buf on every member by the element-wise
 // maximum of all members' bufs.
 func (r *Ring) AllReduceMaxInt64(ctx context.Context, buf []int64) error {
-	return r.run(ctx, opMaxInt64, len(buf), func() error { return r.allReduce(opMaxInt64, int64Max, int64Bytes(buf)) })
+	return r.run(ctx, opMaxInt64, len(buf), func() error {
+		if 8*len(buf) <= r.segBytes {
+			return r.gatherMax(buf)
+		}
+		return r.allReduce(opMaxInt64, int64Max, int64Bytes(buf))
+	})
+}
+
+// gatherMax is the max of a vector that fits one segment in N-1 steps
+// instead of the all-reduce's 2(N-1): at step s every member sends the
+// max it holds so far to the next and folds in the one from prev, so
+// after N-1 steps each holds the max over all N (max is idempotent: that
+// some members' values arrive twice does not matter). A step's latency,
+// not its few bytes, is what such an exchange costs.
+func (r *Ring) gatherMax(buf []int64) error {
+	l := len(buf)
+	in := make([]int64, l)
+	for s := range r.n - 1 {
+		// The sender writes the payload later: it must not change.
+		out := append([]int64(nil), buf...)
+		r.enqueue(header{kind: kindData, op: opMaxInt64, generation: r.cfg.Generation, seq: r.seq, step: uint32(s),
+			total: uint64(l)}, int64Bytes(out))
+		if err := r.recv(expect{op: opMaxInt64, total: uint64(l), step: uint32(s), length: 8 * l}, int64Bytes(in)); err != nil {
+			return err
+		}
+		maxInt64(buf, in)
+	}
+	return nil
 }
 
 // AllReduceMean is AllReduceSum followed by a division by the ring size.
