@@ -15,6 +15,20 @@
 // magnitude: far more than float32's 24 for anything within 2^30 of the
 // largest. A block holding an Inf or NaN sums to NaN, so a caller that
 // checks the norm fails as it would on float32 sums.
+//
+// Cost, measured on a loaded 2-core machine (minimum of 400 interleaved
+// steps; the experiment package's BenchmarkStepDefault and
+// BenchmarkStepMLP256): one process's step of the embedded default config
+// (dsb2d, 26,498 parameters, 8 shards of 64 rows) took 1.01 ms summed
+// whole in float32 and 1.32 ms shard by shard in fixed point with
+// OpenBLAS, of which 0.23 ms are the smaller matrix products of 64-row
+// shards and about 0.08 ms the conversions (AVX2: 0.25 ns a value, the
+// max pass 0.06 ns); an MLP 256x256 step (68,869 parameters) went from
+// 2.10 to 3.08 ms; with the pure-Go BLAS the two were the same within
+// noise. On the wire each value is 8 bytes instead of 4, plus a max
+// exchange of 8 bytes per block of 1024 in N-1 steps: a 2-member ring
+// over loopback TCP moved 212,224 bytes a step instead of 106,000 and
+// took about twice as long.
 package fixedsum
 
 import (
