@@ -32,3 +32,19 @@ func addFloat32Go(dst, src []float32) {
 		dst[i] += s[i]
 	}
 }
+
+// addInt64 sets dst[i] += src[i], wrapping on overflow.
+func addInt64(dst, src []int64) {
+	s := src[:len(dst)]
+	for i := range dst {
+		dst[i] += s[i]
+	}
+}
+
+// maxInt64 sets dst[i] = max(dst[i], src[i]).
+func maxInt64(dst, src []int64) {
+	s := src[:len(dst)]
+	for i := range dst {
+		dst[i] = max(dst[i], s[i])
+	}
+}

@@ -1,7 +1,16 @@
 // Package allreduce owns the collective operations of data-parallel
-// training: a ring all-reduce of a []float32 (sum and mean), Broadcast from a
-// root (float32 or raw bytes) and Barrier, over a Transport that is either
-// in memory (tests, with fault injection) or TCP between processes.
+// training: a ring all-reduce of a []float32 (sum and mean) or of an
+// []int64 (sum and max), Broadcast from a root (float32 or raw bytes) and
+// Barrier, over a Transport that is either in memory (tests, with fault
+// injection) or TCP between processes.
+//
+// The int64 sum is what makes a gradient sum independent of who holds
+// which terms: integer addition is associative, so any split and any
+// ring order give the same bits (see internal/fixedsum, which turns
+// float32 terms into such integers with a scale agreed by the int64 max).
+// Both int64 operations travel in frames of their own operation kinds,
+// with the framing, checks, deadlines and authentication of the float32
+// all-reduce; each element is 8 bytes on the wire.
 //
 // # Algorithm
 //

@@ -23,6 +23,8 @@ const (
 	opAllReduce opKind = 1
 	opBroadcast opKind = 2
 	opBarrier   opKind = 3
+	opSumInt64  opKind = 4
+	opMaxInt64  opKind = 5
 )
 
 func (o opKind) String() string {
@@ -33,6 +35,10 @@ func (o opKind) String() string {
 		return "broadcast"
 	case opBarrier:
 		return "barrier"
+	case opSumInt64:
+		return "int64 sum"
+	case opMaxInt64:
+		return "int64 max"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }

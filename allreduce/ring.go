@@ -342,7 +342,49 @@ func (r *Ring) interrupted() error {
 // AllReduceSum replaces buf on every member by the element-wise sum of all
 // members' bufs; all members end with bitwise the same values.
 func (r *Ring) AllReduceSum(ctx context.Context, buf []float32) error {
-	return r.run(ctx, opAllReduce, len(buf), func() error { return r.allReduce(opAllReduce, buf) })
+	return r.run(ctx, opAllReduce, len(buf), func() error { return r.allReduce(opAllReduce, float32Sum, floatBytes(buf)) })
+}
+
+// AllReduceSumInt64 replaces buf on every member by the element-wise sum
+// of all members' bufs, wrapping on overflow like Go's int64 addition.
+// Integer addition is associative, so the result does not depend on the
+// ring's size or order: members that split the same terms differently
+// among themselves get the same bits.
+func (r *Ring) AllReduceSumInt64(ctx context.Context, buf []int64) error {
+	return r.run(ctx, opSumInt64, len(buf), func() error { return r.allReduce(opSumInt64, int64Sum, int64Bytes(buf)) })
+}
+
+// AllReduceMaxInt64 replaces buf on every member by the element-wise
+// maximum of all members' bufs.
+func (r *Ring) AllReduceMaxInt64(ctx context.Context, buf []int64) error {
+	return r.run(ctx, opMaxInt64, len(buf), func() error {
+		if 8*len(buf) <= r.segBytes {
+			return r.gatherMax(buf)
+		}
+		return r.allReduce(opMaxInt64, int64Max, int64Bytes(buf))
+	})
+}
+
+// gatherMax is the max of a vector that fits one segment in N-1 steps
+// instead of the all-reduce's 2(N-1): at step s every member sends the
+// max it holds so far to the next and folds in the one from prev, so
+// after N-1 steps each holds the max over all N (max is idempotent: that
+// some members' values arrive twice does not matter). A step's latency,
+// not its few bytes, is what such an exchange costs.
+func (r *Ring) gatherMax(buf []int64) error {
+	l := len(buf)
+	in := make([]int64, l)
+	for s := range r.n - 1 {
+		// The sender writes the payload later: it must not change.
+		out := append([]int64(nil), buf...)
+		r.enqueue(header{kind: kindData, op: opMaxInt64, generation: r.cfg.Generation, seq: r.seq, step: uint32(s),
+			total: uint64(l)}, int64Bytes(out))
+		if err := r.recv(expect{op: opMaxInt64, total: uint64(l), step: uint32(s), length: 8 * l}, int64Bytes(in)); err != nil {
+			return err
+		}
+		maxInt64(buf, in)
+	}
+	return nil
 }
 
 // AllReduceMean is AllReduceSum followed by a division by the ring size.
@@ -359,7 +401,7 @@ func (r *Ring) AllReduceMean(ctx context.Context, buf []float32) error {
 
 // Barrier returns once every member has entered it.
 func (r *Ring) Barrier(ctx context.Context) error {
-	return r.run(ctx, opBarrier, 0, func() error { return r.allReduce(opBarrier, nil) })
+	return r.run(ctx, opBarrier, 0, func() error { return r.allReduce(opBarrier, float32Sum, nil) })
 }
 
 // Broadcast copies root's buf into every member's buf.
@@ -381,6 +423,30 @@ func floatBytes(f []float32) []byte {
 		return nil
 	}
 	return unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), 4*len(f))
+}
+
+func int64Bytes(v []int64) []byte {
+	if len(v) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 8*len(v))
+}
+
+// bytesFloat32 and bytesInt64 view whole elements of b; b comes from
+// floatBytes or int64Bytes (or the scratch, which is read as bytes only
+// through addInto), so its alignment is the element's.
+func bytesFloat32(b []byte) []float32 {
+	if len(b) < 4 {
+		return nil
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4)
+}
+
+func bytesInt64(b []byte) []int64 {
+	if len(b) < 8 {
+		return nil
+	}
+	return unsafe.Slice((*int64)(unsafe.Pointer(&b[0])), len(b)/8)
 }
 
 // run wraps one collective: sequencing, cancellation, failure propagation
@@ -657,27 +723,28 @@ func (r *Ring) recv(want expect, dst []byte) error {
 	return nil
 }
 
-// recvAdd is recv for the reduce-scatter phase, adding the payload into
-// dst. It is read in pieces of at most len(r.scratch) bytes, each added
-// while still in the cache, instead of landing whole in a scratch segment
-// that the add then reads back from memory. With PayloadChecksum the
-// scratch holds a whole segment, checked before anything is added.
-func (r *Ring) recvAdd(want expect, dst []float32) error {
+// recvAdd is recv for the reduce-scatter phase, combining the payload
+// into dst (the bytes of whole elements of el) with el.add. It is read in
+// pieces of at most len(r.scratch) bytes, each added while still in the
+// cache, instead of landing whole in a scratch segment that the add then
+// reads back from memory. With PayloadChecksum the scratch holds a whole
+// segment, checked before anything is added.
+func (r *Ring) recvAdd(want expect, dst []byte, el elemKind) error {
 	h, err := r.recvHeader(&want)
 	if err != nil {
 		return err
 	}
-	piece := len(r.scratch) / 4
+	piece := len(r.scratch) / el.size * el.size
 	for a := 0; a < len(dst); a += piece {
 		b := min(a+piece, len(dst))
-		in := r.scratch[:4*(b-a)]
+		in := r.scratch[:b-a]
 		if err := r.readFull(in); err != nil {
 			return r.readErr(err)
 		}
 		if r.cfg.PayloadChecksum && h.payloadCRC != crc32.Checksum(in, castagnoli) {
 			return r.peerErr(r.prev, want.op.String(), fmt.Errorf("%w: payload checksum of step %d segment %d", ErrCorrupt, h.step, h.segment))
 		}
-		addInto(dst[a:b], in)
+		el.add(dst[a:b], in)
 	}
 	r.recvd++
 	return nil
@@ -883,18 +950,33 @@ func segments(lo, hi, seg int) int {
 
 func (r *Ring) mod(i int) int { return ((i % r.n) + r.n) % r.n }
 
-// allReduce runs reduce-scatter then all-gather; see the package doc.
-func (r *Ring) allReduce(op opKind, buf []float32) error {
-	n, l := r.n, len(buf)
-	seg := r.segBytes / 4
-	pb := min(r.segBytes, addPiece)
+// elemKind is how the elements of a reduction travel and combine: size
+// bytes each, in the members' shared byte order, and add combining a
+// received run of them into a member's own.
+type elemKind struct {
+	size int
+	add  func(dst, src []byte)
+}
+
+var (
+	float32Sum = elemKind{4, func(dst, src []byte) { addInto(bytesFloat32(dst), src) }}
+	int64Sum   = elemKind{8, func(dst, src []byte) { addInt64(bytesInt64(dst), bytesInt64(src)) }}
+	int64Max   = elemKind{8, func(dst, src []byte) { maxInt64(bytesInt64(dst), bytesInt64(src)) }}
+)
+
+// allReduce runs reduce-scatter then all-gather over the l elements of el
+// in data; see the package doc.
+func (r *Ring) allReduce(op opKind, el elemKind, data []byte) error {
+	n, l := r.n, len(data)/el.size
+	seg := max(1, r.segBytes/el.size)
+	pb := max(el.size, min(seg*el.size, addPiece))
 	if r.cfg.PayloadChecksum {
-		pb = r.segBytes // the whole segment, checked before it is added
+		pb = seg * el.size // the whole segment, checked before it is added
 	}
 	if len(r.scratch) != pb {
 		r.scratch = make([]byte, pb)
 	}
-	data := floatBytes(buf)
+	z := el.size
 	mk := func(step uint32, j int, lo int, hi int) header {
 		return header{kind: kindData, op: op, generation: r.cfg.Generation, seq: r.seq, step: step, segment: uint32(j),
 			total: uint64(l), offset: uint64(lo)}
@@ -903,7 +985,7 @@ func (r *Ring) allReduce(op opKind, buf []float32) error {
 		lo, hi := chunk(l, n, c)
 		for j := range segments(lo, hi, seg) {
 			a, b := lo+j*seg, min(lo+(j+1)*seg, hi)
-			r.enqueue(mk(step, j, a, b), data[4*a:4*b])
+			r.enqueue(mk(step, j, a, b), data[z*a:z*b])
 		}
 	}
 	sendChunk(0, r.rank)
@@ -916,10 +998,10 @@ func (r *Ring) allReduce(op opKind, buf []float32) error {
 		}
 		for j := range segments(lo, hi, seg) {
 			a, b := lo+j*seg, min(lo+(j+1)*seg, hi)
-			if err := r.recvAdd(expect{op: op, total: uint64(l), step: uint32(s), segment: uint32(j), offset: uint64(a), length: 4 * (b - a)}, buf[a:b]); err != nil {
+			if err := r.recvAdd(expect{op: op, total: uint64(l), step: uint32(s), segment: uint32(j), offset: uint64(a), length: z * (b - a)}, data[z*a:z*b], el); err != nil {
 				return err
 			}
-			r.enqueue(mk(fwd, j, a, b), data[4*a:4*b])
+			r.enqueue(mk(fwd, j, a, b), data[z*a:z*b])
 		}
 	}
 	for s := 0; s < n-1; s++ {
@@ -928,11 +1010,11 @@ func (r *Ring) allReduce(op opKind, buf []float32) error {
 		step := uint32(n - 1 + s)
 		for j := range segments(lo, hi, seg) {
 			a, b := lo+j*seg, min(lo+(j+1)*seg, hi)
-			if err := r.recv(expect{op: op, total: uint64(l), step: step, segment: uint32(j), offset: uint64(a), length: 4 * (b - a)}, data[4*a:4*b]); err != nil {
+			if err := r.recv(expect{op: op, total: uint64(l), step: step, segment: uint32(j), offset: uint64(a), length: z * (b - a)}, data[z*a:z*b]); err != nil {
 				return err
 			}
 			if s < n-2 {
-				r.enqueue(mk(step+1, j, a, b), data[4*a:4*b])
+				r.enqueue(mk(step+1, j, a, b), data[z*a:z*b])
 			}
 		}
 	}

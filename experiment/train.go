@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sbtrain/sbtrain/eval"
+	"github.com/sbtrain/sbtrain/internal/fixedsum"
 	"github.com/sbtrain/sbtrain/internal/par"
 	"github.com/sbtrain/sbtrain/method"
 	"github.com/sbtrain/sbtrain/nn"
@@ -151,7 +152,12 @@ func trainPhase(ctx context.Context, meth method.Method, st method.State, p int,
 		all[i] = i
 	}
 	g := st.GradLen()
-	buf := make([]float32, g+method.LossSlots)
+	// Summed shard by shard in fixed point, as every replica of a
+	// distributed run sums, so that this run and `local` at any worker
+	// count give the same bytes; on a one-thread BLAS, held for the phase
+	// rather than switched at every step.
+	var sum method.ShardSum
+	defer par.SingleThreadBLAS()()
 	cache := st.Cache()
 	var ahead *par.Ahead[[]method.Shard]
 	if cache != nil {
@@ -180,8 +186,8 @@ func trainPhase(ctx context.Context, meth method.Method, st method.State, p int,
 				gen, have = gg, true
 			}
 		}
-		clear(buf)
-		if err := st.Gradient(s, all, shards, buf); err != nil {
+		buf, err := sum.Step(ctx, st, s, meth.Shards(), all, shards, fixedsum.Alone{})
+		if err != nil {
 			return nil, 0, err
 		}
 		loss := float64(buf[g]) + float64(buf[g+1])

@@ -10,10 +10,10 @@
 // figures as `sbtrain train`. Cache shards come from a ShardSource the
 // caller supplies, and bytes go wherever the caller sends them.
 //
-// The state after step s depends only on the config and s (and, through
-// float summation order, on how shards are split across replicas), so a
+// The state after step s depends only on the config and s, not on how
+// shards are split across replicas (State.Sum sums in fixed point), so a
 // replica restored from any snapshot at s continues exactly as the replica
-// that wrote it would have.
+// that wrote it would have, in a ring of any size.
 package job
 
 import (

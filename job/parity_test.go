@@ -10,6 +10,7 @@ import (
 
 	"github.com/sbtrain/sbtrain/config"
 	"github.com/sbtrain/sbtrain/experiment"
+	"github.com/sbtrain/sbtrain/internal/fixedsum"
 	"github.com/sbtrain/sbtrain/method"
 	"github.com/sbtrain/sbtrain/storage"
 )
@@ -62,7 +63,7 @@ func TestOneReplicaJobMatchesTrain(t *testing.T) {
 			}
 			all, src := owners(j.Shards(), 1)[0], &memShards{}
 			for !s.Done() {
-				buf, err := s.Gradient(ctx, all, src)
+				buf, err := s.Sum(ctx, all, src, fixedsum.Alone{})
 				if err != nil {
 					t.Fatal(err)
 				}

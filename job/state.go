@@ -37,6 +37,8 @@ type State struct {
 
 	// buf is the all-reduce buffer Gradient returns, reused.
 	buf []float32
+	// sum is the reduction Sum uses, kept for its buffers.
+	sum method.ShardSum
 }
 
 // Init is the state at the start of the run: networks from the run seed.
@@ -96,29 +98,38 @@ func (s *State) Gradient(ctx context.Context, owned []int, src ShardSource) ([]f
 	if err != nil {
 		return nil, err
 	}
-	for _, i := range owned {
-		if i < 0 || i >= s.job.Shards() {
-			return nil, fmt.Errorf("shard %d: outside 0..%d", i, s.job.Shards()-1)
-		}
+	shards, err := s.gather(ctx, owned, src)
+	if err != nil {
+		return nil, err
 	}
 	if len(s.buf) != n {
 		s.buf = make([]float32, n)
 	}
 	clear(s.buf)
-	var shards []method.Shard
-	if c := s.st.Cache(); c != nil && len(owned) > 0 {
-		if s.buildersFor != s.pos.Phase {
-			s.builders = c.Builders(par.Size(s.job.Workers, s.job.Shards()))
-			s.buildersFor = s.pos.Phase
-		}
-		if shards, err = method.Gather(ctx, s.builders, s.pos.Phase, c.Gen(s.pos.Step), owned, src); err != nil {
-			return nil, err
-		}
-	}
 	if err := s.st.Gradient(s.pos.Step, owned, shards, s.buf); err != nil {
 		return nil, err
 	}
 	return s.buf, nil
+}
+
+// gather checks the owned shard indices and gets the shards of the
+// current step's generation from src (nil without a cache), simulating
+// the ones src lacks on the phase's builders.
+func (s *State) gather(ctx context.Context, owned []int, src ShardSource) ([]method.Shard, error) {
+	for _, i := range owned {
+		if i < 0 || i >= s.job.Shards() {
+			return nil, fmt.Errorf("shard %d: outside 0..%d", i, s.job.Shards()-1)
+		}
+	}
+	c := s.st.Cache()
+	if c == nil || len(owned) == 0 {
+		return nil, nil
+	}
+	if s.buildersFor != s.pos.Phase {
+		s.builders = c.Builders(par.Size(s.job.Workers, s.job.Shards()))
+		s.buildersFor = s.pos.Phase
+	}
+	return method.Gather(ctx, s.builders, s.pos.Phase, c.Gen(s.pos.Step), owned, src)
 }
 
 // Apply takes the step with the summed buffer (identical on every

@@ -20,8 +20,11 @@
 //  2. For each step s: when State.Cache() is not nil, the shards of
 //     generation Cache.Gen(s) that the replica owns, built with
 //     Cache.Builders (through a [ShardSource], so a stored shard is loaded
-//     rather than simulated again); then State.Gradient(s, owned, shards,
-//     buf) and, once buf is summed over replicas, State.Apply(s, sum).
+//     rather than simulated again); then the step's sum over replicas,
+//     [ShardSum.Step], which calls State.Gradient(s, owned, shards, buf)
+//     once per owned shard and sums the shares in fixed point, so the sum
+//     has the same bits however the shards are split; then
+//     State.Apply(s, sum).
 //  3. State.Close() after the last step; when Phases()[p].Evaluate is set,
 //     the driver evaluates State.Model(p+1), the model of the networks
 //     finished so far, as the figures of iteration Phases()[p].Iteration.
@@ -33,8 +36,9 @@
 //     by (seed, phase, step or generation, global sample), never by rank.
 //   - Gradient writes the weighted gradient of its rows into
 //     buf[:GradLen()] and the weighted losses into the LossSlots after it,
-//     each scaled by rows/Batch, so the plain sum over replicas owning
-//     every shard once is the global batch's gradient and loss.
+//     each scaled by rows/Batch, so the sum of the shares of every shard
+//     is the global batch's gradient and loss. A share of one shard has a
+//     fixed shape and is computed the same way wherever it is.
 //   - A shard built by a Builder has the same bytes whoever builds it and
 //     whenever; builders may run on several goroutines at once, one per
 //     builder, while the state trains (the single-process driver builds the

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sbtrain/sbtrain/allreduce"
 	"github.com/sbtrain/sbtrain/api"
+	"github.com/sbtrain/sbtrain/internal/par"
 	"github.com/sbtrain/sbtrain/job"
 	"github.com/sbtrain/sbtrain/storage"
 )
@@ -180,6 +181,10 @@ func (t *Trainer) loadCheckpoint(ctx context.Context, name string) (*job.State, 
 // steps is the step loop of one generation.
 func (t *Trainer) steps(ctx context.Context, client api.ControlClient, ring *allreduce.Ring, plan *api.Plan, owned []int) error {
 	st := t.state
+	// The sums compute every shard on a one-thread BLAS; holding it for
+	// the whole loop saves switching OpenBLAS's pool at every step.
+	defer par.SingleThreadBLAS()()
+	coll := &meteredRing{ring: ring}
 	every := plan.CheckpointEvery
 	lastReport := time.Now()
 	// Sums over the steps since the last progress report.
@@ -196,21 +201,17 @@ func (t *Trainer) steps(ctx context.Context, client api.ControlClient, ring *all
 	}
 	for !st.Done() {
 		t0 := time.Now()
-		buf, err := st.Gradient(ctx, owned, t.shards)
+		coll.sec, coll.bytes = 0, 0
+		buf, err := st.Sum(ctx, owned, t.shards, coll)
 		if err != nil {
 			return fmt.Errorf("gradient at %v: %w", st.Position(), err)
 		}
-		t1 := time.Now()
-		if err := ring.AllReduceSum(ctx, buf); err != nil {
-			return fmt.Errorf("all-reduce at %v: %w", st.Position(), err)
-		}
-		t2 := time.Now()
 		if loss, err = st.Apply(buf); err != nil {
 			return err
 		}
 		stepSec += time.Since(t0).Seconds()
-		reduceSec += t2.Sub(t1).Seconds()
-		reduceBytes += ring.LastStats().BytesSent
+		reduceSec += coll.sec
+		reduceBytes += coll.bytes
 		samples += t.opts.Job.Batch()
 		steps++
 		t.failures = 0
@@ -369,4 +370,28 @@ func (t *Trainer) writeCheckpoint(ctx context.Context, client api.ControlClient,
 	}
 	t.log.Info("checkpoint committed", "checkpoint", id.String(), "at", pos.String())
 	return nil
+}
+
+// meteredRing is the ring as a step's sum uses it, adding up the time
+// and the bytes sent of its collectives (a max exchange and a sum).
+type meteredRing struct {
+	ring  *allreduce.Ring
+	sec   float64
+	bytes int64
+}
+
+func (m *meteredRing) AllReduceMaxInt64(ctx context.Context, buf []int64) error {
+	return m.metered(func() error { return m.ring.AllReduceMaxInt64(ctx, buf) })
+}
+
+func (m *meteredRing) AllReduceSumInt64(ctx context.Context, buf []int64) error {
+	return m.metered(func() error { return m.ring.AllReduceSumInt64(ctx, buf) })
+}
+
+func (m *meteredRing) metered(op func() error) error {
+	t0 := time.Now()
+	err := op()
+	m.sec += time.Since(t0).Seconds()
+	m.bytes += m.ring.LastStats().BytesSent
+	return err
 }

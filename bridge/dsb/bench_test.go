@@ -53,3 +53,43 @@ func BenchmarkPhaseStep(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLocalGradShards is the gradient of the embedded default
+// config's step (dsb2d, d = 2, batch 512 from 8 shards) computed in one
+// pass over the 512 rows ("whole") and shard by shard, 8 passes of 64
+// rows ("per-shard"), as a reduction whose bits do not depend on who owns
+// which shard needs it.
+func BenchmarkLocalGradShards(b *testing.B) {
+	c := gaussianBenchmarkChain(b, 2, 2048, 8, 512)
+	net, err := nn.New(nn.Spec{Arch: nn.ArchDSB2D, Dim: 2}, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := NewPhase(c, PhaseID{1, Backward}, ReferenceMean{Sched: c.Sched, Ref: c.Ref, Dim: 2}, net,
+		Hyper{LR: 1e-3, EMADecay: 0.999}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	shards := make([]*Shard, c.Shards)
+	for i := range shards {
+		if shards[i], err = p.SimulateShard(0, i); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("whole", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := p.LocalGrad(0, shards); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("per-shard", func(b *testing.B) {
+		for b.Loop() {
+			for _, sh := range shards {
+				if _, err := p.LocalGrad(0, []*Shard{sh}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+}

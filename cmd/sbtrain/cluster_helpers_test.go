@@ -264,6 +264,13 @@ func (p *proc) kill() {
 	}
 }
 
+// signal sends sig to the process alone (SIGSTOP, SIGCONT).
+func (p *proc) signal(sig syscall.Signal) {
+	if err := syscall.Kill(p.cmd.Process.Pid, sig); err != nil {
+		p.t.Errorf("signal %v to %s: %v", sig, p.name, err)
+	}
+}
+
 // wait waits for the process to exit and returns cmd.Wait's error; the
 // test fails if it takes longer than timeout.
 func (p *proc) wait(timeout time.Duration) error {
@@ -448,7 +455,13 @@ type finalState struct {
 // the run.
 func readFinal(t *testing.T, store storage.Store) finalState {
 	t.Helper()
-	ckpts, err := storage.NewCheckpoints(store, clusterRun, nil)
+	return readFinalRun(t, store, clusterRun, clusterPhases, int64(clusterSteps()))
+}
+
+// readFinalRun is readFinal for a run of any name and length.
+func readFinalRun(t *testing.T, store storage.Store, run string, phases int, steps int64) finalState {
+	t.Helper()
+	ckpts, err := storage.NewCheckpoints(store, run, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -458,8 +471,8 @@ func readFinal(t *testing.T, store storage.Store) finalState {
 	}
 	m := l.Manifest
 	id := storage.ID{Seq: m.Seq, Phase: m.Phase, Step: m.Step}
-	if m.Phase != clusterPhases-1 || m.Step != int64(clusterSteps()) || !m.PhaseEnd {
-		t.Fatalf("newest checkpoint %s is not the end of the run (phase %d step %d)", id, clusterPhases-1, clusterSteps())
+	if m.Phase != phases-1 || m.Step != steps || !m.PhaseEnd {
+		t.Fatalf("newest checkpoint %s is not the end of the run (phase %d step %d)", id, phases-1, steps)
 	}
 	b, ok := l.Blobs[job.SnapshotBlob]
 	if !ok {
@@ -521,27 +534,6 @@ func requireSameBytes(t *testing.T, got, want finalState) {
 			t.Errorf("tensor %s differs (relative L2 %.3g): not an exact resume", name, rel)
 		}
 	}
-}
-
-// requireClose fails unless every tensor is within tol relative L2 distance.
-func requireClose(t *testing.T, got, want finalState, tol float64) {
-	t.Helper()
-	if !sameNames(t, got, want) {
-		return
-	}
-	worst := 0.0
-	for name := range want.params {
-		rel, err := relL2(got.tensors[name], want.tensors[name])
-		if err != nil {
-			t.Errorf("tensor %s: %v", name, err)
-			continue
-		}
-		worst = max(worst, rel)
-		if !(rel <= tol) {
-			t.Errorf("tensor %s: relative L2 distance %.3g, want <= %g", name, rel, tol)
-		}
-	}
-	t.Logf("largest relative L2 distance over %d tensors: %.3g", len(want.params), worst)
 }
 
 // relL2 is ||a-b|| / ||b|| (||a-b|| when b is zero).
