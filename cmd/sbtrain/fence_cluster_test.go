@@ -178,16 +178,9 @@ func TestClusterSplitBrain(t *testing.T) {
 	}
 	b.waitOK(procTimeout())
 	mustExist(t, filepath.Join(outB, "metrics.json"))
-	// Exact as any resume with the same ring; on a loaded machine gossip
-	// may drop a trainer for a moment, and a ring of another size sums in
-	// another order, so then the bar is the elastic one.
-	final := readFinal(t, store)
-	if n := smallerRings(b, 3); n == 0 {
-		requireSameBytes(t, final, base.state)
-	} else {
-		t.Logf("the second local re-planned %d times with fewer than 3 trainers: comparing within 1e-4", n)
-		requireClose(t, final, base.state, 1e-4)
-	}
+	// Exact whatever ring the second local ran: the sum's bytes do not
+	// depend on who holds which shard.
+	requireSameBytes(t, readFinal(t, store), base.state)
 
 	// Exactly one committer after the takeover: every manifest of the
 	// first coordinator's generation was created before its lease lapsed.
