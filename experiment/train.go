@@ -75,8 +75,10 @@ func Train(ctx context.Context, s *Setup, progress func(Progress)) (*Outcome, er
 		model, err = s.trainDSB(ctx, ev, m, progress)
 	case "si":
 		model, err = s.trainSI(ctx, m, progress)
+	case "dsbm":
+		model, err = s.trainDSBM(ctx, ev, m, progress)
 	default:
-		err = fmt.Errorf("method %q: want dsb or si", s.Config.Method)
+		err = fmt.Errorf("method %q: want dsb, si or dsbm", s.Config.Method)
 	}
 	if err != nil {
 		return nil, err
