@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/sbtrain/sbtrain/bridge/dsb"
-	"github.com/sbtrain/sbtrain/bridge/si"
 	"github.com/sbtrain/sbtrain/eval"
+	"github.com/sbtrain/sbtrain/internal/par"
+	"github.com/sbtrain/sbtrain/method"
 	"github.com/sbtrain/sbtrain/nn"
 )
 
@@ -58,28 +58,57 @@ type Outcome struct {
 	Trajectories []eval.Cloud // the first Eval.Trajectories paths
 }
 
-// Train runs the whole method in this process and evaluates the result.
+// Train runs the whole method in this process, through the same
+// method.State a distributed replica drives, and evaluates the result:
+// after every phase that ends an iteration, and at the end.
 func Train(ctx context.Context, s *Setup, progress func(Progress)) (*Outcome, error) {
 	if progress == nil {
 		progress = func(Progress) {}
+	}
+	meth, err := s.Method()
+	if err != nil {
+		return nil, err
 	}
 	ev, err := s.NewEvaluator()
 	if err != nil {
 		return nil, err
 	}
 	start := time.Now()
-	m := &Metrics{Name: s.Config.Name, Method: s.Config.Method, ConfigHash: s.Config.Hash(), BLAS: nn.BLAS()}
-	var model Model
-	switch s.Config.Method {
-	case "dsb":
-		model, err = s.trainDSB(ctx, ev, m, progress)
-	case "si":
-		model, err = s.trainSI(ctx, m, progress)
-	case "dsbm":
-		model, err = s.trainDSBM(ctx, ev, m, progress)
-	default:
-		err = fmt.Errorf("method %q: want dsb, si or dsbm", s.Config.Method)
+	m := s.NewMetrics()
+	st, err := meth.Start()
+	if err != nil {
+		return nil, err
 	}
+	phases := meth.Phases()
+	losses := make([][]float32, len(phases))
+	rates := make([]float64, len(phases))
+	for p, ph := range phases {
+		if err := st.Open(p); err != nil {
+			return nil, err
+		}
+		if losses[p], rates[p], err = trainPhase(ctx, meth, st, p, progress); err != nil {
+			return nil, err
+		}
+		if err := st.Close(); err != nil {
+			return nil, err
+		}
+		if ph.Evaluate {
+			model, err := st.Model(p + 1)
+			if err != nil {
+				return nil, err
+			}
+			f, err := ev.Iteration(ctx, model, ph.Iteration)
+			if err != nil {
+				return nil, err
+			}
+			m.Iterations = append(m.Iterations, f)
+		}
+	}
+	m.Phases = PhaseSummaries(phases, losses)
+	for p := range m.Phases {
+		m.Phases[p].SamplesPerSec = rates[p]
+	}
+	model, err := st.Model(len(phases))
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +118,7 @@ func Train(ctx context.Context, s *Setup, progress func(Progress)) (*Outcome, er
 		rows += p.Steps * s.Config.Train.Batch
 	}
 	m.SamplesPerSec = float64(rows) / trainSeconds
-	out, err := s.conclude(ctx, ev, model, m)
+	out, err := ev.Conclude(ctx, model, m)
 	if err != nil {
 		return nil, err
 	}
@@ -97,90 +126,121 @@ func Train(ctx context.Context, s *Setup, progress func(Progress)) (*Outcome, er
 	return out, nil
 }
 
-// Conclude evaluates a model trained elsewhere (by the distributed
-// trainers) against held-out data exactly as Train does, and returns what
-// Outcome.Write needs. m carries the training figures; Final is filled in.
-func (s *Setup) Conclude(ctx context.Context, model Model, m *Metrics) (*Outcome, error) {
-	ev, err := s.NewEvaluator()
-	if err != nil {
-		return nil, err
+// trainPhase runs the steps of the open phase p with this process owning
+// every virtual shard, and returns the loss of every step and the phase's
+// rows per second. When the phase has a cache and the process more than
+// one core, the next cache generation is simulated while steps train on
+// the current one: a generation's bytes do not depend on when it is built.
+func trainPhase(ctx context.Context, meth method.Method, st method.State, p int, progress func(Progress)) ([]float32, float64, error) {
+	ph := meth.Phases()[p]
+	steps := meth.StepsPerPhase()
+	all := make([]int, meth.Shards())
+	for i := range all {
+		all[i] = i
 	}
-	return s.conclude(ctx, ev, model, m)
+	g := st.GradLen()
+	buf := make([]float32, g+method.LossSlots)
+	cache := st.Cache()
+	var ahead *par.Ahead[[]method.Shard]
+	if cache != nil {
+		builders := cache.Builders(par.Size(0, len(all)))
+		ahead = par.NewAhead(ctx, func(ctx context.Context, gen uint64) ([]method.Shard, error) {
+			return method.Build(ctx, builders, gen, all)
+		}, cache.Gen(steps-1), par.Workers(0) > 1)
+		defer ahead.Stop()
+	}
+	var shards []method.Shard
+	var gen uint64
+	have := false
+	losses := make([]float32, 0, steps)
+	rate := 0.0
+	begin := time.Now()
+	for s := int64(0); s < steps; s++ {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, fmt.Errorf("%s step %d: %w", ph.Name, s, err)
+		}
+		if cache != nil {
+			if gg := cache.Gen(s); !have || gg != gen {
+				var err error
+				if shards, err = ahead.Get(gg); err != nil {
+					return nil, 0, fmt.Errorf("%s: %w", ph.Name, err)
+				}
+				gen, have = gg, true
+			}
+		}
+		clear(buf)
+		if err := st.Gradient(s, all, shards, buf); err != nil {
+			return nil, 0, err
+		}
+		loss := float64(buf[g]) + float64(buf[g+1])
+		if err := st.Apply(s, buf[:g]); err != nil {
+			return nil, 0, err
+		}
+		losses = append(losses, float32(loss))
+		if el := time.Since(begin).Seconds(); el > 0 {
+			rate = float64((s+1)*int64(meth.Batch())) / el
+		}
+		progress(Progress{Phase: ph.Name, PhaseIndex: p, Phases: len(meth.Phases()),
+			Step: int(s) + 1, Steps: int(steps), Loss: loss, SamplesPerSec: rate})
+	}
+	return losses, rate, nil
 }
 
-func (s *Setup) conclude(ctx context.Context, ev *Evaluator, model Model, m *Metrics) (*Outcome, error) {
-	out := &Outcome{Setup: s, Model: model, Metrics: m, HeldOut: ev.HeldOut()}
-	final, gen, err := ev.Evaluate(ctx, model)
+// NewMetrics is the metrics of a run of this config before any figure.
+func (s *Setup) NewMetrics() *Metrics {
+	return &Metrics{Name: s.Config.Name, Method: s.Config.Method, ConfigHash: s.Config.Hash(), BLAS: nn.BLAS()}
+}
+
+// PhaseSummaries are the phases' summaries from the loss of every applied
+// step (losses[p] for phase p): how the single-process run and a
+// distributed run's conclusion both fill Metrics.Phases.
+func PhaseSummaries(phases []method.Phase, losses [][]float32) []PhaseSummary {
+	out := make([]PhaseSummary, len(phases))
+	for p, ph := range phases {
+		ps := PhaseSummary{Name: ph.Name}
+		if p < len(losses) {
+			l := losses[p]
+			ps.Steps = len(l)
+			ps.Loss, ps.LossSteps = make([]float64, len(l)), steps(len(l))
+			for i, v := range l {
+				ps.Loss[i] = float64(v)
+			}
+			if len(l) > 0 {
+				ps.FinalLoss = ps.Loss[len(l)-1]
+			}
+		}
+		out[p] = ps
+	}
+	return out
+}
+
+// Iteration evaluates the model of the networks finished after an
+// iteration, as the figures of that iteration.
+func (e *Evaluator) Iteration(ctx context.Context, model Model, it int) (*Figures, error) {
+	f, _, err := e.Evaluate(ctx, model)
+	if err != nil {
+		return nil, fmt.Errorf("evaluate iteration %d: %w", it, err)
+	}
+	f.Iteration = it
+	return f, nil
+}
+
+// Conclude evaluates the final model against the held-out data, fills
+// m.Final and returns what Outcome.Write needs; a model trained elsewhere
+// (by the distributed trainers) is concluded exactly as Train concludes.
+func (e *Evaluator) Conclude(ctx context.Context, model Model, m *Metrics) (*Outcome, error) {
+	s := e.setup
+	out := &Outcome{Setup: s, Model: model, Metrics: m, HeldOut: e.HeldOut()}
+	final, gen, err := e.Evaluate(ctx, model)
 	if err != nil {
 		return nil, fmt.Errorf("final evaluation: %w", err)
 	}
 	m.Final = final
 	out.Samples = eval.Cloud{Data: gen.End, Dim: s.Dim}
-	if out.Trajectories, err = ev.Trajectories(ctx, model); err != nil {
+	if out.Trajectories, err = e.Trajectories(ctx, model); err != nil {
 		return nil, fmt.Errorf("trajectories: %w", err)
 	}
 	return out, nil
-}
-
-func (s *Setup) trainDSB(ctx context.Context, ev *Evaluator, m *Metrics, progress func(Progress)) (Model, error) {
-	opts, err := s.DSBOptions()
-	if err != nil {
-		return nil, err
-	}
-	phases := 2 * opts.Iterations
-	opts.AfterIteration = func(ctx context.Context, it int, r *dsb.Result) error {
-		model, err := s.ModelFromDSB(r)
-		if err != nil {
-			return err
-		}
-		f, _, err := ev.Evaluate(ctx, model)
-		if err != nil {
-			return fmt.Errorf("evaluate ipf iteration %d: %w", it, err)
-		}
-		f.Iteration = it
-		m.Iterations = append(m.Iterations, f)
-		return nil
-	}
-	res, err := dsb.Train(ctx, opts, func(p dsb.Progress) {
-		progress(Progress{
-			Phase: p.Phase.String(), PhaseIndex: int(p.Phase.Key()), Phases: phases,
-			Step: p.Step + 1, Steps: p.Steps, Loss: p.Loss, SamplesPerSec: p.SamplesPerSec,
-		})
-		if p.Step+1 == p.Steps {
-			m.Phases = append(m.Phases, PhaseSummary{Name: p.Phase.String(), Steps: p.Steps, FinalLoss: p.Loss, SamplesPerSec: p.SamplesPerSec})
-		}
-	})
-	if err != nil {
-		return nil, err
-	}
-	for i, pl := range res.Losses {
-		if i < len(m.Phases) {
-			m.Phases[i].Loss = pl.Loss
-			m.Phases[i].LossSteps = steps(len(pl.Loss))
-		}
-	}
-	return s.ModelFromDSB(res)
-}
-
-func (s *Setup) trainSI(ctx context.Context, m *Metrics, progress func(Progress)) (Model, error) {
-	opts, err := s.SIOptions()
-	if err != nil {
-		return nil, err
-	}
-	opts.ProgressEvery = max(1, opts.Steps/200)
-	phase := PhaseSummary{Name: "interpolant", Steps: opts.Steps}
-	res, err := si.Train(ctx, opts, func(p si.Progress) {
-		loss := p.Loss.Velocity + p.Loss.Denoiser
-		phase.Loss = append(phase.Loss, loss)
-		phase.LossSteps = append(phase.LossSteps, float64(p.Step))
-		phase.FinalLoss, phase.SamplesPerSec = loss, p.SamplesPerSec
-		progress(Progress{Phase: phase.Name, Phases: 1, Step: p.Step, Steps: p.Total, Loss: loss, SamplesPerSec: p.SamplesPerSec})
-	})
-	if err != nil {
-		return nil, err
-	}
-	m.Phases = append(m.Phases, phase)
-	return s.ModelFromSI(res)
 }
 
 func steps(n int) []float64 {

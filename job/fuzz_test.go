@@ -5,6 +5,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/sbtrain/sbtrain/bridge/dsb"
 	"github.com/sbtrain/sbtrain/storage"
 )
 
@@ -52,7 +53,10 @@ func FuzzDecodeShard(f *testing.F) {
 		f.Fatal(err)
 	}
 	key := ShardKey{Phase: 0, Gen: 0, Index: 1}
-	ts, meta := EncodeShard(c.m[key])
+	ts, meta, err := j.EncodeShard(c.m[key])
+	if err != nil {
+		f.Fatal(err)
+	}
 	good, err := storage.EncodeSafetensors(ts, meta)
 	if err != nil {
 		f.Fatal(err)
@@ -63,10 +67,11 @@ func FuzzDecodeShard(f *testing.F) {
 		if err != nil {
 			return
 		}
-		sh, err := j.DecodeShard(key, ts, meta)
+		dec, err := j.DecodeShard(key, ts, meta)
 		if err != nil {
 			return
 		}
+		sh := dec.(*dsb.Shard)
 		if n := sh.Trajectories * sh.Steps * sh.Dim; len(sh.Inputs) != n || len(sh.Targets) != n {
 			t.Fatalf("shard of %d×%d×%d has %d inputs and %d targets", sh.Trajectories, sh.Steps, sh.Dim, len(sh.Inputs), len(sh.Targets))
 		}

@@ -16,17 +16,15 @@ package job
 import (
 	"fmt"
 
-	"github.com/sbtrain/sbtrain/bridge/dsb"
-	"github.com/sbtrain/sbtrain/bridge/si"
 	"github.com/sbtrain/sbtrain/config"
 	"github.com/sbtrain/sbtrain/experiment"
+	"github.com/sbtrain/sbtrain/method"
 	"github.com/sbtrain/sbtrain/storage"
 )
 
 // SIShards is the number of virtual shards an interpolant batch is cut
-// into: rows [i*B/S, (i+1)*B/S) form shard i. It is a constant, not a
-// config field, because the split only decides who computes which rows.
-const SIShards = 16
+// into (see method.SIShards).
+const SIShards = method.SIShards
 
 // Position is how far a run is: Step optimiser steps of phase Phase are
 // applied. A finished phase p is written {p+1, 0}; the run ends at
@@ -50,16 +48,12 @@ func (p Position) String() string { return fmt.Sprintf("phase %d step %d", p.Pha
 type Job struct {
 	Setup *experiment.Setup
 	Hash  string
+	// Workers bounds the goroutines that simulate cache shards; 0 means
+	// one per core. The shards are the same bytes for any value.
+	Workers int
 
-	method string
-	phases int
-	steps  int64
-	shards int
-	batch  int
-
-	dsbOpts dsb.Options
-	chain   *dsb.Chain
-	siOpts  si.Options
+	method method.Method
+	phases []method.Phase
 }
 
 // New validates cfg and derives the run's phases.
@@ -68,52 +62,37 @@ func New(cfg *config.Config) (*Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	j := &Job{Setup: setup, Hash: cfg.Hash(), method: cfg.Method, steps: int64(cfg.Train.Steps), batch: cfg.Train.Batch}
-	switch cfg.Method {
-	case "dsb":
-		if j.dsbOpts, err = setup.DSBOptions(); err != nil {
-			return nil, err
-		}
-		if j.chain, err = j.dsbOpts.Chain(); err != nil {
-			return nil, fmt.Errorf("dsb: %w", err)
-		}
-		j.phases, j.shards = 2*j.dsbOpts.Iterations, j.chain.Shards
-	case "si":
-		if j.siOpts, err = setup.SIOptions(); err != nil {
-			return nil, err
-		}
-		// Validates the options the way the single-process run does.
-		if _, err := si.NewTrainer(j.siOpts); err != nil {
-			return nil, err
-		}
-		j.phases, j.shards = 1, min(SIShards, cfg.Train.Batch)
-	default:
-		return nil, fmt.Errorf("method %q: want dsb or si", cfg.Method)
+	m, err := setup.Method()
+	if err != nil {
+		return nil, err
 	}
-	return j, nil
+	return &Job{Setup: setup, Hash: cfg.Hash(), method: m, phases: m.Phases()}, nil
 }
 
-// Method is "dsb" or "si".
-func (j *Job) Method() string { return j.method }
+// Method is the config's method, "dsb" or "si".
+func (j *Job) Method() string { return j.method.Name() }
+
+// Core is the run's training method, which the job's states drive.
+func (j *Job) Core() method.Method { return j.method }
 
 // Phases is the number of phases: 2 per IPF iteration, or 1.
-func (j *Job) Phases() int { return j.phases }
+func (j *Job) Phases() int { return len(j.phases) }
 
 // StepsPerPhase is the number of optimiser steps of every phase.
-func (j *Job) StepsPerPhase() int64 { return j.steps }
+func (j *Job) StepsPerPhase() int64 { return j.method.StepsPerPhase() }
 
 // Shards is the number of virtual shards a global batch is cut into.
-func (j *Job) Shards() int { return j.shards }
+func (j *Job) Shards() int { return j.method.Shards() }
 
 // Batch is the global batch size.
-func (j *Job) Batch() int { return j.batch }
+func (j *Job) Batch() int { return j.method.Batch() }
 
 // End is the position of a finished run.
-func (j *Job) End() Position { return Position{Phase: j.phases} }
+func (j *Job) End() Position { return Position{Phase: len(j.phases)} }
 
 // Normalize writes a finished phase as the start of the next.
 func (j *Job) Normalize(p Position) Position {
-	if p.Step >= j.steps && p.Phase < j.phases {
+	if p.Step >= j.StepsPerPhase() && p.Phase < len(j.phases) {
 		return Position{Phase: p.Phase + 1}
 	}
 	return p
@@ -121,32 +100,24 @@ func (j *Job) Normalize(p Position) Position {
 
 // Check says whether p is a position of this run.
 func (j *Job) Check(p Position) error {
+	n, steps := len(j.phases), j.StepsPerPhase()
 	switch {
-	case p.Phase < 0 || p.Phase > j.phases:
-		return fmt.Errorf("position %v: phase outside 0..%d", p, j.phases)
-	case p.Step < 0 || p.Step >= j.steps:
-		return fmt.Errorf("position %v: step outside 0..%d", p, j.steps-1)
-	case p.Phase == j.phases && p.Step != 0:
+	case p.Phase < 0 || p.Phase > n:
+		return fmt.Errorf("position %v: phase outside 0..%d", p, n)
+	case p.Step < 0 || p.Step >= steps:
+		return fmt.Errorf("position %v: step outside 0..%d", p, steps-1)
+	case p.Phase == n && p.Step != 0:
 		return fmt.Errorf("position %v: past the end of the run", p)
 	}
 	return nil
 }
 
-// dsbPhase is the IPF phase with index p.
-func dsbPhase(p int) dsb.PhaseID {
-	dir := dsb.Backward
-	if p%2 == 1 {
-		dir = dsb.Forward
-	}
-	return dsb.PhaseID{Iteration: p/2 + 1, Dir: dir}
-}
-
 // PhaseName names phase p for people ("ipf 2 backward", "interpolant").
 func (j *Job) PhaseName(p int) string {
-	if j.method == "si" {
-		return "interpolant"
+	if p < 0 || p >= len(j.phases) {
+		return fmt.Sprintf("phase %d", p)
 	}
-	return dsbPhase(p).String()
+	return j.phases[p].Name
 }
 
 // CheckpointMeta is what storage records about a checkpoint at p, the end
@@ -154,17 +125,11 @@ func (j *Job) PhaseName(p int) string {
 func (j *Job) CheckpointMeta(p Position) storage.Meta {
 	m := storage.Meta{Phase: p.Phase, Step: p.Step, ConfigHash: j.Hash}
 	if p.Step == 0 && p.Phase > 0 {
-		m.Phase, m.Step, m.PhaseEnd = p.Phase-1, j.steps, true
+		m.Phase, m.Step, m.PhaseEnd = p.Phase-1, j.StepsPerPhase(), true
 	}
-	if j.method == "si" {
-		m.Direction = storage.DirectionSI
-		return m
-	}
-	id := dsbPhase(m.Phase)
-	m.IPFIteration = id.Iteration
-	m.Direction = storage.DirectionBackward
-	if id.Dir == dsb.Forward {
-		m.Direction = storage.DirectionForward
+	if m.Phase >= 0 && m.Phase < len(j.phases) {
+		ph := j.phases[m.Phase]
+		m.IPFIteration, m.Direction = ph.Iteration, ph.Direction
 	}
 	return m
 }
@@ -172,10 +137,4 @@ func (j *Job) CheckpointMeta(p Position) storage.Meta {
 // PositionOf is the inverse of CheckpointMeta.
 func (j *Job) PositionOf(m storage.Meta) Position {
 	return j.Normalize(Position{Phase: m.Phase, Step: m.Step})
-}
-
-// ShardRange is the half-open row range [from, to) of the global batch
-// that virtual shard i of an interpolant batch covers.
-func (j *Job) ShardRange(i int) (from, to int) {
-	return i * j.batch / j.shards, (i + 1) * j.batch / j.shards
 }

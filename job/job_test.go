@@ -10,6 +10,7 @@ import (
 
 	"github.com/sbtrain/sbtrain/bridge/dsb"
 	"github.com/sbtrain/sbtrain/config"
+	"github.com/sbtrain/sbtrain/method"
 )
 
 const dsbYAML = `
@@ -49,13 +50,13 @@ func newJob(t testing.TB, y string) *Job {
 
 // memShards builds every shard once and counts builds.
 type memShards struct {
-	m      map[ShardKey]*dsb.Shard
+	m      map[ShardKey]method.Shard
 	builds int
 }
 
-func (c *memShards) Shard(_ context.Context, k ShardKey, build func() (*dsb.Shard, error)) (*dsb.Shard, error) {
+func (c *memShards) Shard(_ context.Context, k ShardKey, build func() (method.Shard, error)) (method.Shard, error) {
 	if c.m == nil {
-		c.m = map[ShardKey]*dsb.Shard{}
+		c.m = map[ShardKey]method.Shard{}
 	}
 	if s, ok := c.m[k]; ok {
 		return s, nil
@@ -256,18 +257,19 @@ func TestOneReplicaMatchesSingleProcess(t *testing.T) {
 	j := newJob(t, dsbYAML)
 	one := replicas(t, j, 1)
 	runReplicas(t, one, j.End())
-	res, err := dsb.Train(context.Background(), j.dsbOpts, nil)
+	res, err := dsb.Train(context.Background(), j.Core().(*method.DSB).Options(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	fin := one[0].Method().(interface{ Finished() *dsb.Result }).Finished()
 	for _, c := range []struct {
 		name string
 		a, b []float32
 	}{
-		{"backward params", one[0].fin.B.Params(), res.B.Params()},
-		{"backward ema", one[0].fin.BEMA, res.BEMA},
-		{"forward params", one[0].fin.F.Params(), res.F.Params()},
-		{"forward ema", one[0].fin.FEMA, res.FEMA},
+		{"backward params", fin.B.Params(), res.B.Params()},
+		{"backward ema", fin.BEMA, res.BEMA},
+		{"forward params", fin.F.Params(), res.F.Params()},
+		{"forward ema", fin.FEMA, res.FEMA},
 	} {
 		for i := range c.a {
 			if c.a[i] != c.b[i] {
@@ -336,12 +338,15 @@ func TestShardRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := ShardKey{Phase: 0, Gen: 0, Index: 2}
-	ts, meta := EncodeShard(c.m[key])
+	ts, meta, err := j.EncodeShard(c.m[key])
+	if err != nil {
+		t.Fatal(err)
+	}
 	got, err := j.DecodeShard(key, ts, meta)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(ts[0].Data, EncodeShardData(got)) {
+	if !bytes.Equal(ts[0].Data, encodeShardData(t, j, got)) {
 		t.Fatal("shard changed in a round trip")
 	}
 	if _, err := j.DecodeShard(ShardKey{Phase: 0, Gen: 0, Index: 3}, ts, meta); err != nil {
@@ -355,5 +360,12 @@ func TestShardRoundTrip(t *testing.T) {
 	}
 }
 
-// EncodeShardData is the inputs tensor's bytes.
-func EncodeShardData(s *dsb.Shard) []byte { ts, _ := EncodeShard(s); return ts[0].Data }
+// encodeShardData is the inputs tensor's bytes.
+func encodeShardData(t *testing.T, j *Job, s method.Shard) []byte {
+	t.Helper()
+	ts, _, err := j.EncodeShard(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ts[0].Data
+}

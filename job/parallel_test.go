@@ -14,7 +14,7 @@ func TestShardSimulationIsWorkerCountInvariant(t *testing.T) {
 	var wantBuilds int
 	for _, workers := range []int{1, 2, 5} {
 		j := newJob(t, dsbYAML)
-		j.dsbOpts.Workers = workers
+		j.Workers = workers
 		s, err := j.Init()
 		if err != nil {
 			t.Fatal(err)

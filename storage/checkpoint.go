@@ -728,6 +728,24 @@ func (l *Loaded) Tensors(name string) ([]Tensor, map[string]string, error) {
 	return t, meta, nil
 }
 
+// Load loads checkpoint id, whose manifest and every blob must verify: a
+// checkpoint other than the newest, such as a phase end kept by GC.
+func (c *Checkpoints) Load(ctx context.Context, id ID) (*Loaded, error) {
+	m, err := c.readManifest(ctx, c.manifestKey(id), id)
+	if err != nil {
+		return nil, fmt.Errorf("load checkpoint %s of run %s: %w", id, c.run, err)
+	}
+	l := &Loaded{Manifest: m, Blobs: map[string][]byte{}}
+	for _, b := range m.Blobs {
+		data, err := c.readBlob(ctx, b, true)
+		if err != nil {
+			return nil, fmt.Errorf("load checkpoint %s of run %s: %w", id, c.run, err)
+		}
+		l.Blobs[b.Name] = data
+	}
+	return l, nil
+}
+
 // ErrNoCheckpoint means the run has no checkpoint that verifies.
 var ErrNoCheckpoint = errors.New("no valid checkpoint")
 

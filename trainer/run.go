@@ -11,7 +11,6 @@ import (
 	"github.com/sbtrain/sbtrain/allreduce"
 	"github.com/sbtrain/sbtrain/api"
 	"github.com/sbtrain/sbtrain/job"
-	"github.com/sbtrain/sbtrain/storage"
 )
 
 func fromAPI(p *api.Position) job.Position {
@@ -165,21 +164,12 @@ func (t *Trainer) heldString() string {
 // loadCheckpoint reads the latest verified checkpoint, which must be the
 // one the plan names.
 func (t *Trainer) loadCheckpoint(ctx context.Context, name string) (*job.State, error) {
-	l, err := t.ckpts.LoadLatest(ctx)
+	st, id, err := t.opts.Job.LoadLatest(ctx, t.ckpts)
 	if err != nil {
 		return nil, fmt.Errorf("load checkpoint %s: %w", name, err)
 	}
-	id := storage.ID{Seq: l.Manifest.Seq, Phase: l.Manifest.Phase, Step: l.Manifest.Step}
 	if id.String() != name {
 		return nil, fmt.Errorf("load checkpoint %s: the latest verified checkpoint is %s", name, id)
-	}
-	b, ok := l.Blobs[job.SnapshotBlob]
-	if !ok {
-		return nil, fmt.Errorf("checkpoint %s has no blob %s", name, job.SnapshotBlob)
-	}
-	st, err := t.opts.Job.Decode(b, "checkpoint "+name+"/"+job.SnapshotBlob)
-	if err != nil {
-		return nil, err
 	}
 	t.log.Info("loaded checkpoint", "checkpoint", name, "at", st.Position().String())
 	return st, nil

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/sbtrain/sbtrain/bridge/dsb"
 	"github.com/sbtrain/sbtrain/job"
+	"github.com/sbtrain/sbtrain/method"
 	"github.com/sbtrain/sbtrain/storage"
 )
 
@@ -19,16 +19,16 @@ type shardCache struct {
 	run   string
 	job   *job.Job
 	log   *slog.Logger
-	mem   map[job.ShardKey]*dsb.Shard
+	mem   map[job.ShardKey]method.Shard
 	// Counters, for logs and tests.
 	built, loaded int
 }
 
 func newShardCache(s storage.Store, run string, j *job.Job, log *slog.Logger) *shardCache {
-	return &shardCache{store: s, run: run, job: j, log: log, mem: map[job.ShardKey]*dsb.Shard{}}
+	return &shardCache{store: s, run: run, job: j, log: log, mem: map[job.ShardKey]method.Shard{}}
 }
 
-func (c *shardCache) Shard(ctx context.Context, k job.ShardKey, build func() (*dsb.Shard, error)) (*dsb.Shard, error) {
+func (c *shardCache) Shard(ctx context.Context, k job.ShardKey, build func() (method.Shard, error)) (method.Shard, error) {
 	if s, ok := c.mem[k]; ok {
 		return s, nil
 	}
@@ -60,7 +60,10 @@ func (c *shardCache) Shard(ctx context.Context, k job.ShardKey, build func() (*d
 		return nil, err
 	}
 	c.built++
-	tensors, smeta := job.EncodeShard(s)
+	tensors, smeta, err := c.job.EncodeShard(s)
+	if err != nil {
+		return nil, fmt.Errorf("store cache shard %s: %w", sk.Key(), err)
+	}
 	if err := storage.PutShard(ctx, c.store, sk, tensors, smeta); err != nil {
 		return nil, fmt.Errorf("store cache shard %s: %w", sk.Key(), err)
 	}

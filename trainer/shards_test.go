@@ -13,6 +13,7 @@ import (
 	"github.com/sbtrain/sbtrain/bridge/dsb"
 	"github.com/sbtrain/sbtrain/config"
 	"github.com/sbtrain/sbtrain/job"
+	"github.com/sbtrain/sbtrain/method"
 	"github.com/sbtrain/sbtrain/storage"
 )
 
@@ -66,8 +67,8 @@ type countingSource struct {
 	got    map[job.ShardKey]*dsb.Shard
 }
 
-func (s *countingSource) Shard(ctx context.Context, k job.ShardKey, build func() (*dsb.Shard, error)) (*dsb.Shard, error) {
-	sh, err := s.c.Shard(ctx, k, func() (*dsb.Shard, error) {
+func (s *countingSource) Shard(ctx context.Context, k job.ShardKey, build func() (method.Shard, error)) (method.Shard, error) {
+	sh, err := s.c.Shard(ctx, k, func() (method.Shard, error) {
 		s.builds++
 		return build()
 	})
@@ -75,7 +76,7 @@ func (s *countingSource) Shard(ctx context.Context, k job.ShardKey, build func()
 		if s.got == nil {
 			s.got = map[job.ShardKey]*dsb.Shard{}
 		}
-		s.got[k] = sh
+		s.got[k], _ = sh.(*dsb.Shard)
 	}
 	return sh, err
 }

@@ -149,6 +149,69 @@ func frozenMean(net *nn.Net, ema []float32, d Direction, c *Chain) (Mean, error)
 	return &NetMean{Net: cp, Dir: d, Sched: c.Sched, Dim: c.Dim}, nil
 }
 
+// OpenPhase sets up phase id as IPF runs it after the phases r holds, the
+// one place where the sequencing lives (the single-process run and every
+// distributed replica call it): the frozen mean is F_{n-1} (the reference
+// for n = 1) in a backward phase and B_n in a forward one; the network is
+// net with EMA shadow ema when given (a phase restored mid-way), else with
+// warm start a copy of the last network of id's direction (and its EMA),
+// else a fresh initialisation keyed by the phase.
+func (r *Result) OpenPhase(o *Options, id PhaseID, net *nn.Net, ema []float32) (*Phase, error) {
+	var frozen Mean
+	var err error
+	switch {
+	case id.Dir == Forward:
+		frozen, err = r.Backward()
+	case id.Iteration == 1:
+		frozen = r.Chain.ReferenceMean()
+	default:
+		frozen, err = r.Forward()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%v: frozen mean: %w", id, err)
+	}
+	if net == nil {
+		prev, prevEMA := r.B, r.BEMA
+		if id.Dir == Forward {
+			prev, prevEMA = r.F, r.FEMA
+		}
+		if prev != nil && o.WarmStart {
+			if net, err = prev.Clone(); err != nil {
+				return nil, fmt.Errorf("%v: warm start: %w", id, err)
+			}
+			if prevEMA != nil {
+				ema = append([]float32(nil), prevEMA...)
+			}
+		} else {
+			seed := rng.New(o.Seed, rng.PurposeInit, id.Key())
+			if net, err = nn.New(o.Net, seed.Uint64()); err != nil {
+				return nil, fmt.Errorf("%v: new net: %w", id, err)
+			}
+		}
+	}
+	return NewPhase(r.Chain, id, frozen, net, o.Hyper, ema)
+}
+
+// ClosePhase keeps p's network (live weights and EMA shadow) as the last
+// of its direction; a forward phase completes its IPF iteration.
+func (r *Result) ClosePhase(p *Phase) error {
+	net, ok := p.Net.(*nn.Net)
+	if !ok {
+		return fmt.Errorf("%v: close: the trained network is a %T, want *nn.Net", p.ID, p.Net)
+	}
+	var shadow []float32
+	if p.EMA != nil {
+		shadow = p.EMA.Shadow
+	}
+	if p.ID.Dir == Backward {
+		r.B, r.BEMA = net, shadow
+	} else {
+		r.F, r.FEMA = net, shadow
+		r.Iterations = p.ID.Iteration
+	}
+	return nil
+}
+
 // Train runs IPF iterations 1..K in this process, each a backward phase then
 // a forward phase, on top of the [Phase] API that a distributed trainer
 // drives. progress (optional) is called after every step; ctx is checked
@@ -162,36 +225,22 @@ func Train(ctx context.Context, opts Options, progress func(Progress)) (*Result,
 		return nil, err
 	}
 	res := &Result{Chain: chain, Spec: opts.Net}
-	forward := chain.ReferenceMean()
 	for n := 1; n <= opts.Iterations; n++ {
 		for _, dir := range []Direction{Backward, Forward} {
 			id := PhaseID{Iteration: n, Dir: dir}
-			frozen := forward
-			prev, prevEMA := res.B, res.BEMA
-			if dir == Forward {
-				if frozen, err = res.Backward(); err != nil {
-					return nil, err
-				}
-				prev, prevEMA = res.F, res.FEMA
+			p, err := res.OpenPhase(&opts, id, nil, nil)
+			if err != nil {
+				return nil, err
 			}
-			if !opts.WarmStart {
-				prev, prevEMA = nil, nil
-			}
-			net, ema, losses, err := runPhase(ctx, &opts, chain, id, frozen, prev, prevEMA, progress)
+			losses, err := runPhase(ctx, &opts, p, progress)
 			if err != nil {
 				return nil, err
 			}
 			res.Losses = append(res.Losses, PhaseLoss{Phase: id, Loss: losses})
-			if dir == Backward {
-				res.B, res.BEMA = net, ema
-			} else {
-				res.F, res.FEMA = net, ema
-				if forward, err = res.Forward(); err != nil {
-					return nil, err
-				}
+			if err := res.ClosePhase(p); err != nil {
+				return nil, err
 			}
 		}
-		res.Iterations = n
 		if opts.AfterIteration != nil {
 			if err := opts.AfterIteration(ctx, n, res); err != nil {
 				return nil, fmt.Errorf("after ipf iteration %d: %w", n, err)
@@ -201,57 +250,43 @@ func Train(ctx context.Context, opts Options, progress func(Progress)) (*Result,
 	return res, nil
 }
 
-// runPhase trains one phase from scratch or from prev (warm start) and
-// returns the net, its EMA shadow (nil without EMA) and the loss per step.
-func runPhase(ctx context.Context, o *Options, chain *Chain, id PhaseID, frozen Mean,
-	prev *nn.Net, prevEMA []float32, progress func(Progress)) (*nn.Net, []float32, []float64, error) {
-	var net *nn.Net
-	var err error
-	if prev != nil {
-		if net, err = prev.Clone(); err != nil {
-			return nil, nil, nil, fmt.Errorf("%v: warm start: %w", id, err)
-		}
-	} else {
-		seed := rng.New(o.Seed, rng.PurposeInit, id.Key())
-		if net, err = nn.New(o.Net, seed.Uint64()); err != nil {
-			return nil, nil, nil, fmt.Errorf("%v: new net: %w", id, err)
-		}
-	}
-	var ema []float32
-	if prevEMA != nil {
-		ema = append([]float32(nil), prevEMA...)
-	}
-	p, err := NewPhase(chain, id, frozen, net, o.Hyper, ema)
-	if err != nil {
-		return nil, nil, nil, err
-	}
+// runPhase trains phase p and returns the loss per step. With more than
+// one worker the next cache generation is simulated while steps train on
+// the current one (par.Ahead): the frozen mean does not change within a
+// phase, so a generation's bytes are the same whenever it is built.
+func runPhase(ctx context.Context, o *Options, p *Phase, progress func(Progress)) ([]float64, error) {
+	chain, id := p.Chain, p.ID
 	losses := make([]float64, 0, o.StepsPerPhase)
 	var shards []*Shard
 	all := make([]int, chain.Shards)
 	for i := range all {
 		all[i] = i
 	}
-	cache := newCachePipeline(ctx, p, all, o.Workers, chain.GenForStep(o.StepsPerPhase-1))
-	defer cache.stop()
+	last := chain.GenForStep(o.StepsPerPhase - 1)
+	cache := par.NewAhead(ctx, func(ctx context.Context, g uint64) ([]*Shard, error) {
+		return p.SimulateShards(ctx, g, all, o.Workers)
+	}, last, par.Workers(o.Workers) > 1)
+	defer cache.Stop()
 	haveGen := false
 	var gen uint64
+	var err error
 	start := time.Now()
 	for step := 0; step < o.StepsPerPhase; step++ {
 		if err := ctx.Err(); err != nil {
-			return nil, nil, nil, fmt.Errorf("%v step %d: %w", id, step, err)
+			return nil, fmt.Errorf("%v step %d: %w", id, step, err)
 		}
 		if g := chain.GenForStep(step); !haveGen || g != gen {
-			if shards, err = cache.generation(g); err != nil {
-				return nil, nil, nil, err
+			if shards, err = cache.Get(g); err != nil {
+				return nil, err
 			}
 			gen, haveGen = g, true
 		}
 		loss, err := p.LocalGrad(step, shards)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
-		if _, err := p.Apply(net.Grads()); err != nil {
-			return nil, nil, nil, fmt.Errorf("step %d: %w", step, err)
+		if _, err := p.Apply(p.Net.Grads()); err != nil {
+			return nil, fmt.Errorf("step %d: %w", step, err)
 		}
 		losses = append(losses, loss)
 		if progress != nil {
@@ -264,85 +299,5 @@ func runPhase(ctx context.Context, o *Options, chain *Chain, id PhaseID, frozen 
 				Loss: loss, SamplesPerSec: rate})
 		}
 	}
-	var shadow []float32
-	if p.EMA != nil {
-		shadow = p.EMA.Shadow
-	}
-	return net, shadow, losses, nil
-}
-
-// cachePipeline builds a phase's cache generations, and with more than one
-// worker builds generation g+1 in the background while steps train on g:
-// the frozen mean does not change within a phase, so a generation's bytes
-// are the same whenever it is built. The BLAS is held at one thread for the
-// whole phase (par.SingleThreadBLAS), whatever the worker count: OpenBLAS's
-// products can change bits with its thread count, and the steps must depend
-// neither on when the background pool runs nor on how many workers it has.
-type cachePipeline struct {
-	ctx     context.Context
-	cancel  context.CancelFunc
-	phase   *Phase
-	shards  []int
-	workers int
-	last    uint64 // the phase's last generation
-	ahead   bool
-	next    *pendingGen
-	release func()
-}
-
-// pendingGen is a generation being built; done closes when it is.
-type pendingGen struct {
-	gen    uint64
-	done   chan struct{}
-	shards []*Shard
-	err    error
-}
-
-func newCachePipeline(ctx context.Context, p *Phase, shards []int, workers int, last uint64) *cachePipeline {
-	c := &cachePipeline{phase: p, shards: shards, workers: workers, last: last,
-		ahead: par.Workers(workers) > 1 && last > 0, release: par.SingleThreadBLAS()}
-	c.ctx, c.cancel = context.WithCancel(ctx)
-	return c
-}
-
-// generation returns generation g, waiting for it if it is being built,
-// and starts building g+1 when the phase will need it.
-func (c *cachePipeline) generation(g uint64) ([]*Shard, error) {
-	var shards []*Shard
-	var err error
-	if n := c.next; n != nil && n.gen == g {
-		<-n.done
-		c.next = nil
-		shards, err = n.shards, n.err
-	} else {
-		c.wait()
-		shards, err = c.phase.SimulateShards(c.ctx, g, c.shards, c.workers)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if c.ahead && g < c.last {
-		n := &pendingGen{gen: g + 1, done: make(chan struct{})}
-		c.next = n
-		go func() {
-			defer close(n.done)
-			n.shards, n.err = c.phase.SimulateShards(c.ctx, n.gen, c.shards, c.workers)
-		}()
-	}
-	return shards, nil
-}
-
-// wait drops a generation being built, once it has stopped.
-func (c *cachePipeline) wait() {
-	if c.next != nil {
-		<-c.next.done
-		c.next = nil
-	}
-}
-
-// stop ends the background build, waits for it and restores the BLAS.
-func (c *cachePipeline) stop() {
-	c.cancel()
-	c.wait()
-	c.release()
+	return losses, nil
 }

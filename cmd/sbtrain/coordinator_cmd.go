@@ -17,7 +17,6 @@ import (
 	"github.com/sbtrain/sbtrain/experiment"
 	"github.com/sbtrain/sbtrain/internal/runauth"
 	"github.com/sbtrain/sbtrain/job"
-	"github.com/sbtrain/sbtrain/nn"
 	"github.com/sbtrain/sbtrain/storage"
 )
 
@@ -200,64 +199,23 @@ func (f *runFigures) measure(ctx context.Context, c *coordinator.Coordinator) {
 	}
 }
 
-// concludeRun loads the run's final checkpoint, evaluates the model as
-// `sbtrain train` does and writes the same files.
+// concludeRun evaluates the finished run from its checkpoints as `sbtrain
+// train` does and writes the same files.
 func concludeRun(ctx context.Context, j *job.Job, store storage.Store, run, out string, fig runFigures, w io.Writer) error {
 	ckpts, err := storage.NewCheckpoints(store, run, slog.Default())
 	if err != nil {
 		return err
 	}
-	l, err := ckpts.LoadLatest(ctx)
+	outcome, id, err := j.Conclude(ctx, ckpts, job.RunFigures{Wall: fig.Wall, Train: fig.Train, Workers: fig.Workers,
+		AllReduce: fig.AllReduce, From: job.Position{Phase: fig.From.Phase, Step: fig.From.Step}})
 	if err != nil {
-		return fmt.Errorf("load the final checkpoint of run %s: %w", run, err)
-	}
-	b, ok := l.Blobs[job.SnapshotBlob]
-	if !ok {
-		return fmt.Errorf("final checkpoint of run %s has no %s", run, job.SnapshotBlob)
-	}
-	st, err := j.Decode(b, "final checkpoint of run "+run)
-	if err != nil {
-		return err
-	}
-	model, err := st.Model()
-	if err != nil {
-		return err
-	}
-	cfg := j.Setup.Config
-	m := &experiment.Metrics{Name: cfg.Name, Method: cfg.Method, ConfigHash: j.Hash, BLAS: nn.BLAS(),
-		WallSeconds: fig.Wall.Seconds(), Workers: fig.Workers, AllReduceFraction: fig.AllReduce}
-	var rows int64
-	for p := 0; p < j.Phases(); p++ {
-		losses := st.Losses(p)
-		ps := experiment.PhaseSummary{Name: j.PhaseName(p), Steps: len(losses)}
-		for i, v := range losses {
-			ps.Loss = append(ps.Loss, float64(v))
-			ps.LossSteps = append(ps.LossSteps, float64(i+1))
-		}
-		if len(losses) > 0 {
-			ps.FinalLoss = float64(losses[len(losses)-1])
-		}
-		m.Phases = append(m.Phases, ps)
-		rows += int64(len(losses)) * int64(j.Batch())
-	}
-	// A resumed run only trained the steps after its checkpoint; its rate
-	// counts those alone.
-	if train := fig.Train; train > 0 || fig.Wall > 0 {
-		if train == 0 {
-			train = fig.Wall
-		}
-		done := (int64(fig.From.Phase)*j.StepsPerPhase() + fig.From.Step) * int64(j.Batch())
-		m.SamplesPerSec = float64(rows-done) / train.Seconds()
-	}
-	outcome, err := j.Setup.Conclude(ctx, model, m)
-	if err != nil {
-		return err
+		return fmt.Errorf("run %s: %w", run, err)
 	}
 	if err := outcome.Write(out); err != nil {
 		return err
 	}
 	printSummary(w, outcome.Metrics)
 	fmt.Fprintf(w, "wrote %s/{%s,%s,%s,%s,%s,*.safetensors} from checkpoint %s\n", out, experiment.ConfigFile, experiment.MetricsFile,
-		experiment.SamplesPlot, experiment.TrajectoriesPlot, experiment.LossPlot, storage.ID{Seq: l.Manifest.Seq, Phase: l.Manifest.Phase, Step: l.Manifest.Step})
+		experiment.SamplesPlot, experiment.TrajectoriesPlot, experiment.LossPlot, id)
 	return nil
 }

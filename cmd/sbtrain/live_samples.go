@@ -60,16 +60,7 @@ func (l *liveSamples) onCommit(ctx context.Context, name string, pos coordinator
 
 // render draws the samples of the newest checkpoint.
 func (l *liveSamples) render(ctx context.Context) ([]byte, string, error) {
-	ld, err := l.ckpts.LoadLatest(ctx)
-	if err != nil {
-		return nil, "", err
-	}
-	id := storage.ID{Seq: ld.Manifest.Seq, Phase: ld.Manifest.Phase, Step: ld.Manifest.Step}
-	b, ok := ld.Blobs[job.SnapshotBlob]
-	if !ok {
-		return nil, "", fmt.Errorf("checkpoint %s has no %s", id, job.SnapshotBlob)
-	}
-	st, err := l.j.Decode(b, "checkpoint "+id.String())
+	st, id, err := l.j.LoadLatest(ctx, l.ckpts)
 	if err != nil {
 		return nil, "", err
 	}
