@@ -122,6 +122,66 @@ func (r *Result) Drift(d Direction) (*nn.Net, error) {
 	return cp, nil
 }
 
+// OpenPhase sets up phase id as IMF runs it after the phases r holds, the
+// one place where the sequencing lives (the single-process run and every
+// distributed replica call it): no frozen drift for backward phase 1 (the
+// first coupling), the forward drift of iteration n-1 for backward phase n,
+// the backward drift of iteration n for forward phase n; the network is net
+// with EMA shadow ema when given (a phase restored mid-way), else with warm
+// start a copy of the last network of id's direction (and its EMA), else a
+// fresh initialisation keyed by the phase.
+func (r *Result) OpenPhase(o *Options, id PhaseID, net *nn.Net, ema []float32) (*Phase, error) {
+	if err := validPhase(id); err != nil {
+		return nil, err
+	}
+	var frozen Model
+	if _, needs := Frozen(id); needs {
+		f, err := r.Drift(opposite(id.Dir))
+		if err != nil {
+			return nil, fmt.Errorf("%v: frozen drift: %w", id, err)
+		}
+		frozen = f
+	}
+	if net == nil {
+		prev, prevEMA := r.B, r.BEMA
+		if id.Dir == Forward {
+			prev, prevEMA = r.F, r.FEMA
+		}
+		var err error
+		if prev != nil && o.WarmStart {
+			if net, err = prev.Clone(); err != nil {
+				return nil, fmt.Errorf("%v: warm start: %w", id, err)
+			}
+			if prevEMA != nil {
+				ema = append([]float32(nil), prevEMA...)
+			}
+		} else if net, err = NewNet(o.Net, o.Seed, id); err != nil {
+			return nil, err
+		}
+	}
+	return NewPhase(r.Chain, id, frozen, net, o.Hyper, ema)
+}
+
+// ClosePhase keeps p's network (live weights and EMA shadow) as the last
+// of its direction; a forward phase completes its IMF iteration.
+func (r *Result) ClosePhase(p *Phase) error {
+	net, ok := p.Net.(*nn.Net)
+	if !ok {
+		return fmt.Errorf("%v: close: the trained network is a %T, want *nn.Net", p.ID, p.Net)
+	}
+	var shadow []float32
+	if p.EMA != nil {
+		shadow = p.EMA.Shadow
+	}
+	if p.ID.Dir == Backward {
+		r.B, r.BEMA = net, shadow
+	} else {
+		r.F, r.FEMA = net, shadow
+		r.Iterations = p.ID.Iteration
+	}
+	return nil
+}
+
 // Train runs IMF iterations 1..K in this process, each a backward phase then
 // a forward phase, on top of the [Phase] API that a distributed trainer
 // drives. progress (optional) is called after every step; ctx is checked
@@ -134,38 +194,23 @@ func Train(ctx context.Context, opts Options, progress func(Progress)) (*Result,
 	if err != nil {
 		return nil, err
 	}
-	// OpenBLAS's products can change bits with its thread count; the cache
-	// and the steps must not depend on how many shard builders run.
-	defer par.SingleThreadBLAS()()
 	res := &Result{Chain: chain, Spec: opts.Net}
 	for n := 1; n <= opts.Iterations; n++ {
 		for _, dir := range []Direction{Backward, Forward} {
 			id := PhaseID{Iteration: n, Dir: dir}
-			var frozen Model
-			if _, needs := Frozen(id); needs {
-				if frozen, err = res.Drift(opposite(dir)); err != nil {
-					return nil, err
-				}
+			p, err := res.OpenPhase(&opts, id, nil, nil)
+			if err != nil {
+				return nil, err
 			}
-			prev, prevEMA := res.B, res.BEMA
-			if dir == Forward {
-				prev, prevEMA = res.F, res.FEMA
-			}
-			if !opts.WarmStart {
-				prev, prevEMA = nil, nil
-			}
-			net, ema, losses, err := runPhase(ctx, &opts, chain, id, frozen, prev, prevEMA, progress)
+			losses, err := runPhase(ctx, &opts, p, progress)
 			if err != nil {
 				return nil, err
 			}
 			res.Losses = append(res.Losses, PhaseLoss{Phase: id, Loss: losses})
-			if dir == Backward {
-				res.B, res.BEMA = net, ema
-			} else {
-				res.F, res.FEMA = net, ema
+			if err := res.ClosePhase(p); err != nil {
+				return nil, err
 			}
 		}
-		res.Iterations = n
 		if opts.AfterIteration != nil {
 			if err := opts.AfterIteration(ctx, n, res); err != nil {
 				return nil, fmt.Errorf("after imf iteration %d: %w", n, err)
@@ -187,51 +232,42 @@ func NewNet(spec nn.Spec, seed uint64, id PhaseID) (*nn.Net, error) {
 	return net, nil
 }
 
-// runPhase trains one phase from scratch or from prev (warm start) and
-// returns the net, its EMA shadow (nil without EMA) and the loss per step.
-func runPhase(ctx context.Context, o *Options, chain *Chain, id PhaseID, frozen Model,
-	prev *nn.Net, prevEMA []float32, progress func(Progress)) (*nn.Net, []float32, []float64, error) {
-	var net *nn.Net
-	var err error
-	if prev != nil {
-		if net, err = prev.Clone(); err != nil {
-			return nil, nil, nil, fmt.Errorf("%v: warm start: %w", id, err)
-		}
-	} else if net, err = NewNet(o.Net, o.Seed, id); err != nil {
-		return nil, nil, nil, err
-	}
-	var ema []float32
-	if prevEMA != nil {
-		ema = append([]float32(nil), prevEMA...)
-	}
-	p, err := NewPhase(chain, id, frozen, net, o.Hyper, ema)
-	if err != nil {
-		return nil, nil, nil, err
-	}
+// runPhase trains phase p and returns the loss per step. With more than
+// one worker the next cache generation is simulated while steps train on
+// the current one (par.Ahead, which also holds the BLAS at one thread): the
+// frozen drift does not change within a phase, so a generation's bytes are
+// the same whenever it is built.
+func runPhase(ctx context.Context, o *Options, p *Phase, progress func(Progress)) ([]float64, error) {
+	chain, id := p.Chain, p.ID
 	all := make([]int, chain.Shards)
 	for i := range all {
 		all[i] = i
 	}
+	cache := par.NewAhead(ctx, func(ctx context.Context, g uint64) ([]*Shard, error) {
+		return p.SimulateShards(ctx, g, all, o.Workers)
+	}, chain.GenForStep(o.StepsPerPhase-1), par.Workers(o.Workers) > 1)
+	defer cache.Stop()
 	losses := make([]float64, 0, o.StepsPerPhase)
 	var shards []*Shard
 	var gen uint64
+	var err error
 	start := time.Now()
 	for step := 0; step < o.StepsPerPhase; step++ {
 		if err := ctx.Err(); err != nil {
-			return nil, nil, nil, fmt.Errorf("%v step %d: %w", id, step, err)
+			return nil, fmt.Errorf("%v step %d: %w", id, step, err)
 		}
 		if g := chain.GenForStep(step); shards == nil || g != gen {
-			if shards, err = p.SimulateShards(ctx, g, all, o.Workers); err != nil {
-				return nil, nil, nil, err
+			if shards, err = cache.Get(g); err != nil {
+				return nil, err
 			}
 			gen = g
 		}
 		loss, err := p.LocalGrad(step, shards)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
-		if _, err := p.Apply(net.Grads()); err != nil {
-			return nil, nil, nil, fmt.Errorf("step %d: %w", step, err)
+		if _, err := p.Apply(p.Net.Grads()); err != nil {
+			return nil, fmt.Errorf("step %d: %w", step, err)
 		}
 		losses = append(losses, loss)
 		if progress != nil {
@@ -243,9 +279,5 @@ func runPhase(ctx context.Context, o *Options, chain *Chain, id PhaseID, frozen 
 				Loss: loss, SamplesPerSec: rate})
 		}
 	}
-	var shadow []float32
-	if p.EMA != nil {
-		shadow = p.EMA.Shadow
-	}
-	return net, shadow, losses, nil
+	return losses, nil
 }
