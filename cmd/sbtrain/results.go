@@ -7,6 +7,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -168,7 +170,7 @@ func runResults(ctx context.Context, args []string) error {
 	fs := newFlagSet("results", "[--examples DIR] [--out DIR] [--only FILE]")
 	examples := fs.String("examples", "examples", "directory of the example configs")
 	out := fs.String("out", "results", "directory for each example's run outputs")
-	only := fs.String("only", "", "run only this example file (e.g. moons-dsb.yaml)")
+	only := fs.String("only", "", "run only these example files, comma-separated (e.g. moons-dsb.yaml)")
 	if done, err := parseFlags(fs, args); done {
 		return err
 	}
@@ -180,8 +182,12 @@ func runResults(ctx context.Context, args []string) error {
 	var rows []row
 	failed := 0
 	ran := map[string]*experiment.Metrics{}
+	var picked []string
+	if *only != "" {
+		picked = strings.Split(*only, ",")
+	}
 	for _, ex := range exampleChecks {
-		if *only != "" && ex.file != *only {
+		if picked != nil && !slices.Contains(picked, ex.file) {
 			continue
 		}
 		path := filepath.Join(*examples, ex.file)
