@@ -18,13 +18,16 @@
 //     the batch mean of the squared norm summed over coordinates.
 //   - Sampling runs N Euler-Maruyama steps of dt = 1/N: forward from t = 0
 //     at times i/N, backward from t = 1 at times 1 - i/N, each
-//     x <- x + v(t, x) dt + sigma sqrt(dt) Z ([Sample]).
+//     x <- x + v(t, x) dt + sigma sqrt(dt) Z ([Chain.Sample]).
 //   - Phases are those of package dsb ([dsb.PhaseID]): iteration n is a
 //     backward phase, then a forward phase, with random-stream key
 //     2(n-1)+dir. Backward phase 1 trains on the first coupling, `ref`
 //     (x1 = x0 + sigma Z) or `ind` (independent draws); backward phase n > 1
 //     on (data x0, x1 simulated forward with v_f of phase n-1); forward
 //     phase n on (x0 simulated backward with v_b of phase n, prior x1).
+//     [Result.OpenPhase] and [Result.ClosePhase] are the one place this
+//     sequencing (and warm starts) lives; [Train] and package method's
+//     DSBM both go through them.
 //
 // Cache and minibatches: a cache generation of M endpoint pairs is cut into
 // S virtual shards ([Chain.SimulateShard]); step s of a phase uses
@@ -35,7 +38,7 @@
 // [Train] is this loop with one worker owning every shard.
 //
 // Parallelism: the shards of a generation and the fixed row chunks of
-// [Sample] run on a bounded pool of goroutines (internal/par), each with its
+// [Chain.Sample] run on a bounded pool of goroutines (internal/par), each with its
 // own evaluator of the frozen network; a piece of work is a shard or a
 // chunk, never a share of the workers, so the bytes do not depend on the
 // worker count.
