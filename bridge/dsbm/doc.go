@@ -38,10 +38,10 @@
 // [Train] is this loop with one worker owning every shard.
 //
 // Parallelism: the shards of a generation and the fixed row chunks of
-// [Chain.Sample] run on a bounded pool of goroutines (internal/par), each with its
-// own evaluator of the frozen network; a piece of work is a shard or a
-// chunk, never a share of the workers, so the bytes do not depend on the
-// worker count.
+// [Chain.Sample] run on a bounded pool of goroutines (internal/par), each
+// with its own evaluator of the frozen network; a piece of work is a shard
+// or a chunk, never a share of the workers, so the bytes do not depend on
+// the worker count.
 //
 // Randomness is counter-based (package rng): a pair's start, its simulation
 // noise and a minibatch sample's pair, time and z depend only on the run

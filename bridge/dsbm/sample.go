@@ -41,7 +41,7 @@ func forkModels(m Model, n int) []Model {
 	return out
 }
 
-// SampleOptions tune [Sample].
+// SampleOptions tune [Chain.Sample].
 type SampleOptions struct {
 	Seed uint64
 	// First is the global index of the first row: row r's noise at step i
@@ -63,7 +63,7 @@ type SampleOptions struct {
 // samples keep their bytes whatever the worker count, OpenBLAS included.
 const DefaultSampleChunk = 2048
 
-// Samples is the output of [Sample].
+// Samples is the output of [Chain.Sample].
 type Samples struct {
 	// End holds the end points: x1 for a forward drift, x0 for a backward.
 	End []float32
