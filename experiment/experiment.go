@@ -1,9 +1,12 @@
 // Package experiment owns one run in one process, end to end: it turns a
-// config into distributions, networks and method options, trains, evaluates
-// the result against held-out data and closed forms, and writes what people
+// config into distributions, networks and the training method
+// (method.Method), trains it by driving method.State with this process
+// owning every shard, evaluates the result against held-out data and
+// closed forms after each iteration and at the end, and writes what people
 // look at (metrics.json, PNG plots, safetensors networks). The CLI's train,
 // sample and eval commands are thin shells around it, and the distributed
-// trainer reuses its builders and evaluation so both report the same figures.
+// run (package job) reuses its builders, metrics and evaluation so both
+// report the same figures.
 package experiment
 
 import (

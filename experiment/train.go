@@ -56,6 +56,10 @@ type Outcome struct {
 	Samples      eval.Cloud   // generated from the held-out prior points
 	HeldOut      eval.Cloud   // held-out data
 	Trajectories []eval.Cloud // the first Eval.Trajectories paths
+	// Final is the method's state at the end of a run trained in this
+	// process (nil when concluded from checkpoints): what a test holds
+	// against a distributed run's final state.
+	Final method.State
 }
 
 // Train runs the whole method in this process, through the same
@@ -122,6 +126,7 @@ func Train(ctx context.Context, s *Setup, progress func(Progress)) (*Outcome, er
 	if err != nil {
 		return nil, err
 	}
+	out.Final = st
 	m.WallSeconds = time.Since(start).Seconds()
 	return out, nil
 }

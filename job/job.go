@@ -1,11 +1,14 @@
 // Package job owns the step-by-step state of one training run as every
-// trainer replica holds it: where the run is (phase, step), the networks,
-// Adam moments and EMA shadows, and the loss history; how one step's local
-// gradient is computed on the virtual shards a replica owns and how the
-// summed gradient is applied; and the byte encoding of that state, which is
-// both a checkpoint and what a replica broadcasts to the others when a ring
-// re-forms. It does no I/O: cache shards come from a ShardSource the caller
-// supplies, and bytes go wherever the caller sends them.
+// trainer replica holds it: where the run is (phase, step), the method's
+// state (networks, Adam moments, EMA shadows, through method.State, the
+// same interface `sbtrain train` drives) and the loss history; how one
+// step's local gradient is computed on the virtual shards a replica owns
+// and how the summed gradient is applied; the byte encoding of that state,
+// which is both a checkpoint and what a replica broadcasts to the others
+// when a ring re-forms; loading that state from a run's checkpoints; and
+// the concluding evaluation of a distributed run, which writes the same
+// figures as `sbtrain train`. Cache shards come from a ShardSource the
+// caller supplies, and bytes go wherever the caller sends them.
 //
 // The state after step s depends only on the config and s (and, through
 // float summation order, on how shards are split across replicas), so a

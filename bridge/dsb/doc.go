@@ -26,8 +26,10 @@
 // s/R and takes B/S samples from every shard ([Chain.MakeBatch]). A worker
 // owning some shards computes Weight = localB/B times its mean loss gradient
 // ([Phase.LocalGrad]); the sum over workers is the global minibatch gradient,
-// which every replica applies with [Phase.Apply]. [Train] is this loop with
-// one worker owning all shards.
+// which every replica applies with [Phase.Apply]. [Result.OpenPhase] and
+// [Result.ClosePhase] sequence the phases (warm start or fresh seeding, the
+// frozen mean of each phase) for every driver; [Train] is the loop over
+// them with one worker owning all shards.
 //
 // Parallelism: the shards of a generation ([Chain.SimulateShards]) and the
 // fixed row chunks of [SampleContext] run on a bounded pool of goroutines,
