@@ -27,8 +27,9 @@ import (
 
 // Methods.
 const (
-	MethodDSB = "dsb"
-	MethodSI  = "si"
+	MethodDSB  = "dsb"
+	MethodSI   = "si"
+	MethodDSBM = "dsbm"
 )
 
 // Config is one run.
@@ -46,7 +47,10 @@ type Config struct {
 	Train Train   `yaml:"train" json:"train"`
 	DSB   DSB     `yaml:"dsb" json:"dsb"`
 	SI    SI      `yaml:"si" json:"si"`
-	Eval  Eval    `yaml:"eval" json:"eval"`
+	// DSBM is left out of the YAML and the hash unless set, so that the
+	// hashes of DSB and SI runs stay what they were.
+	DSBM DSBM `yaml:"dsbm,omitempty" json:"dsbm,omitzero"`
+	Eval Eval `yaml:"eval" json:"eval"`
 }
 
 // Dataset names a distribution; the fields mirror dataset.Spec.
@@ -110,6 +114,19 @@ type DSB struct {
 	CacheShards  int     `yaml:"cache_shards" json:"cache_shards"`
 	CacheRefresh int     `yaml:"cache_refresh" json:"cache_refresh"` // steps between cache generations
 	WarmStart    bool    `yaml:"warm_start" json:"warm_start"`
+}
+
+// DSBM is the bridge-matching reference and IMF budget.
+type DSBM struct {
+	Sigma         float64 `yaml:"sigma" json:"sigma"`                   // Brownian reference scale on [0, 1]
+	FirstCoupling string  `yaml:"first_coupling" json:"first_coupling"` // "ref" or "ind"
+	Steps         int     `yaml:"steps" json:"steps"`                   // N, Euler-Maruyama steps
+	Eps           float64 `yaml:"eps" json:"eps"`                       // training times are U[eps, 1-eps]
+	Iterations    int     `yaml:"iterations" json:"iterations"`         // IMF iterations, a backward and a forward phase each
+	CacheSize     int     `yaml:"cache_size" json:"cache_size"`         // endpoint pairs per cache generation
+	CacheShards   int     `yaml:"cache_shards" json:"cache_shards"`
+	CacheRefresh  int     `yaml:"cache_refresh" json:"cache_refresh"` // steps between cache generations
+	WarmStart     bool    `yaml:"warm_start" json:"warm_start"`
 }
 
 // SI is the interpolant and its samplers.
@@ -243,6 +260,19 @@ func (c *Config) SetDefaults() {
 	setInt(&d.CacheSize, 10000)
 	setInt(&d.CacheShards, 8)
 	setInt(&d.CacheRefresh, 100)
+	if c.Method == MethodDSBM {
+		b := &c.DSBM
+		setFloat(&b.Sigma, 1)
+		if b.FirstCoupling == "" {
+			b.FirstCoupling = "ref"
+		}
+		setInt(&b.Steps, 20)
+		setFloat(&b.Eps, 1e-3)
+		setInt(&b.Iterations, 5)
+		setInt(&b.CacheSize, 10000)
+		setInt(&b.CacheShards, 8)
+		setInt(&b.CacheRefresh, 78)
+	}
 	s := &c.SI
 	if s.Path == "" {
 		s.Path = "linear"
@@ -289,7 +319,7 @@ const (
 	MaxBatch         = 1 << 20
 	MaxSteps         = 1 << 30 // train.steps, dsb.cache_refresh
 	MaxDSBSteps      = 10_000  // dsb.steps, time steps N of a chain
-	MaxIterations    = 1000    // dsb.iterations: 2 phases each, phases are numbered up to 9999
+	MaxIterations    = 1000    // dsb.iterations, dsbm.iterations: 2 phases each, phases are numbered up to 9999
 	MaxCacheSize     = 1 << 26 // dsb.cache_size, trajectories per cache generation
 	MaxCacheShards   = 1 << 16
 	MaxCachePairs    = 1 << 31 // dsb.cache_size × dsb.steps, the training pairs of one cache
@@ -318,11 +348,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
 	switch c.Method {
-	case MethodDSB, MethodSI:
+	case MethodDSB, MethodSI, MethodDSBM:
 	case "":
-		bad("method", "missing, want %q or %q", MethodDSB, MethodSI)
+		bad("method", "missing, want %q, %q or %q", MethodDSB, MethodSI, MethodDSBM)
 	default:
-		bad("method", "%q, want %q or %q", c.Method, MethodDSB, MethodSI)
+		bad("method", "%q, want %q, %q or %q", c.Method, MethodDSB, MethodSI, MethodDSBM)
 	}
 	if !namePattern.MatchString(c.Name) {
 		bad("name", "%q: want %s (it names the run in the store)", c.Name, nameCharsMessage)
@@ -392,6 +422,8 @@ func (c *Config) Validate() error {
 		c.validateDSB(bad)
 	case MethodSI:
 		c.validateSI(bad)
+	case MethodDSBM:
+		c.validateDSBM(bad)
 	}
 	boundedInt(bad, "eval.samples", c.Eval.Samples, MaxSamples)
 	if c.Eval.Likelihood < 0 || c.Eval.Likelihood > MaxLikelihood {
@@ -417,6 +449,8 @@ var positiveFields = [][2]string{
 	{"train", "batch"}, {"train", "lr"}, {"train", "steps"},
 	{"dsb", "steps"}, {"dsb", "gamma_min"}, {"dsb", "gamma_max"}, {"dsb", "ou_var"}, {"dsb", "iterations"},
 	{"dsb", "cache_size"}, {"dsb", "cache_shards"}, {"dsb", "cache_refresh"},
+	{"dsbm", "sigma"}, {"dsbm", "steps"}, {"dsbm", "eps"}, {"dsbm", "iterations"},
+	{"dsbm", "cache_size"}, {"dsbm", "cache_shards"}, {"dsbm", "cache_refresh"},
 	{"si", "gamma_scale"}, {"si", "sampler_steps"}, {"si", "probes"}, {"si", "likelihood_steps"},
 	{"eval", "samples"},
 }
@@ -525,6 +559,30 @@ func (c *Config) validateDSB(bad func(string, string, ...any)) {
 	}
 }
 
+func (c *Config) validateDSBM(bad func(string, string, ...any)) {
+	d := c.DSBM
+	positiveFloat(bad, "dsbm.sigma", d.Sigma)
+	switch d.FirstCoupling {
+	case "ref", "ind":
+	default:
+		bad("dsbm.first_coupling", "%q, want ref (x1 = x0 + sigma Z) or ind (independent draws)", d.FirstCoupling)
+	}
+	boundedInt(bad, "dsbm.steps", d.Steps, MaxDSBSteps)
+	if !(d.Eps > 0 && d.Eps < 0.5) {
+		bad("dsbm.eps", "%v, want 0 < eps < 0.5 (training times are U[eps, 1-eps])", d.Eps)
+	}
+	boundedInt(bad, "dsbm.iterations", d.Iterations, MaxIterations)
+	boundedInt(bad, "dsbm.cache_size", d.CacheSize, MaxCacheSize)
+	boundedInt(bad, "dsbm.cache_shards", d.CacheShards, MaxCacheShards)
+	boundedInt(bad, "dsbm.cache_refresh", d.CacheRefresh, MaxSteps)
+	if d.CacheShards > 0 && d.CacheSize%d.CacheShards != 0 {
+		bad("dsbm.cache_size", "%d is not a multiple of dsbm.cache_shards %d", d.CacheSize, d.CacheShards)
+	}
+	if d.CacheShards > 0 && c.Train.Batch%d.CacheShards != 0 {
+		bad("train.batch", "%d is not a multiple of dsbm.cache_shards %d (each minibatch takes the same number of samples from every shard)", c.Train.Batch, d.CacheShards)
+	}
+}
+
 func (c *Config) validateSI(bad func(string, string, ...any)) {
 	s := c.SI
 	// The names mirror bridge/si's (NewPath), so that `config --check`
@@ -612,6 +670,7 @@ func (c *Config) floats() []namedFloat {
 		{"dsb.gamma_min", c.DSB.GammaMin}, {"dsb.gamma_max", c.DSB.GammaMax},
 		{"dsb.ou_mean", c.DSB.OUMean}, {"dsb.ou_var", c.DSB.OUVar},
 		{"si.gamma_scale", c.SI.GammaScale}, {"si.epsilon", c.SI.Epsilon},
+		{"dsbm.sigma", c.DSBM.Sigma}, {"dsbm.eps", c.DSBM.Eps},
 	}
 	for _, d := range []struct {
 		field string

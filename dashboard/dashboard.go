@@ -30,7 +30,7 @@ const (
 // Options describe the run a dashboard shows.
 type Options struct {
 	Run    string
-	Method string // "dsb" or "si"; shown only
+	Method string // "dsb", "si" or "dsbm"; shown only
 	// PhaseNames names every phase in order; its length is the phase count.
 	PhaseNames    []string
 	StepsPerPhase int64

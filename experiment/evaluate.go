@@ -19,6 +19,7 @@ const (
 	heldOutBaseline
 	heldOutPrior
 	heldOutLikelihood
+	heldOutPriorBaseline
 )
 
 // Figures are the evaluation of one model.
@@ -33,10 +34,34 @@ type Figures struct {
 	SlicedW2Ratio float64 `json:"sliced_w2_ratio"`
 	EnergyRatio   float64 `json:"energy_ratio"`
 
+	// Forward scores the other direction, for models that also carry data
+	// to the prior (DSBM): the forward drift run from held-out data, against
+	// held-out prior points.
+	Forward *DirectionFigures `json:"forward,omitempty"`
+
 	Gaussian      *GaussianFigures   `json:"gaussian,omitempty"`
 	Likelihood    *LikelihoodFigures `json:"likelihood,omitempty"`
 	VelocityRelL2 *float64           `json:"velocity_rel_l2,omitempty"` // SI, Gaussian endpoints
 	Image         *ImageFigures      `json:"image,omitempty"`           // labelled image data
+}
+
+// DirectionFigures are the distances of one direction's samples to
+// held-out points of the law it ends at, beside two independent draws of
+// that law.
+type DirectionFigures struct {
+	Distances     eval.Distances `json:"distances"`
+	Baseline      eval.Distances `json:"baseline"`
+	SlicedW2Ratio float64        `json:"sliced_w2_ratio"`
+	EnergyRatio   float64        `json:"energy_ratio"`
+}
+
+// ForwardModel is a Model that also runs from the data side to the prior.
+type ForwardModel interface {
+	Model
+	// GenerateForward maps data points start (n rows) to the prior side;
+	// noise is keyed by seed. It returns nil when the model has no forward
+	// part yet.
+	GenerateForward(ctx context.Context, start []float32, seed uint64) ([]float32, error)
 }
 
 // GaussianFigures compare generated X0 with a Gaussian data law, and the
@@ -66,7 +91,9 @@ type Evaluator struct {
 	heldOut  eval.Cloud
 	start    []float32
 	baseline eval.Distances
-	image    *imageEval
+	// priorBaseline is drawn on the first forward evaluation.
+	priorBaseline *eval.Distances
+	image         *imageEval
 }
 
 // heldOutData is where held-out data come from: the test split of an image
@@ -165,8 +192,17 @@ func (e *Evaluator) Evaluate(ctx context.Context, m Model) (*Figures, *Generated
 			return nil, nil, fmt.Errorf("image figures: %w", err)
 		}
 	}
+	if fm, ok := m.(ForwardModel); ok {
+		if f.Forward, err = e.forwardFigures(ctx, fm); err != nil {
+			return nil, nil, err
+		}
+	}
 	switch m := m.(type) {
 	case *DSBModel:
+		if f.Gaussian, err = e.gaussianFigures(cloud); err != nil {
+			return nil, nil, err
+		}
+	case *DSBMModel:
 		if f.Gaussian, err = e.gaussianFigures(cloud); err != nil {
 			return nil, nil, err
 		}
@@ -179,6 +215,37 @@ func (e *Evaluator) Evaluate(ctx context.Context, m Model) (*Figures, *Generated
 		}
 	}
 	return f, gen, nil
+}
+
+// forwardFigures runs the model from the held-out data to the prior side
+// and compares the result with the held-out prior points.
+func (e *Evaluator) forwardFigures(ctx context.Context, m ForwardModel) (*DirectionFigures, error) {
+	cfg := e.setup.Config
+	end, err := m.GenerateForward(ctx, e.heldOut.Data, cfg.Seed)
+	if err != nil || end == nil {
+		return nil, err
+	}
+	cloud := eval.Cloud{Data: end, Dim: e.setup.Dim}
+	if err := cloud.Check("forward samples"); err != nil {
+		return nil, err
+	}
+	prior := eval.Cloud{Data: e.start, Dim: e.setup.Dim}
+	if e.priorBaseline == nil {
+		n := len(e.start) / e.setup.Dim
+		other := eval.Cloud{Data: dataset.Draw(e.setup.Prior, cfg.Seed, rng.PurposeHeldOut, []uint64{heldOutPriorBaseline}, 0, n), Dim: e.setup.Dim}
+		b, err := eval.Compare(prior, other, rng.New(cfg.Seed, rng.PurposeHeldOut, 99))
+		if err != nil {
+			return nil, fmt.Errorf("prior baseline distances: %w", err)
+		}
+		e.priorBaseline = &b
+	}
+	f := &DirectionFigures{Baseline: *e.priorBaseline}
+	if f.Distances, err = eval.Compare(cloud, prior, rng.New(cfg.Seed, rng.PurposeHeldOut, 99)); err != nil {
+		return nil, fmt.Errorf("forward distances: %w", err)
+	}
+	f.SlicedW2Ratio = f.Distances.SlicedW2 / f.Baseline.SlicedW2
+	f.EnergyRatio = f.Distances.Energy / f.Baseline.Energy
+	return f, nil
 }
 
 // Trajectories generates the first Eval.Trajectories paths (the same rows
@@ -255,13 +322,12 @@ func (e *Evaluator) gaussianFigures(gen eval.Cloud) (*GaussianFigures, error) {
 		return nil, err
 	}
 	g.CovX0XN = eval.Diagonal(cross)
-	if e.setup.Config.DSB.Reference == "brownian" {
-		sched, err := e.setup.schedule()
-		if err != nil {
-			return nil, err
-		}
-		// The chain's Brownian motion has variance 2T over the whole grid.
-		closed, err := eval.SBCoupling(data.Cov(), prior.Cov(), math.Sqrt(2*sched.T()))
+	sigma, err := e.setup.brownianScale()
+	if err != nil {
+		return nil, err
+	}
+	if sigma > 0 {
+		closed, err := eval.SBCoupling(data.Cov(), prior.Cov(), sigma)
 		if err != nil {
 			return nil, fmt.Errorf("closed-form coupling: %w", err)
 		}
@@ -273,6 +339,23 @@ func (e *Evaluator) gaussianFigures(gen eval.Cloud) (*GaussianFigures, error) {
 		g.CovMaxErr = &worst
 	}
 	return g, nil
+}
+
+// brownianScale is the scale s of the run's Brownian reference dX = s dW
+// on [0, 1], or 0 when the reference is not Brownian.
+func (s *Setup) brownianScale() (float64, error) {
+	switch {
+	case s.Config.Method == "dsbm":
+		return s.Config.DSBM.Sigma, nil
+	case s.Config.DSB.Reference == "brownian":
+		sched, err := s.schedule()
+		if err != nil {
+			return 0, err
+		}
+		// The chain's Brownian motion has variance 2T over the whole grid.
+		return math.Sqrt(2 * sched.T()), nil
+	}
+	return 0, nil
 }
 
 // likelihood scores held-out data points under the flow, when the prior

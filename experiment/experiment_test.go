@@ -38,6 +38,16 @@ train: {batch: 64, lr: 0.001, steps: 20}
 si: {path: linear, gamma: sqrt, train_denoiser: true, sampler_steps: 10, likelihood_steps: 10}
 eval: {samples: 400, likelihood_points: 50, trajectories: 8}
 `, []string{"velocity", "denoiser"}},
+	{"dsbm", `
+name: tiny-dsbm
+method: dsbm
+data: {name: gaussian, dim: 2, mean: [-0.5], var: [1]}
+prior: {name: gaussian, dim: 2, mean: [0.5]}
+model: {arch: mlp, hidden: [16]}
+train: {batch: 64, lr: 0.001, steps: 20}
+dsbm: {steps: 5, iterations: 2, cache_size: 256, cache_shards: 4, cache_refresh: 10}
+eval: {samples: 400, trajectories: 8}
+`, []string{"backward", "forward"}},
 }
 
 func TestTrainWriteLoadEvaluateRoundTrip(t *testing.T) {
@@ -77,6 +87,11 @@ func TestTrainWriteLoadEvaluateRoundTrip(t *testing.T) {
 				t.Fatalf("final figures incomplete: %+v", m.Final)
 			}
 			switch cfg.Method {
+			case "dsbm":
+				if len(m.Iterations) != 2 || m.Final.Gaussian == nil || m.Final.Gaussian.CovMaxErr == nil || len(m.Phases) != 4 ||
+					m.Final.Forward == nil || !(m.Final.Forward.SlicedW2Ratio > 0) {
+					t.Fatalf("DSBM per-iteration or Gaussian figures missing: %+v", m)
+				}
 			case "dsb":
 				if len(m.Iterations) != 1 || m.Final.Gaussian == nil || m.Final.Gaussian.CovMaxErr == nil {
 					t.Fatalf("DSB Gaussian figures missing: %+v", m)

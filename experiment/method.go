@@ -23,7 +23,13 @@ func (s *Setup) Method() (method.Method, error) {
 			return nil, err
 		}
 		return method.NewSI(o, s.samplerOptions())
+	case config.MethodDSBM:
+		o, err := s.DSBMOptions()
+		if err != nil {
+			return nil, err
+		}
+		return method.NewDSBM(o)
 	default:
-		return nil, fmt.Errorf("method %q: want dsb or si", s.Config.Method)
+		return nil, fmt.Errorf("method %q: want dsb, si or dsbm", s.Config.Method)
 	}
 }

@@ -10,4 +10,5 @@ type (
 	RoleNet   = method.RoleNet
 	DSBModel  = method.DSBModel
 	SIModel   = method.SIModel
+	DSBMModel = method.DSBMModel
 )

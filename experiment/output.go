@@ -357,6 +357,19 @@ func Load(dir string) (*Setup, Model, error) {
 			return nil, nil, err
 		}
 		return s, m, nil
+	case config.MethodDSBM:
+		chain, err := s.dsbmChain()
+		if err != nil {
+			return nil, nil, err
+		}
+		m := &DSBMModel{Chain: chain}
+		if m.Backward, err = load("backward", true); err != nil {
+			return nil, nil, err
+		}
+		if m.Forward, err = load("forward", false); err != nil {
+			return nil, nil, err
+		}
+		return s, m, nil
 	default:
 		path, err := s.path()
 		if err != nil {

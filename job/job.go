@@ -58,7 +58,7 @@ func New(cfg *config.Config) (*Job, error) {
 	return &Job{Setup: setup, Hash: cfg.Hash(), method: m, phases: m.Phases()}, nil
 }
 
-// Method is the config's method, "dsb" or "si".
+// Method is the config's method, "dsb", "si" or "dsbm".
 func (j *Job) Method() string { return j.method.Name() }
 
 // Core is the run's training method, which the job's states drive.

@@ -183,7 +183,7 @@ func TestWorkerCountInvariance(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		yaml string
-	}{{"dsb", dsbYAML}, {"si", siYAML}} {
+	}{{"dsb", dsbYAML}, {"si", siYAML}, {"dsbm", dsbmYAML}} {
 		t.Run(tc.name, func(t *testing.T) {
 			j := newJob(t, tc.yaml)
 			one := replicas(t, j, 1)
@@ -219,6 +219,9 @@ func TestResumeIsExact(t *testing.T) {
 		{"dsb phase boundary", dsbYAML, Position{Phase: 1, Step: 0}},
 		{"dsb mid forward phase", dsbYAML, Position{Phase: 3, Step: 2}},
 		{"si mid phase", siYAML, Position{Phase: 0, Step: 5}},
+		{"dsbm mid first phase", dsbmYAML, Position{Phase: 0, Step: 4}},
+		{"dsbm phase boundary", dsbmYAML, Position{Phase: 2, Step: 0}},
+		{"dsbm mid forward phase", dsbmYAML, Position{Phase: 3, Step: 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			j := newJob(t, tc.yaml)

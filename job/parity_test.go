@@ -21,6 +21,7 @@ import (
 var parityRuns = []struct{ name, yaml string }{
 	{"dsb", dsbYAML + "eval: {samples: 300, trajectories: 4}\n"},
 	{"si", siYAML + "eval: {samples: 300, trajectories: 4, likelihood_points: 20}\n"},
+	{"dsbm", dsbmYAML + "eval: {samples: 300, trajectories: 4}\n"},
 }
 
 // TestOneReplicaJobMatchesTrain: a distributed run of one replica, which

@@ -7,7 +7,7 @@
 // interface, so the sequencing of a method (warm start, fresh seeding,
 // which frozen network a phase simulates with) is written once, in the
 // method's implementation. It also owns the sampling models the methods
-// make (Model, DSBModel, SIModel).
+// make (Model, DSBModel, SIModel, DSBMModel).
 //
 // # Implementing a method
 //
@@ -75,7 +75,7 @@ type Phase struct {
 
 // Method is a run's training method with everything its config fixes.
 type Method interface {
-	// Name is the config's method: "dsb", "si".
+	// Name is the config's method: "dsb", "si", "dsbm".
 	Name() string
 	// Phases is the run's phases in training order.
 	Phases() []Phase

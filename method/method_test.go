@@ -32,6 +32,16 @@ model: {arch: mlp, hidden: [16]}
 train: {batch: 40, lr: 0.002, steps: 3}
 `
 
+const dsbmYAML = `
+name: methodtest-dsbm
+method: dsbm
+data: {name: moons}
+prior: {name: 8gaussians}
+model: {arch: mlp, hidden: [16]}
+train: {batch: 32, lr: 0.002, steps: 4, ema_decay: 0.99}
+dsbm: {steps: 4, iterations: 2, cache_size: 64, cache_shards: 4, cache_refresh: 2}
+`
+
 func newMethod(t *testing.T, y string) method.Method {
 	t.Helper()
 	cfg, err := config.Parse([]byte(y), "test config")
@@ -63,6 +73,12 @@ func TestPhases(t *testing.T) {
 			{Name: "ipf 2 forward", Direction: storage.DirectionForward, Iteration: 2, Evaluate: true},
 		}},
 		{"si", siYAML, 16, []method.Phase{{Name: "interpolant", Direction: storage.DirectionSI}}},
+		{"dsbm", dsbmYAML, 4, []method.Phase{
+			{Name: "imf 1 backward", Direction: storage.DirectionBackward, Iteration: 1},
+			{Name: "imf 1 forward", Direction: storage.DirectionForward, Iteration: 1, Evaluate: true},
+			{Name: "imf 2 backward", Direction: storage.DirectionBackward, Iteration: 2},
+			{Name: "imf 2 forward", Direction: storage.DirectionForward, Iteration: 2, Evaluate: true},
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newMethod(t, tc.yaml)
@@ -97,11 +113,20 @@ func TestSIShardsCoverTheBatch(t *testing.T) {
 	}
 }
 
-// TestDriverContract drives a DSB state through its first phase by the
-// contract of the package comment, checks the misuses it refuses, and
-// that the model exists only once a network has finished.
+// TestDriverContract drives a DSB and a DSBM state through their first
+// phase by the contract of the package comment, checks the misuses they
+// refuse, and that the model exists only once a network has finished.
 func TestDriverContract(t *testing.T) {
-	m := newMethod(t, dsbYAML)
+	for _, tc := range []struct{ name, yaml string }{{"dsb", dsbYAML}, {"dsbm", dsbmYAML}} {
+		t.Run(tc.name, func(t *testing.T) { driverContract(t, tc.yaml) })
+	}
+	if _, _, err := newMethod(t, siYAML).EncodeShard(nil); err == nil {
+		t.Error("an interpolant encoded a cache shard")
+	}
+}
+
+func driverContract(t *testing.T, y string) {
+	m := newMethod(t, y)
 	st, err := m.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +145,7 @@ func TestDriverContract(t *testing.T) {
 	}
 	c := st.Cache()
 	if c == nil {
-		t.Fatal("a DSB phase without a cache")
+		t.Fatalf("a %s phase without a cache", m.Name())
 	}
 	all := []int{0, 1, 2, 3}
 	builders := c.Builders(2)
@@ -159,8 +184,5 @@ func TestDriverContract(t *testing.T) {
 	}
 	if _, _, err := m.EncodeShard("not a shard"); err == nil {
 		t.Error("a shard of another type was encoded")
-	}
-	if _, _, err := newMethod(t, siYAML).EncodeShard(nil); err == nil {
-		t.Error("an interpolant encoded a cache shard")
 	}
 }

@@ -70,8 +70,36 @@ func procTimeout() time.Duration {
 
 // writeClusterConfig writes the cluster run's config with the given seed
 // (the tests use 3; another seed is another config hash).
-func writeClusterConfig(t *testing.T, seed int) string {
+func writeClusterConfig(t *testing.T, seed int) string { return writeMethodConfig(t, "dsb", seed) }
+
+// writeMethodConfig writes the cluster run's config for a method: dsb, or
+// dsbm with the same data, network, phases and cache (moons to 8gaussians,
+// a transfer, so that both ends are data).
+func writeMethodConfig(t *testing.T, method string, seed int) string {
 	t.Helper()
+	if method == "dsbm" {
+		body := fmt.Sprintf(`name: %s
+method: dsbm
+seed: %d
+data: {name: moons}
+prior: {name: 8gaussians}
+model: {arch: mlp, hidden: [32, 32]}
+train: {batch: 60, lr: 0.001, steps: %d, ema_decay: 0.99}
+dsbm:
+  steps: 10
+  iterations: %d
+  cache_size: 240
+  cache_shards: %d
+  cache_refresh: 20
+  warm_start: true
+eval: {samples: 200, trajectories: 8}
+`, clusterRun, seed, clusterSteps(), clusterPhases/2, clusterShards)
+		path := filepath.Join(t.TempDir(), "cluster-dsbm.yaml")
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
 	body := fmt.Sprintf(`name: %s
 method: dsb
 seed: %d
@@ -619,32 +647,43 @@ type baselineRun struct {
 var (
 	baselineOnce sync.Once
 	baselineRes  baselineRun
+	// The DSBM run's own baseline, made only by the tests that run DSBM.
+	dsbmBaselineOnce sync.Once
+	dsbmBaselineRes  baselineRun
 )
 
-func baseline(t *testing.T) baselineRun {
+func baseline(t *testing.T) baselineRun { return baselineFor(t, "dsb") }
+
+// baselineFor is the uninterrupted 3-trainer run of a method's cluster
+// config (see writeMethodConfig).
+func baselineFor(t *testing.T, method string) baselineRun {
 	t.Helper()
-	baselineOnce.Do(func() {
+	once, res := &baselineOnce, &baselineRes
+	if method == "dsbm" {
+		once, res = &dsbmBaselineOnce, &dsbmBaselineRes
+	}
+	once.Do(func() {
 		// Stays set if the run fails the test that runs it (t.Fatal ends
 		// this function early).
-		baselineRes.err = fmt.Errorf("the uninterrupted 3-trainer run failed in %s; see its log", t.Name())
+		res.err = fmt.Errorf("the uninterrupted 3-trainer %s run failed in %s; see its log", method, t.Name())
 		dir := t.TempDir()
 		storeDir := filepath.Join(dir, "store")
 		out := filepath.Join(dir, "out")
 		start := time.Now()
 		p := startProc(t, "uninterrupted local --workers 3", dir,
-			localArgs(writeClusterConfig(t, 3), "file://"+storeDir, out, 3)...)
+			localArgs(writeMethodConfig(t, method, 3), "file://"+storeDir, out, 3)...)
 		p.logDirs = []string{filepath.Join(out, "logs")}
 		p.waitOK(procTimeout())
 		wall := time.Since(start)
 		mustExist(t, filepath.Join(out, "metrics.json"), filepath.Join(out, "samples.png"))
 		st := readFinal(t, openStore(t, "file://"+storeDir, storage.Options{}))
-		t.Logf("uninterrupted 3-trainer run: %s, final checkpoint %s", wall.Round(time.Millisecond), st.checkpoint)
-		baselineRes = baselineRun{state: st, wall: wall}
+		t.Logf("uninterrupted 3-trainer %s run: %s, final checkpoint %s", method, wall.Round(time.Millisecond), st.checkpoint)
+		*res = baselineRun{state: st, wall: wall}
 	})
-	if baselineRes.err != nil {
-		t.Fatal(baselineRes.err)
+	if res.err != nil {
+		t.Fatal(res.err)
 	}
-	return baselineRes
+	return *res
 }
 
 // skipUnderRace skips the tests that the non-race pass of `make test`

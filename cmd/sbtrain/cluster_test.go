@@ -33,15 +33,19 @@ import (
 // point, whoever owns the shards.
 func TestClusterWorkerCountInvariance(t *testing.T) {
 	skipUnderRace(t)
-	base := baseline(t)
-	dir := t.TempDir()
-	storeDir, out := filepath.Join(dir, "store"), filepath.Join(dir, "out")
-	p := startProc(t, "local --workers 1", dir, localArgs(writeClusterConfig(t, 3), "file://"+storeDir, out, 1)...)
-	p.logDirs = []string{filepath.Join(out, "logs")}
-	p.waitOK(procTimeout())
-	mustExist(t, filepath.Join(out, "metrics.json"), filepath.Join(out, "samples.png"))
-	one := readFinal(t, openStore(t, "file://"+storeDir, storage.Options{}))
-	requireSameBytes(t, one, base.state)
+	for _, method := range []string{"dsb", "dsbm"} {
+		t.Run(method, func(t *testing.T) {
+			base := baselineFor(t, method)
+			dir := t.TempDir()
+			storeDir, out := filepath.Join(dir, "store"), filepath.Join(dir, "out")
+			p := startProc(t, "local --workers 1", dir, localArgs(writeMethodConfig(t, method, 3), "file://"+storeDir, out, 1)...)
+			p.logDirs = []string{filepath.Join(out, "logs")}
+			p.waitOK(procTimeout())
+			mustExist(t, filepath.Join(out, "metrics.json"), filepath.Join(out, "samples.png"))
+			one := readFinal(t, openStore(t, "file://"+storeDir, storage.Options{}))
+			requireSameBytes(t, one, base.state)
+		})
+	}
 }
 
 // A run SIGKILLed (every process of it) at a random moment and started
@@ -49,7 +53,13 @@ func TestClusterWorkerCountInvariance(t *testing.T) {
 // run ends.
 func TestClusterExactResumeAfterKill(t *testing.T) {
 	skipUnderRace(t)
-	base := baseline(t)
+	for _, method := range []string{"dsb", "dsbm"} {
+		t.Run(method, func(t *testing.T) { exactResumeAfterKill(t, method) })
+	}
+}
+
+func exactResumeAfterKill(t *testing.T, method string) {
+	base := baselineFor(t, method)
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("SBTRAIN_TEST_SEED"); s != "" {
 		var err error
@@ -69,7 +79,7 @@ func TestClusterExactResumeAfterKill(t *testing.T) {
 
 	dir := t.TempDir()
 	storeDir, out := filepath.Join(dir, "store"), filepath.Join(dir, "out")
-	args := localArgs(writeClusterConfig(t, 3), "file://"+storeDir, out, 3)
+	args := localArgs(writeMethodConfig(t, method, 3), "file://"+storeDir, out, 3)
 	p := startProc(t, "local --workers 3 (killed)", dir, args...)
 	p.logDirs = []string{filepath.Join(out, "logs")}
 	waitLatest(t, p, storeDir, procTimeout(), func(storage.ID) bool { return true })

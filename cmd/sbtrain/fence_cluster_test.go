@@ -239,20 +239,6 @@ func TestClusterSplitBrain(t *testing.T) {
 	}
 }
 
-// smallerRings counts the run plans p logged with fewer than n members.
-func smallerRings(p *proc, n int) int {
-	lines, _ := p.out.since(0)
-	count := 0
-	for _, ln := range lines {
-		if !logged("plan", "kind", "run")(ln) {
-			continue
-		}
-		if m := attrs(ln)["members"]; len(strings.Split(m, ",")) < n {
-			count++
-		}
-	}
-	return count
-}
 
 func lastLine(s string) string {
 	s = strings.TrimRight(s, "\n")

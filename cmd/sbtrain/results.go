@@ -7,6 +7,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -44,6 +46,22 @@ var exampleChecks = []struct {
 			last, ok2 := iterGaussian(-1, covErr)(m)
 			return last - first, ok1 && ok2
 		}, below(0)},
+	}},
+	{"gaussian-d5-dsbm.yaml", []check{
+		{"DSBM Gaussian d=5: X0 mean max |err|", "<= 0.03", iterGaussian(-1, func(g *experiment.GaussianFigures) float64 { return g.MeanMaxErr }), atMost(0.03)},
+		{"DSBM Gaussian d=5: X0 variance max |err|", "<= 0.05", iterGaussian(-1, func(g *experiment.GaussianFigures) float64 { return g.VarMaxErr }), atMost(0.05)},
+		{"DSBM Gaussian d=5: Cov(X0,X1) diag max |err| vs 0.618", "<= 0.02", iterGaussian(-1, covErr), atMost(0.02)},
+	}},
+	{"moons-8gaussians-dsbm.yaml", []check{
+		{"DSBM moons <-> 8gaussians: sliced W2 / (two data draws), 8gaussians to moons", "<= 2", func(m *experiment.Metrics) (float64, bool) {
+			return m.Final.SlicedW2Ratio, m.Final != nil
+		}, atMost(2)},
+		{"DSBM moons <-> 8gaussians: sliced W2 / (two prior draws), moons to 8gaussians", "<= 2", func(m *experiment.Metrics) (float64, bool) {
+			if m.Final == nil || m.Final.Forward == nil {
+				return 0, false
+			}
+			return m.Final.Forward.SlicedW2Ratio, true
+		}, atMost(2)},
 	}},
 	{"moons-dsb.yaml", []check{
 		{"DSB moons: sliced W2 to held-out, IPF iteration 1", "(shown)", iterW2(0), always},
@@ -87,6 +105,28 @@ var exampleChecks = []struct {
 			return m.Final.Likelihood.Mean, true
 		}, func(v float64) bool { return v >= -math.Log(32)-0.3 && v <= -math.Log(32)+0.05 }},
 	}},
+}
+
+// acrossChecks compare examples trained in the same results run; one is
+// made when any of its files ran, and is missing unless all of them did.
+var acrossChecks = []struct {
+	files   []string
+	result  string
+	target  string
+	measure func(ran map[string]*experiment.Metrics) (value float64, ok bool)
+	pass    func(v float64) bool
+}{
+	{[]string{"gaussian-d5-dsb.yaml", "gaussian-d5-dsbm.yaml"},
+		"Gaussian d=5: DSBM's Cov(X0,X1) max |err| minus DSB's, same run and budget", "<= 0",
+		func(ran map[string]*experiment.Metrics) (float64, bool) {
+			dsb, dsbm := ran["gaussian-d5-dsb.yaml"], ran["gaussian-d5-dsbm.yaml"]
+			if dsb == nil || dsbm == nil {
+				return 0, false
+			}
+			a, ok1 := iterGaussian(-1, covErr)(dsbm)
+			b, ok2 := iterGaussian(-1, covErr)(dsb)
+			return a - b, ok1 && ok2
+		}, atMost(0)},
 }
 
 func always(float64) bool                 { return true }
@@ -137,7 +177,7 @@ func runResults(ctx context.Context, args []string) error {
 	set := fs.String("set", "points", "which examples: points (2D toys and Gaussians) or images (MNIST, Fashion-MNIST; hours on 2 cores)")
 	examples := fs.String("examples", "examples", "directory of the example configs")
 	out := fs.String("out", "results", "directory for each example's run outputs")
-	only := fs.String("only", "", "run only this example file (e.g. moons-dsb.yaml)")
+	only := fs.String("only", "", "run only these example files, comma-separated (e.g. moons-dsb.yaml)")
 	if done, err := parseFlags(fs, args); done {
 		return err
 	}
@@ -156,8 +196,13 @@ func runResults(ctx context.Context, args []string) error {
 	default:
 		return usagef("--set %q: want points or images", *set)
 	}
+	ran := map[string]*experiment.Metrics{}
+	var picked []string
+	if *only != "" {
+		picked = strings.Split(*only, ",")
+	}
 	for _, ex := range list {
-		if *only != "" && ex.file != *only {
+		if picked != nil && !slices.Contains(picked, ex.file) {
 			continue
 		}
 		path := filepath.Join(*examples, ex.file)
@@ -185,6 +230,21 @@ func runResults(ctx context.Context, args []string) error {
 			}
 			rows = append(rows, row{c, v, ok})
 		}
+		ran[ex.file] = outcome.Metrics
+	}
+	for _, a := range acrossChecks {
+		some := false
+		for _, f := range a.files {
+			some = some || ran[f] != nil
+		}
+		if !some {
+			continue
+		}
+		v, ok := a.measure(ran)
+		if !ok || !a.pass(v) {
+			failed++
+		}
+		rows = append(rows, row{check{result: a.result, target: a.target, pass: a.pass}, v, ok})
 	}
 	printResults(os.Stdout, len(rows), failed, func(w io.Writer) {
 		for _, r := range rows {
@@ -200,6 +260,7 @@ func runResults(ctx context.Context, args []string) error {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.c.result, value, r.c.target, verdict)
 		}
 	})
+	printIterations(os.Stdout, ran["gaussian-d5-dsb.yaml"], ran["gaussian-d5-dsbm.yaml"])
 	if failed > 0 {
 		return fmt.Errorf("%d of %d results missed their target", failed, len(rows))
 	}
@@ -212,4 +273,38 @@ func printResults(w io.Writer, n, failed int, body func(io.Writer)) {
 	body(tw)
 	tw.Flush()
 	fmt.Fprintf(w, "%d checks, %d failed\n", n, failed)
+}
+
+// printIterations prints the Gaussian benchmark's figures after each IPF
+// (DSB) and IMF (DSBM) iteration side by side, for the runs that were made.
+func printIterations(w io.Writer, dsb, dsbm *experiment.Metrics) {
+	if dsb == nil && dsbm == nil {
+		return
+	}
+	n := 0
+	for _, m := range []*experiment.Metrics{dsb, dsbm} {
+		if m != nil {
+			n = max(n, len(m.Iterations))
+		}
+	}
+	cell := func(m *experiment.Metrics, i int, pick func(*experiment.GaussianFigures) float64) string {
+		if m == nil || i >= len(m.Iterations) || m.Iterations[i].Gaussian == nil {
+			return "-"
+		}
+		v := pick(m.Iterations[i].Gaussian)
+		if math.IsNaN(v) {
+			return "-"
+		}
+		return fmt.Sprintf("%.4f", v)
+	}
+	mean := func(g *experiment.GaussianFigures) float64 { return g.MeanMaxErr }
+	variance := func(g *experiment.GaussianFigures) float64 { return g.VarMaxErr }
+	fmt.Fprintf(w, "\nGaussian d=5 benchmark, max |err| after each iteration (Cov(X0,X1) diag vs 0.618, X0 mean, X0 variance)\n")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "iteration\tDSB cov\tDSBM cov\tDSB mean\tDSBM mean\tDSB var\tDSBM var\n")
+	for i := range n {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", i+1, cell(dsb, i, covErr), cell(dsbm, i, covErr),
+			cell(dsb, i, mean), cell(dsbm, i, mean), cell(dsb, i, variance), cell(dsbm, i, variance))
+	}
+	tw.Flush()
 }

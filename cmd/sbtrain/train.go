@@ -14,7 +14,7 @@ import (
 )
 
 func init() {
-	register(&command{name: "train", summary: "train a DSB or SI run in this process and write metrics, plots and networks", run: runTrain})
+	register(&command{name: "train", summary: "train a DSB, SI or DSBM run in this process and write metrics, plots and networks", run: runTrain})
 }
 
 func runTrain(ctx context.Context, args []string) error {
@@ -129,8 +129,12 @@ func (p *progressPrinter) captureLog() func() { return p.out.captureLog() }
 
 func printSummary(w io.Writer, m *experiment.Metrics) {
 	fmt.Fprintf(w, "%s (%s): %.1fs, %.0f training samples/s, BLAS %s\n", m.Name, m.Method, m.WallSeconds, m.SamplesPerSec, m.BLAS)
+	kind := "IPF"
+	if m.Method == "dsbm" {
+		kind = "IMF" // iterative Markovian fitting
+	}
 	for _, f := range m.Iterations {
-		fmt.Fprintf(w, "  after IPF iteration %d: %s\n", f.Iteration, figuresLine(f))
+		fmt.Fprintf(w, "  after %s iteration %d: %s\n", kind, f.Iteration, figuresLine(f))
 	}
 	if m.Final != nil {
 		fmt.Fprintf(w, "  final: %s\n", figuresLine(m.Final))
@@ -157,6 +161,9 @@ func figuresLine(f *experiment.Figures) string {
 	if im := f.Image; im != nil {
 		s += fmt.Sprintf(", Fréchet %.4g (%.2fx the test-vs-test floor %.4g, %d samples), classes min share %.3f entropy %.3f (classifier test accuracy %.4f)",
 			im.Frechet, im.FrechetRatio, im.FrechetFloor, im.Samples, im.MinClassShare, im.ClassEntropy, im.ClassifierAccuracy)
+	}
+	if fw := f.Forward; fw != nil {
+		s += fmt.Sprintf("; forward: sliced W2 %.4g (%.2fx two prior draws), energy %.4g (%.2fx)", fw.Distances.SlicedW2, fw.SlicedW2Ratio, fw.Distances.Energy, fw.EnergyRatio)
 	}
 	return s
 }

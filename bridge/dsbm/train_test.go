@@ -1,0 +1,120 @@
+package dsbm
+
+import (
+	"context"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sbtrain/sbtrain/nn"
+)
+
+// gaussianOptions is a short run of the public Gaussian benchmark,
+// N(-0.1, I) <-> N(+0.1, I) in d = 5 with sigma = 1, sized for a test: a
+// smaller network at a higher learning rate, fewer steps, a smaller cache.
+func gaussianOptions() Options {
+	const dim = 5
+	return Options{
+		Data: gaussian{dim, -0.1, 1}, Prior: gaussian{dim, 0.1, 1}, Dim: dim,
+		Sigma: 1, Eps: DefaultEps, Steps: 20, First: CouplingRef,
+		Net:        nn.Spec{Arch: nn.ArchMLP, Dim: dim, Hidden: []int{64, 64}, Activation: nn.SiLU},
+		Iterations: 4, StepsPerPhase: 600, Batch: 128,
+		Hyper:     Hyper{LR: 1e-3, EMADecay: 0.99},
+		CacheSize: 2048, Shards: 4, Refresh: 200,
+		WarmStart: true, Seed: 3,
+	}
+}
+
+// evalCoupling samples the backward drift from held-out prior points and
+// returns the generated x0's moments and Cov(X0, X1).
+func evalCoupling(t *testing.T, r *Result, n int) stats {
+	t.Helper()
+	b, err := r.Drift(Backward)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := draw(gaussian{r.Chain.Dim, 0.1, 1}, 99, 0, n)
+	out, err := r.Chain.Sample(context.Background(), b, Backward, start, SampleOptions{Seed: 17})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pairStats(start, out.End, r.Chain.Dim)
+}
+
+func TestTrainGaussianFindsTheBridgeCoupling(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains for several seconds")
+	}
+	opts := gaussianOptions()
+	want := SBCov(1, 1, 1)
+	var lastCov float64
+	opts.AfterIteration = func(_ context.Context, n int, r *Result) error {
+		s := evalCoupling(t, r, 10000)
+		t.Logf("iteration %d: mean %.4f var %.4f cov %.4f (want -0.1, 1, %.4f)", n, s.mean, s.variance, s.cov, want)
+		lastCov = s.cov
+		return nil
+	}
+	began := time.Now()
+	r, err := Train(context.Background(), opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("trained %d iterations in %v", r.Iterations, time.Since(began).Round(time.Millisecond))
+	s := evalCoupling(t, r, 10000)
+	if math.Abs(s.mean+0.1) > 0.03 {
+		t.Errorf("mean %.4f, want -0.1 within 0.03", s.mean)
+	}
+	if math.Abs(s.variance-1) > 0.05 {
+		t.Errorf("variance %.4f, want 1 within 0.05", s.variance)
+	}
+	if math.Abs(s.cov-want) > 0.04 || math.Abs(lastCov-s.cov) > 1e-12 {
+		t.Errorf("Cov(X0, X1) %.4f, want %.4f within 0.04", s.cov, want)
+	}
+	if len(r.Losses) != 2*opts.Iterations {
+		t.Fatalf("%d phase losses, want %d", len(r.Losses), 2*opts.Iterations)
+	}
+}
+
+func TestTrainBytesDoNotDependOnWorkers(t *testing.T) {
+	opts := gaussianOptions()
+	opts.Iterations, opts.StepsPerPhase, opts.CacheSize, opts.Refresh = 2, 25, 256, 10
+	var nets [2][]float32
+	for i, workers := range []int{1, 3} {
+		opts.Workers = workers
+		r, err := Train(context.Background(), opts, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := r.Drift(Forward)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nets[i] = f.Params()
+	}
+	for i := range nets[0] {
+		if nets[0][i] != nets[1][i] {
+			t.Fatalf("parameter %d: %v with 1 worker, %v with 3", i, nets[0][i], nets[1][i])
+		}
+	}
+}
+
+func TestOptionsValidateNamesTheField(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(o *Options)
+		want string
+	}{
+		{"iterations", func(o *Options) { o.Iterations = 0 }, "iterations"},
+		{"steps", func(o *Options) { o.StepsPerPhase = 0 }, "steps per phase"},
+		{"net", func(o *Options) { o.Net.Dim = 2 }, "net dim"},
+		{"lr", func(o *Options) { o.Hyper.LR = 0 }, "lr"},
+		{"sigma", func(o *Options) { o.Sigma = -1 }, "sigma"},
+	} {
+		o := gaussianOptions()
+		tc.edit(&o)
+		if err := o.Validate(); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one starting with %q", tc.name, err, tc.want)
+		}
+	}
+}
