@@ -239,7 +239,6 @@ func TestClusterSplitBrain(t *testing.T) {
 	}
 }
 
-
 func lastLine(s string) string {
 	s = strings.TrimRight(s, "\n")
 	return s[strings.LastIndexByte(s, '\n')+1:]
