@@ -96,7 +96,7 @@ func exactResumeAfterKill(t *testing.T, method string) {
 		}
 	}
 
-	again := startProc(t, "local --workers 2 (resumed)", dir, localArgs(writeClusterConfig(t, 3), "file://"+storeDir, out, 2)...)
+	again := startProc(t, "local --workers 2 (resumed)", dir, localArgs(writeMethodConfig(t, method, 3), "file://"+storeDir, out, 2)...)
 	again.logDirs = p.logDirs
 	again.waitOK(procTimeout())
 	mustExist(t, filepath.Join(out, "metrics.json"))

@@ -54,7 +54,10 @@ var exampleChecks = []struct {
 	}},
 	{"moons-8gaussians-dsbm.yaml", []check{
 		{"DSBM moons <-> 8gaussians: sliced W2 / (two data draws), 8gaussians to moons", "<= 2", func(m *experiment.Metrics) (float64, bool) {
-			return m.Final.SlicedW2Ratio, m.Final != nil
+			if m.Final == nil {
+				return 0, false
+			}
+			return m.Final.SlicedW2Ratio, true
 		}, atMost(2)},
 		{"DSBM moons <-> 8gaussians: sliced W2 / (two prior draws), moons to 8gaussians", "<= 2", func(m *experiment.Metrics) (float64, bool) {
 			if m.Final == nil || m.Final.Forward == nil {
