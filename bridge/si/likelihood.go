@@ -22,12 +22,12 @@ const DefaultExactMaxDim = 16
 
 // LikelihoodOptions configure LogLikelihood.
 type LikelihoodOptions struct {
-	Method      string // euler, heun, rk4 or dopri5 on the augmented (x, log-density) system
-	Steps       int    // fixed steps; unused by dopri5
+	Method      string  // euler, heun, rk4 or dopri5 on the augmented (x, log-density) system
+	Steps       int     // fixed steps; unused by dopri5
 	RTol, ATol  float64 // dopri5's tolerances; 0 means DefaultRTol/DefaultATol
-	Divergence  string // auto (default), exact or hutchinson
-	Probes      int    // Hutchinson probes per evaluation; 0 means 1
-	ExactMaxDim int    // threshold for auto; 0 means DefaultExactMaxDim
+	Divergence  string  // auto (default), exact or hutchinson
+	Probes      int     // Hutchinson probes per evaluation; 0 means 1
+	ExactMaxDim int     // threshold for auto; 0 means DefaultExactMaxDim
 	// Seed keys the probes: sample i's probe p is the stream
 	// (Seed, PurposeProbe, First+i, p), fixed along the whole trajectory.
 	Seed  uint64

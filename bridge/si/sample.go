@@ -251,11 +251,11 @@ func sampleODEChunk(ctx context.Context, b Field, reverse bool, x0 []float32, lo
 // forward, -1 reverse. It returns eps(t), and reads the score only when
 // eps(t) > 0.
 type sdeDrift struct {
-	sched     EpsSchedule
-	sign      float64
-	bev, sev  *fieldEvaluator
-	b, s      []float64
-	evals     int
+	sched    EpsSchedule
+	sign     float64
+	bev, sev *fieldEvaluator
+	b, s     []float64
+	evals    int
 	// etaPath is set when sev evaluates a denoiser: s = -eta/g is then
 	// formed here in float64, as the constant-eps sampler always did.
 	etaPath *Path
