@@ -220,3 +220,32 @@ func ScoreError(learned Field, exact *GaussianVelocity, times []float64, n int, 
 }
 
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+// ModelFields turns trained networks into what the samplers and the
+// likelihoods read: the drift b and the score s (nil without a second
+// network). first learned b, or v when velocity is VelocityV (then
+// b = v - g g' s); second learned eta (s = -eta/g) or, with FieldScore, s.
+func ModelFields(p Path, first, second Field, field, velocity string) (b, score Field, err error) {
+	if second != nil {
+		switch field {
+		case "", FieldEta:
+			score = &EtaScore{Path: p, Eta: second}
+		case FieldScore:
+			score = second
+		default:
+			return nil, nil, fmt.Errorf("si field %q: want %q or %q", field, FieldEta, FieldScore)
+		}
+	}
+	switch velocity {
+	case "", VelocityB:
+		b = first
+	case VelocityV:
+		if second == nil || field != FieldScore {
+			return nil, nil, fmt.Errorf("si velocity %q needs the score network (field %q)", VelocityV, FieldScore)
+		}
+		b = &PairVelocity{Path: p, V: first, S: second}
+	default:
+		return nil, nil, fmt.Errorf("si velocity %q: want %q or %q", velocity, VelocityB, VelocityV)
+	}
+	return b, score, nil
+}
