@@ -61,10 +61,10 @@ type LikelihoodFigures struct {
 	// of the same points (si.likelihood_estimator: sde), with the Monte
 	// Carlo standard error of its mean, and ODEOnThem the ODE's mean on
 	// those points.
-	SDEPoints  int      `json:"sde_points,omitempty"`
-	SDE        *float64 `json:"sde_mean_nats,omitempty"`
-	SDEStdErr  *float64 `json:"sde_std_err_nats,omitempty"`
-	ODEOnThem  *float64 `json:"ode_mean_nats_same_points,omitempty"`
+	SDEPoints int      `json:"sde_points,omitempty"`
+	SDE       *float64 `json:"sde_mean_nats,omitempty"`
+	SDEStdErr *float64 `json:"sde_std_err_nats,omitempty"`
+	ODEOnThem *float64 `json:"ode_mean_nats_same_points,omitempty"`
 }
 
 // maxSDELikelihoodPoints bounds the SDE estimate's points: each costs
