@@ -83,3 +83,38 @@ func TestTrainerRejectsBadFieldChoices(t *testing.T) {
 		}
 	}
 }
+
+// The new losses keep the worker-count invariance: one worker and three
+// workers summing their slices train the same model up to float order.
+func TestNewLossesAreWorkerCountInvariant(t *testing.T) {
+	for _, c := range []struct {
+		name            string
+		path            string
+		field, velocity string
+	}{
+		{"score", PathLinear, FieldScore, VelocityB},
+		{"pair v, s", PathLinear, FieldScore, VelocityV},
+		{"mirror score", PathMirror, FieldScore, VelocityB},
+	} {
+		opts := smallOptions(t)
+		opts.Path, opts.Field, opts.Velocity, opts.Steps = c.path, c.field, c.velocity, 5
+		if c.path == PathMirror {
+			opts.Rho0 = nil
+		}
+		var ref *Result
+		for _, workers := range []int{1, 3} {
+			res, err := TrainSplit(context.Background(), opts, workers, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ref == nil {
+				ref = res
+				continue
+			}
+			d := MaxParamDiff(ref, res)
+			if d > 1e-4 || d < 0 {
+				t.Errorf("%s: 1 and %d workers differ by %g in some parameter, want <= 1e-4", c.name, workers, d)
+			}
+		}
+	}
+}

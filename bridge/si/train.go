@@ -413,12 +413,27 @@ type Result struct {
 // Train runs the whole phase in one process on top of the Trainer API. It
 // stops between steps when ctx is cancelled.
 func Train(ctx context.Context, opts Options, progress func(Progress)) (*Result, error) {
+	return TrainSplit(ctx, opts, 1, progress)
+}
+
+// TrainSplit is Train with each step's global batch cut into workers
+// near-equal slices whose LocalGradients are summed, in slice order, as the
+// distributed trainer's all-reduce sums them: the model it returns is
+// Train's up to float summation order, whatever the worker count.
+func TrainSplit(ctx context.Context, opts Options, workers int, progress func(Progress)) (*Result, error) {
+	if workers < 1 {
+		return nil, fmt.Errorf("si train: %d workers, want >= 1", workers)
+	}
 	tr, err := NewTrainer(opts)
 	if err != nil {
 		return nil, err
 	}
 	opts = tr.opts
+	if workers > opts.Batch {
+		return nil, fmt.Errorf("si train: %d workers for a batch of %d, want at most one per sample", workers, opts.Batch)
+	}
 	grad := make([]float32, tr.GradLen())
+	part := make([]float32, tr.GradLen())
 	start := time.Now()
 	lastReport, lastStep := start, 0
 	var loss Losses
@@ -426,8 +441,24 @@ func Train(ctx context.Context, opts Options, progress func(Progress)) (*Result,
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("si train stopped at step %d: %w", s, err)
 		}
-		if loss, err = tr.LocalGradient(s, 0, opts.Batch, grad); err != nil {
-			return nil, err
+		if workers == 1 {
+			if loss, err = tr.LocalGradient(s, 0, opts.Batch, grad); err != nil {
+				return nil, err
+			}
+		} else {
+			clear(grad)
+			loss = Losses{}
+			for w := 0; w < workers; w++ {
+				l, err := tr.LocalGradient(s, w*opts.Batch/workers, (w+1)*opts.Batch/workers, part)
+				if err != nil {
+					return nil, err
+				}
+				for i, g := range part {
+					grad[i] += g
+				}
+				loss.Velocity += l.Velocity
+				loss.Denoiser += l.Denoiser
+			}
 		}
 		norms, err := tr.Apply(grad)
 		if err != nil {
@@ -465,3 +496,26 @@ func (f *NetField) Dim() int { return f.Net.Spec().Dim }
 func (f *NetField) Eval(t, x, out []float32) error { return f.Net.Forward(t, x, out) }
 
 func (f *NetField) VJP(t, x, v, out, vjp []float32) error { return f.Net.VJP(t, x, v, out, vjp) }
+
+// MaxParamDiff is the largest |difference| between the two results'
+// parameters (velocity, then denoiser), or -1 when their shapes differ.
+func MaxParamDiff(a, b *Result) float64 {
+	pairs := [][2]*NetField{{a.Velocity, b.Velocity}, {a.Denoiser, b.Denoiser}}
+	var worst float64
+	for _, p := range pairs {
+		if (p[0] == nil) != (p[1] == nil) {
+			return -1
+		}
+		if p[0] == nil {
+			continue
+		}
+		x, y := p[0].Net.Params(), p[1].Net.Params()
+		if len(x) != len(y) {
+			return -1
+		}
+		for i := range x {
+			worst = math.Max(worst, math.Abs(float64(x[i])-float64(y[i])))
+		}
+	}
+	return worst
+}
