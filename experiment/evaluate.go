@@ -69,7 +69,7 @@ type LikelihoodFigures struct {
 
 // maxSDELikelihoodPoints bounds the SDE estimate's points: each costs
 // likelihood_paths paths of network VJPs.
-const maxSDELikelihoodPoints = 256
+const maxSDELikelihoodPoints = 128
 
 // Evaluator holds the held-out draws, so that every evaluation of a run
 // (per IPF iteration, final, `sbtrain eval`) uses the same points.

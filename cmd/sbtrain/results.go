@@ -70,6 +70,28 @@ var exampleChecks = []struct {
 			return *m.Final.Likelihood.ErrorDim, true
 		}, atMost(0.05)},
 	}},
+	{"gaussian-si-score.yaml", []check{
+		{"SI Gaussian: learned score relative L2 error, t in [0.05, 0.95]", "< 0.1", func(m *experiment.Metrics) (float64, bool) {
+			if m.Final == nil || m.Final.ScoreRelL2 == nil {
+				return 0, false
+			}
+			return *m.Final.ScoreRelL2, true
+		}, below(0.1)},
+		{"SI Gaussian: b = v - g g' s from the learned pair, relative L2 error", "(shown)", func(m *experiment.Metrics) (float64, bool) {
+			if m.Final == nil || m.Final.VelocityRelL2 == nil {
+				return 0, false
+			}
+			return *m.Final.VelocityRelL2, true
+		}, always},
+	}},
+	{"gaussian-mirror-si.yaml", []check{
+		{"SI mirror interpolant: learned score relative L2 error, t in [0.05, 0.95]", "< 0.1", func(m *experiment.Metrics) (float64, bool) {
+			if m.Final == nil || m.Final.ScoreRelL2 == nil {
+				return 0, false
+			}
+			return *m.Final.ScoreRelL2, true
+		}, below(0.1)},
+	}},
 	{"checkerboard-si.yaml", []check{
 		{"SI checkerboard: energy distance / (two data draws)", "<= 2", func(m *experiment.Metrics) (float64, bool) {
 			return m.Final.EnergyRatio, m.Final != nil
@@ -79,9 +101,23 @@ var exampleChecks = []struct {
 				return 0, false
 			}
 			return m.Final.Likelihood.Mean, true
-		}, func(v float64) bool { return v >= -math.Log(32)-0.3 && v <= -math.Log(32)+0.05 }},
+		}, inCheckerboardRange},
+		{"SI checkerboard: SDE model's mean log-likelihood (Feynman-Kac, first 128 points)", "in [-3.766, -3.416]", func(m *experiment.Metrics) (float64, bool) {
+			if m.Final == nil || m.Final.Likelihood == nil || m.Final.Likelihood.SDE == nil {
+				return 0, false
+			}
+			return *m.Final.Likelihood.SDE, true
+		}, inCheckerboardRange},
+		{"SI checkerboard: |SDE - ODE log-likelihood| on the same points", "<= 0.1", func(m *experiment.Metrics) (float64, bool) {
+			if m.Final == nil || m.Final.Likelihood == nil || m.Final.Likelihood.SDE == nil || m.Final.Likelihood.ODEOnThem == nil {
+				return 0, false
+			}
+			return math.Abs(*m.Final.Likelihood.SDE - *m.Final.Likelihood.ODEOnThem), true
+		}, atMost(0.1)},
 	}},
 }
+
+func inCheckerboardRange(v float64) bool { return v >= -math.Log(32)-0.3 && v <= -math.Log(32)+0.05 }
 
 func always(float64) bool                 { return true }
 func atMost(t float64) func(float64) bool { return func(v float64) bool { return v <= t } }
@@ -170,6 +206,17 @@ func runResults(ctx context.Context, args []string) error {
 			}
 			rows = append(rows, row{c, v, ok})
 		}
+	}
+	closed, values, err := runClosedForm(ctx, *examples, *only)
+	if err != nil {
+		return err
+	}
+	for i, c := range closed {
+		v, ok := c.measure(nil)
+		if !ok || !c.pass(v) {
+			failed++
+		}
+		rows = append(rows, row{c, values[i], ok})
 	}
 	printResults(os.Stdout, len(rows), failed, func(w io.Writer) {
 		for _, r := range rows {
