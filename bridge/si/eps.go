@@ -30,12 +30,11 @@ var epsNames = []string{EpsConstant, EpsGamma, EpsGamma2}
 // plain drift steps instead of a diverging score. Build one with
 // NewEpsSchedule.
 type EpsSchedule struct {
-	kind  string
-	eps   float64
-	path  Path
-	gmax  float64
-	tmin  float64
-	valid bool
+	kind string
+	eps  float64
+	path Path
+	gmax float64
+	tmin float64
 }
 
 // NewEpsSchedule validates (kind, eps, tmin) for path p; "" is constant and
@@ -60,7 +59,7 @@ func NewEpsSchedule(kind string, eps float64, p Path, tmin float64) (EpsSchedule
 	if eps > 0 && !p.HasNoise() {
 		return EpsSchedule{}, fmt.Errorf("eps %v needs a path with gamma > 0, %s has none", eps, p)
 	}
-	return EpsSchedule{kind: kind, eps: eps, path: p, gmax: p.maxGamma(), tmin: tmin, valid: true}, nil
+	return EpsSchedule{kind: kind, eps: eps, path: p, gmax: p.maxGamma(), tmin: tmin}, nil
 }
 
 // Kind is the schedule's name; Eps its scale.

@@ -211,7 +211,7 @@ func oracleSDELikelihood(ctx context.Context, s *experiment.Setup) ([]float64, e
 		eps   float64
 	}{{si.EpsConstant, 0.2}, {si.EpsConstant, 0.5}, {si.EpsGamma, 1}, {si.EpsGamma2, 2}} {
 		res, err := si.SDELogLikelihood(ctx, p, v, v.Score(), g0, x1, si.SDELikelihoodOptions{
-			Method: si.MethodSDEHeun, Steps: 1000, Eps: c.eps, EpsSchedule: c.sched, Paths: 300, Divergence: si.DivExact, Seed: s.Config.Seed,
+			Method: si.MethodSDEHeun, Steps: 2000, Eps: c.eps, EpsSchedule: c.sched, Paths: 300, Divergence: si.DivExact, Seed: s.Config.Seed,
 		})
 		if err != nil {
 			return nil, err
