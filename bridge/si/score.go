@@ -53,7 +53,11 @@ func (s *EtaScore) scale(t []float32, out, vjp []float32) error {
 	return nil
 }
 
-// Fork forks the denoiser when it can; otherwise it shares it (one goroutine).
+// CanFork reports whether the denoiser can fork; without it the samplers
+// run this field on one goroutine.
+func (s *EtaScore) CanFork() bool { _, ok := s.Eta.(Forker); return ok }
+
+// Fork forks the denoiser when it can; otherwise it returns s itself.
 func (s *EtaScore) Fork() Field {
 	fk, ok := s.Eta.(Forker)
 	if !ok {
@@ -123,7 +127,14 @@ func (p *PairVelocity) VJP(t, x, v, out, vjp []float32) error {
 	return nil
 }
 
-// Fork forks both fields; without two Forkers it returns p (one goroutine).
+// CanFork reports whether both fields can fork.
+func (p *PairVelocity) CanFork() bool {
+	_, ok1 := p.V.(Forker)
+	_, ok2 := p.S.(Forker)
+	return ok1 && ok2
+}
+
+// Fork forks both fields; without two Forkers it returns p itself.
 func (p *PairVelocity) Fork() Field {
 	fv, ok1 := p.V.(Forker)
 	fs, ok2 := p.S.(Forker)

@@ -118,3 +118,27 @@ func TestNewLossesAreWorkerCountInvariant(t *testing.T) {
 		}
 	}
 }
+
+// Wrappers fork only when what they wrap forks, so a field that cannot be
+// copied never runs on two goroutines.
+func TestWrappersForkOnlyWithForkableParts(t *testing.T) {
+	g0, g1 := testEndpoints(t)
+	p := MustPath(PathLinear, GammaSqrt, 1)
+	v, _ := NewGaussianVelocity(p, g0, g1)
+	net, den := parallelFields(t, 3)
+	cases := []struct {
+		name string
+		f    Field
+		want int
+	}{
+		{"pair of forkers", &PairVelocity{Path: p, V: net, S: den}, 3},
+		{"pair with a plain field", &PairVelocity{Path: p, V: &gaussianV{v: v}, S: v.Score()}, 1},
+		{"eta score of a network", &EtaScore{Path: p, Eta: den}, 3},
+		{"eta score of a plain field", &EtaScore{Path: p, Eta: &gaussianV{v: v}}, 1},
+	}
+	for _, c := range cases {
+		if got := len(forkFields(c.f, 3)); got != c.want {
+			t.Errorf("%s: %d fields for 3 goroutines, want %d", c.name, got, c.want)
+		}
+	}
+}

@@ -121,7 +121,12 @@ func runLikelihood(ctx context.Context, args []string) error {
 		}
 		fmt.Fprintf(&sb, "%d,%s,%s\n", i, strconv.FormatFloat(v, 'g', 8, 64), strconv.FormatFloat(se, 'g', 4, 64))
 	}
-	fmt.Fprintf(os.Stderr, "likelihood: %d points, mean %.4f nats, %d evaluations per point\n", len(res.LogP), meanFloat(res.LogP), res.Evals)
+	summary := fmt.Sprintf("likelihood: %d points, mean %.4f nats, %d evaluations per chunk", len(res.LogP), meanFloat(res.LogP), res.Evals)
+	if h, se, err := si.CrossEntropy(res.LogP); err == nil {
+		// Over points drawn from the data, this is the model's cross-entropy.
+		summary += fmt.Sprintf("; cross-entropy %.4f ± %.4f nats if the points are data draws", h, se)
+	}
+	fmt.Fprintln(os.Stderr, summary)
 	if *out == "-" {
 		_, err := os.Stdout.WriteString(sb.String())
 		return err
@@ -140,6 +145,9 @@ func firstNonZero(a, b int) int {
 }
 
 func meanFloat(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
 	var s float64
 	for _, x := range v {
 		s += x / float64(len(v))
