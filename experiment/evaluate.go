@@ -329,18 +329,24 @@ func (e *Evaluator) velocityError(m *SIModel) (*float64, *float64, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	avg, _, err := si.VelocityError(b, exact, si.VelocityErrorTimes(), 4096, e.setup.Config.Seed)
-	if err != nil {
-		return nil, nil, fmt.Errorf("velocity error: %w", err)
+	var vel *float64
+	// The mirror's b = g' eta vanishes at t = 1/2 with the sqrt gamma, where
+	// a relative error has nothing to divide by: only its score is scored.
+	if !m.Path.Mirror() {
+		avg, _, err := si.VelocityError(b, exact, si.VelocityErrorTimes(), 4096, e.setup.Config.Seed)
+		if err != nil {
+			return nil, nil, fmt.Errorf("velocity error: %w", err)
+		}
+		vel = &avg
 	}
 	if score == nil {
-		return &avg, nil, nil
+		return vel, nil, nil
 	}
 	sErr, _, err := si.ScoreError(score, exact, si.VelocityErrorTimes(), 4096, e.setup.Config.Seed)
 	if err != nil {
 		return nil, nil, fmt.Errorf("score error: %w", err)
 	}
-	return &avg, &sErr, nil
+	return vel, &sErr, nil
 }
 
 func meanOf(v []float64) float64 {
