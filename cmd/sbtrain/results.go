@@ -221,6 +221,9 @@ func runResults(ctx context.Context, args []string) error {
 	printResults(os.Stdout, len(rows), failed, func(w io.Writer) {
 		for _, r := range rows {
 			verdict, value := "pass", fmt.Sprintf("%.4f", r.value)
+			if r.value != 0 && math.Abs(r.value) < 1e-3 {
+				value = fmt.Sprintf("%.2e", r.value) // 1 vs 3 workers, solver errors
+			}
 			switch {
 			case !r.ok:
 				verdict, value = "FAIL", "missing"
