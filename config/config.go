@@ -141,6 +141,20 @@ type SI struct {
 	Divergence      string  `yaml:"divergence" json:"divergence"` // auto, exact, hutchinson
 	Probes          int     `yaml:"probes" json:"probes"`         // Hutchinson probes per point
 	LikelihoodSteps int     `yaml:"likelihood_steps" json:"likelihood_steps"`
+
+	// The rest of the paper; each is left out of the config's encoding
+	// when unset, so runs that do not use them keep their hashes.
+	Field       string  `yaml:"field,omitempty" json:"field,omitempty"`               // eta (default) or score: what the second network learns
+	Velocity    string  `yaml:"velocity,omitempty" json:"velocity,omitempty"`         // b (default) or v: b = v - g g' s, needs field score
+	Antithetic  *bool   `yaml:"antithetic,omitempty" json:"antithetic,omitempty"`     // +z/-z pairs; default on for an even batch
+	EpsSchedule string  `yaml:"eps_schedule,omitempty" json:"eps_schedule,omitempty"` // constant (default), gamma, gamma2
+	RTol        float64 `yaml:"rtol,omitempty" json:"rtol,omitempty"`                 // dopri5 tolerances; 0: the solver's defaults
+	ATol        float64 `yaml:"atol,omitempty" json:"atol,omitempty"`
+	// LikelihoodEstimator scores the held-out points: ode (default), or
+	// sde (also the SDE model's Feynman-Kac estimate, from likelihood_paths
+	// reverse paths per point; needs the score).
+	LikelihoodEstimator string `yaml:"likelihood_estimator,omitempty" json:"likelihood_estimator,omitempty"`
+	LikelihoodPaths     int    `yaml:"likelihood_paths,omitempty" json:"likelihood_paths,omitempty"`
 }
 
 // Eval sizes the held-out evaluation.
@@ -308,7 +322,7 @@ func setFloat(p *float64, v float64) {
 // is another name of encdec); SIGammas its noise schedules g(t), none being
 // g = 0. One-sided paths take gamma none, encdec any other.
 var (
-	SIPaths  = []string{"linear", "trig", "encdec", "encoding-decoding", "one-sided-linear", "one-sided-trig"}
+	SIPaths  = []string{"linear", "trig", "encdec", "encoding-decoding", "one-sided-linear", "one-sided-trig", "mirror"}
 	SIGammas = []string{"sqrt", "quad", "sin2", "none"}
 )
 
@@ -598,20 +612,24 @@ func (c *Config) validateSI(bad func(string, string, ...any)) {
 		bad("si.gamma", "%q: a one-sided path (%s) has no latent z, want none", s.Gamma, s.Path)
 	case encDec && s.Gamma == "none":
 		bad("si.gamma", "none: the encdec path passes through pure noise at t = 1/2, want a gamma > 0")
+	case s.Path == "mirror" && s.Gamma == "none":
+		bad("si.gamma", "none: the mirror interpolant is x + g z, want a gamma > 0")
 	}
 	positiveFloat(bad, "si.gamma_scale", s.GammaScale)
+	noiseless := s.Gamma == "none" || (s.Gamma == "" && oneSided)
 	switch s.Sampler {
-	case "euler", "heun", "rk4":
-	case "sde":
+	case "euler", "heun", "rk4", "dopri5":
+	case "sde", "sde-heun":
 		if !s.TrainDenoiser {
-			bad("si.sampler", "sde needs the score: set si.train_denoiser: true")
+			bad("si.sampler", "%s needs the score: set si.train_denoiser: true", s.Sampler)
 		}
-		if s.Gamma == "none" || (s.Gamma == "" && oneSided) {
-			bad("si.sampler", "sde needs a noisy interpolant: si.gamma must not be none")
+		if noiseless {
+			bad("si.sampler", "%s needs a noisy interpolant: si.gamma must not be none", s.Sampler)
 		}
 	default:
-		bad("si.sampler", "%q, want euler, heun, rk4 or sde", s.Sampler)
+		bad("si.sampler", "%q, want euler, heun, rk4, dopri5, sde or sde-heun", s.Sampler)
 	}
+	c.validateSIExtras(bad)
 	boundedInt(bad, "si.sampler_steps", s.SamplerSteps, MaxSamplerSteps)
 	if s.Epsilon < 0 {
 		bad("si.epsilon", "%v, want >= 0", s.Epsilon)
@@ -623,6 +641,55 @@ func (c *Config) validateSI(bad func(string, string, ...any)) {
 	}
 	boundedInt(bad, "si.probes", s.Probes, MaxProbes)
 	boundedInt(bad, "si.likelihood_steps", s.LikelihoodSteps, MaxSamplerSteps)
+}
+
+// validateSIExtras checks the fields of the rest of the paper.
+func (c *Config) validateSIExtras(bad func(string, string, ...any)) {
+	s := c.SI
+	switch s.Field {
+	case "", "eta":
+	case "score":
+		if !s.TrainDenoiser {
+			bad("si.field", "score is the second network: set si.train_denoiser: true")
+		}
+	default:
+		bad("si.field", "%q, want eta or score", s.Field)
+	}
+	switch s.Velocity {
+	case "", "b":
+	case "v":
+		if s.Field != "score" || !s.TrainDenoiser {
+			bad("si.velocity", "v forms b = v - g g' s from the score network: set si.field: score and si.train_denoiser: true")
+		}
+	default:
+		bad("si.velocity", "%q, want b or v", s.Velocity)
+	}
+	if s.Antithetic != nil && *s.Antithetic && c.Train.Batch%2 != 0 {
+		bad("si.antithetic", "true with train.batch %d: antithetic pairs need an even batch", c.Train.Batch)
+	}
+	switch s.EpsSchedule {
+	case "", "constant", "gamma", "gamma2":
+	default:
+		bad("si.eps_schedule", "%q, want constant, gamma or gamma2", s.EpsSchedule)
+	}
+	if s.RTol < 0 {
+		bad("si.rtol", "%v, want > 0 (or leave it out for the default)", s.RTol)
+	}
+	if s.ATol < 0 {
+		bad("si.atol", "%v, want > 0 (or leave it out for the default)", s.ATol)
+	}
+	switch s.LikelihoodEstimator {
+	case "", "ode":
+	case "sde":
+		if !s.TrainDenoiser {
+			bad("si.likelihood_estimator", "sde needs the score: set si.train_denoiser: true")
+		}
+	default:
+		bad("si.likelihood_estimator", "%q, want ode or sde", s.LikelihoodEstimator)
+	}
+	if s.LikelihoodPaths != 0 && (s.LikelihoodPaths < 2 || s.LikelihoodPaths > MaxProbes) {
+		bad("si.likelihood_paths", "%d, want 2..%d (or leave it out for the default)", s.LikelihoodPaths, MaxProbes)
+	}
 }
 
 func (d Dataset) validate(field string, bad func(string, string, ...any)) {
@@ -670,7 +737,7 @@ func (c *Config) floats() []namedFloat {
 		{"dsb.gamma_min", c.DSB.GammaMin}, {"dsb.gamma_max", c.DSB.GammaMax},
 		{"dsb.ou_mean", c.DSB.OUMean}, {"dsb.ou_var", c.DSB.OUVar},
 		{"si.gamma_scale", c.SI.GammaScale}, {"si.epsilon", c.SI.Epsilon},
-		{"dsbm.sigma", c.DSBM.Sigma}, {"dsbm.eps", c.DSBM.Eps},
+		{"dsbm.sigma", c.DSBM.Sigma}, {"dsbm.eps", c.DSBM.Eps}, {"si.rtol", c.SI.RTol}, {"si.atol", c.SI.ATol},
 	}
 	for _, d := range []struct {
 		field string

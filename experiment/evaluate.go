@@ -42,6 +42,7 @@ type Figures struct {
 	Gaussian      *GaussianFigures   `json:"gaussian,omitempty"`
 	Likelihood    *LikelihoodFigures `json:"likelihood,omitempty"`
 	VelocityRelL2 *float64           `json:"velocity_rel_l2,omitempty"` // SI, Gaussian endpoints
+	ScoreRelL2    *float64           `json:"score_rel_l2,omitempty"`    // SI with a second network, Gaussian endpoints
 	Image         *ImageFigures      `json:"image,omitempty"`           // labelled image data
 }
 
@@ -82,7 +83,19 @@ type LikelihoodFigures struct {
 	Mean     float64  `json:"mean_nats"`
 	Exact    *float64 `json:"exact_mean_nats,omitempty"` // when the data law has a density
 	ErrorDim *float64 `json:"abs_err_nats_per_dim,omitempty"`
+	// SDE is the SDE model's Feynman-Kac estimate on the first SDEPoints
+	// of the same points (si.likelihood_estimator: sde), with the Monte
+	// Carlo standard error of its mean, and ODEOnThem the ODE's mean on
+	// those points.
+	SDEPoints int      `json:"sde_points,omitempty"`
+	SDE       *float64 `json:"sde_mean_nats,omitempty"`
+	SDEStdErr *float64 `json:"sde_std_err_nats,omitempty"`
+	ODEOnThem *float64 `json:"ode_mean_nats_same_points,omitempty"`
 }
+
+// maxSDELikelihoodPoints bounds the SDE estimate's points: each costs
+// likelihood_paths paths of network VJPs.
+const maxSDELikelihoodPoints = 128
 
 // Evaluator holds the held-out draws, so that every evaluation of a run
 // (per IPF iteration, final, `sbtrain eval`) uses the same points.
@@ -142,6 +155,8 @@ func (s *Setup) heldOutStart(n int) []float32 {
 	if s.Config.Method == "si" {
 		if p, err := s.path(); err == nil && p.OneSided() {
 			prior = standardNormal(s.Dim)
+		} else if err == nil && p.Mirror() {
+			prior = s.Data
 		}
 	}
 	return dataset.Draw(prior, s.Config.Seed, rng.PurposeHeldOut, []uint64{heldOutPrior}, 0, n)
@@ -210,7 +225,7 @@ func (e *Evaluator) Evaluate(ctx context.Context, m Model) (*Figures, *Generated
 		if f.Likelihood, err = e.likelihood(ctx, m); err != nil {
 			return nil, nil, err
 		}
-		if f.VelocityRelL2, err = e.velocityError(m); err != nil {
+		if f.VelocityRelL2, f.ScoreRelL2, err = e.velocityError(m); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -369,18 +384,48 @@ func (e *Evaluator) likelihood(ctx context.Context, m *SIModel) (*LikelihoodFigu
 	rho0, ok := e.setup.Prior.(dataset.LogDensity)
 	if m.Path.OneSided() {
 		rho0, ok = standardNormal(e.setup.Dim), true
+	} else if m.Path.Mirror() {
+		rho0, ok = e.setup.Data.(dataset.LogDensity)
 	}
 	if !ok {
 		return nil, nil
 	}
+	b, score, err := m.Fields()
+	if err != nil {
+		return nil, err
+	}
+	jb, ok := b.(si.JacobianField)
+	if !ok {
+		return nil, fmt.Errorf("log-likelihood: the velocity %T has no VJP", b)
+	}
 	x1 := dataset.Draw(e.setup.heldOutData(), cfg.Seed, rng.PurposeHeldOut, []uint64{heldOutLikelihood}, 0, n)
-	ll, err := si.LogLikelihood(ctx, si.NewNetField(m.Velocity), rho0, x1, si.LikelihoodOptions{
+	ll, err := si.LogLikelihood(ctx, jb, rho0, x1, si.LikelihoodOptions{
 		Method: "rk4", Steps: cfg.SI.LikelihoodSteps, Divergence: cfg.SI.Divergence, Probes: cfg.SI.Probes, Seed: cfg.Seed,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("log-likelihood: %w", err)
 	}
 	f := &LikelihoodFigures{Points: n, Mean: meanOf(ll)}
+	if cfg.SI.LikelihoodEstimator == "sde" {
+		js, ok := score.(si.JacobianField)
+		if !ok {
+			return nil, fmt.Errorf("sde log-likelihood: si.likelihood_estimator sde needs a score with a VJP, the run has %T", score)
+		}
+		k := min(n, maxSDELikelihoodPoints)
+		r, err := si.SDELogLikelihood(ctx, m.Path, jb, js, rho0, x1[:k*e.setup.Dim], si.SDELikelihoodOptions{
+			Method: si.MethodSDEHeun, Steps: cfg.SI.LikelihoodSteps, Eps: cfg.SI.Epsilon, EpsSchedule: cfg.SI.EpsSchedule,
+			Paths: cfg.SI.LikelihoodPaths, Divergence: cfg.SI.Divergence, Probes: cfg.SI.Probes, Seed: cfg.Seed,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("sde log-likelihood: %w", err)
+		}
+		var v float64
+		for _, se := range r.StdErr {
+			v += se * se
+		}
+		mean, se, ode := meanOf(r.LogP), math.Sqrt(v)/float64(k), meanOf(ll[:k])
+		f.SDEPoints, f.SDE, f.SDEStdErr, f.ODEOnThem = k, &mean, &se, &ode
+	}
 	if exact, ok := e.setup.Data.(dataset.LogDensity); ok {
 		var sum float64
 		x := make([]float64, e.setup.Dim)
@@ -397,34 +442,53 @@ func (e *Evaluator) likelihood(ctx context.Context, m *SIModel) (*LikelihoodFigu
 	return f, nil
 }
 
-// velocityError compares the learned velocity with the closed form, when
-// both ends are Gaussian.
-func (e *Evaluator) velocityError(m *SIModel) (*float64, error) {
+// velocityError compares the learned velocity, and the score when there is
+// one, with the closed forms, when both ends are Gaussian.
+func (e *Evaluator) velocityError(m *SIModel) (*float64, *float64, error) {
 	g1, ok1 := e.setup.Data.(*dataset.Gaussian)
 	g0, ok0 := e.setup.Prior.(*dataset.Gaussian)
-	if !ok1 || (!ok0 && !m.Path.OneSided()) {
-		return nil, nil
+	if !ok1 || (!ok0 && !m.Path.OneSided() && !m.Path.Mirror()) {
+		return nil, nil, nil
 	}
 	if m.Path.OneSided() {
 		g0 = standardNormal(e.setup.Dim)
+	} else if m.Path.Mirror() {
+		g0 = g1
 	}
 	rho0, err := si.GaussianOf(g0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rho1, err := si.GaussianOf(g1)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	exact, err := si.NewGaussianVelocity(m.Path, rho0, rho1)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	avg, _, err := si.VelocityError(si.NewNetField(m.Velocity), exact, si.VelocityErrorTimes(), 4096, e.setup.Config.Seed)
+	b, score, err := m.Fields()
 	if err != nil {
-		return nil, fmt.Errorf("velocity error: %w", err)
+		return nil, nil, err
 	}
-	return &avg, nil
+	var vel *float64
+	// The mirror's b = g' eta vanishes at t = 1/2 with the sqrt gamma, where
+	// a relative error has nothing to divide by: only its score is scored.
+	if !m.Path.Mirror() {
+		avg, _, err := si.VelocityError(b, exact, si.VelocityErrorTimes(), 4096, e.setup.Config.Seed)
+		if err != nil {
+			return nil, nil, fmt.Errorf("velocity error: %w", err)
+		}
+		vel = &avg
+	}
+	if score == nil {
+		return vel, nil, nil
+	}
+	sErr, _, err := si.ScoreError(score, exact, si.VelocityErrorTimes(), 4096, e.setup.Config.Seed)
+	if err != nil {
+		return nil, nil, fmt.Errorf("score error: %w", err)
+	}
+	return vel, &sErr, nil
 }
 
 func meanOf(v []float64) float64 {

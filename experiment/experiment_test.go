@@ -48,6 +48,26 @@ train: {batch: 64, lr: 0.001, steps: 20}
 dsbm: {steps: 5, iterations: 2, cache_size: 256, cache_shards: 4, cache_refresh: 10}
 eval: {samples: 400, trajectories: 8}
 `, []string{"backward", "forward"}},
+	{"si-score", `
+name: tiny-si-score
+method: si
+data: {name: gaussian, dim: 2, mean: [1, -1], var: [0.5, 2]}
+prior: {name: gaussian, dim: 2}
+model: {arch: mlp, hidden: [16]}
+train: {batch: 64, lr: 0.001, steps: 20}
+si: {path: linear, gamma: sqrt, train_denoiser: true, field: score, velocity: v, sampler: sde-heun, epsilon: 0.5, eps_schedule: gamma, sampler_steps: 10, likelihood_steps: 10, likelihood_estimator: sde, likelihood_paths: 4}
+eval: {samples: 400, likelihood_points: 20, trajectories: 8}
+`, []string{"velocity", "denoiser"}},
+	{"si-mirror", `
+name: tiny-si-mirror
+method: si
+data: {name: gaussian, dim: 2, mean: [1, -1], var: [0.5, 2]}
+prior: {name: gaussian, dim: 2, mean: [1, -1], var: [0.5, 2]}
+model: {arch: mlp, hidden: [16]}
+train: {batch: 64, lr: 0.001, steps: 20}
+si: {path: mirror, gamma: sqrt, train_denoiser: true, field: score, sampler: dopri5, sampler_steps: 4, likelihood_steps: 10}
+eval: {samples: 400, likelihood_points: 20, trajectories: 8}
+`, []string{"velocity", "denoiser"}},
 }
 
 func TestTrainWriteLoadEvaluateRoundTrip(t *testing.T) {
@@ -71,7 +91,7 @@ func TestTrainWriteLoadEvaluateRoundTrip(t *testing.T) {
 			}
 			dir := t.TempDir()
 			if err := out.Write(dir); err != nil {
-				t.Fatal(err)
+				t.Fatalf("%v: %+v %+v", err, out.Metrics.Final, out.Metrics.Final.Likelihood)
 			}
 			files := []string{ConfigFile, MetricsFile, SamplesPlot, TrajectoriesPlot, LossPlot}
 			for _, n := range run.nets {
@@ -97,8 +117,14 @@ func TestTrainWriteLoadEvaluateRoundTrip(t *testing.T) {
 					t.Fatalf("DSB Gaussian figures missing: %+v", m)
 				}
 			case "si":
-				if m.Final.Likelihood == nil || m.Final.Likelihood.Exact == nil || m.Final.VelocityRelL2 == nil {
+				if m.Final.Likelihood == nil || m.Final.Likelihood.Exact == nil || (m.Final.VelocityRelL2 == nil) != (cfg.SI.Path == "mirror") {
 					t.Fatalf("SI likelihood or velocity figures missing: %+v", m.Final)
+				}
+				if cfg.SI.TrainDenoiser && m.Final.ScoreRelL2 == nil {
+					t.Fatalf("SI score figure missing: %+v", m.Final)
+				}
+				if l := m.Final.Likelihood; cfg.SI.LikelihoodEstimator == "sde" && (l.SDE == nil || l.SDEStdErr == nil || l.ODEOnThem == nil || l.SDEPoints != 20) {
+					t.Fatalf("SDE likelihood figures missing: %+v", l)
 				}
 			}
 

@@ -375,7 +375,7 @@ func Load(dir string) (*Setup, Model, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		m := &SIModel{Path: path, Sampler: s.samplerOptions()}
+		m := s.newSIModel(path)
 		if m.Velocity, err = load("velocity", true); err != nil {
 			return nil, nil, err
 		}

@@ -73,17 +73,37 @@ type SIModel struct {
 	Path               si.Path
 	Velocity, Denoiser *nn.Net // EMA weights; Denoiser nil unless trained
 	Sampler            si.SampleOptions
+	// Field and Kind say what the networks learned (si.field and
+	// si.velocity): the denoiser net holds eta or the score, the velocity
+	// net b or v.
+	Field, Kind string
+}
+
+// Fields are the drift b and the score s (nil without a second network)
+// the samplers and likelihoods read.
+func (m *SIModel) Fields() (b, score si.Field, err error) {
+	var second si.Field
+	if m.Denoiser != nil {
+		second = si.NewNetField(m.Denoiser)
+	}
+	return si.ModelFields(m.Path, si.NewNetField(m.Velocity), second, m.Field, m.Kind)
 }
 
 // Generate integrates from start at t = 0.
 func (m *SIModel) Generate(ctx context.Context, start []float32, seed uint64, paths bool) (*Generated, error) {
 	opts := m.Sampler
 	opts.Seed, opts.Trajectory = seed, paths
-	var eta si.Field
-	if m.Denoiser != nil {
-		eta = si.NewNetField(m.Denoiser)
+	b, score, err := m.Fields()
+	if err != nil {
+		return nil, err
 	}
-	out, err := si.Sample(ctx, m.Path, si.NewNetField(m.Velocity), eta, start, opts)
+	var eta si.Field
+	if es, ok := score.(*si.EtaScore); ok {
+		eta = es.Eta // Sample forms -eta/g itself, as it always has
+	} else {
+		opts.Score = score
+	}
+	out, err := si.Sample(ctx, m.Path, b, eta, start, opts)
 	if err != nil {
 		return nil, fmt.Errorf("si sample: %w", err)
 	}

@@ -185,5 +185,6 @@ func (s *siState) Model(p int) (Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &SIModel{Path: s.tr.Path(), Velocity: vel, Denoiser: den, Sampler: s.m.sampler}, nil
+	return &SIModel{Path: s.tr.Path(), Velocity: vel, Denoiser: den, Sampler: s.m.sampler,
+		Field: s.m.opts.Field, Kind: s.m.opts.Velocity}, nil
 }

@@ -21,7 +21,7 @@ const DefaultTMin = 1e-3
 // exactly what a single process would.
 type BatchSource struct {
 	Path       Path
-	Rho0, Rho1 Distribution // Rho0 is ignored for one-sided paths (x0 ~ N(0, I))
+	Rho0, Rho1 Distribution // Rho0 is ignored for one-sided paths (x0 ~ N(0, I)) and the mirror
 	Seed       uint64
 	Phase      uint64
 	// Antithetic pairs samples 2j and 2j+1: same t, x0, x1, opposite z.
@@ -39,7 +39,7 @@ func (s *BatchSource) Validate() error {
 	if s.Rho1 == nil {
 		return fmt.Errorf("si batch: rho1 is not set")
 	}
-	if !s.Path.OneSided() {
+	if !s.Path.OneSided() && !s.Path.Mirror() {
 		if s.Rho0 == nil {
 			return fmt.Errorf("si batch: rho0 is not set (only one-sided paths draw x0 from N(0, I) themselves)")
 		}
@@ -66,7 +66,9 @@ type Batch struct {
 	T        []float32 // times, len N
 	X        []float32 // x_t, len N*Dim
 	Velocity []float32 // velocity target a' x0 + b' x1 + g' z
+	V        []float32 // target of v in the pair (v, s): a' x0 + b' x1
 	Noise    []float32 // denoiser target z
+	Score    []float32 // score target -z/g (0 where g = 0)
 }
 
 // N is the number of samples in the batch.
@@ -79,6 +81,8 @@ func (b *Batch) resize(from, to, dim int) {
 	b.X = grow(b.X, n*dim)
 	b.Velocity = grow(b.Velocity, n*dim)
 	b.Noise = grow(b.Noise, n*dim)
+	b.V = grow(b.V, n*dim)
+	b.Score = grow(b.Score, n*dim)
 }
 
 func grow(s []float32, n int) []float32 {
@@ -120,11 +124,15 @@ func (s *BatchSource) Fill(step uint64, from, to int, dst *Batch) error {
 			zj := sign * z[j]
 			dst.X[k*d+j] = float32(c.A*x0[j] + c.B*x1[j] + c.G*zj)
 			v := c.DA*x0[j] + c.DB*x1[j]
+			dst.V[k*d+j] = float32(v)
+			var sc float64
 			if c.G != 0 {
 				v += c.DG * zj
+				sc = -zj / c.G
 			}
 			dst.Velocity[k*d+j] = float32(v)
 			dst.Noise[k*d+j] = float32(zj)
+			dst.Score[k*d+j] = float32(sc)
 		}
 	}
 	return nil
@@ -135,11 +143,14 @@ func (s *BatchSource) drawPair(step, pair uint64, x0, x1, z []float64) (float64,
 	ts := rng.New(s.Seed, rng.PurposeTime, s.Phase, step, pair)
 	t := s.TMin + (1-2*s.TMin)*ts.Float64()
 	s0 := rng.New(s.Seed, rng.PurposeData, s.Phase, step, pair, 0)
-	if s.Path.OneSided() {
+	switch {
+	case s.Path.OneSided():
 		for j := range x0 {
 			x0[j] = s0.Norm()
 		}
-	} else {
+	case s.Path.Mirror():
+		clear(x0) // a = 0: x0 never enters
+	default:
 		s.Rho0.Sample(&s0, x0)
 	}
 	s1 := rng.New(s.Seed, rng.PurposeData, s.Phase, step, pair, 1)

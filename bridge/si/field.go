@@ -42,6 +42,10 @@ func forkFields(f Field, n int) []Field {
 	if !ok {
 		return out
 	}
+	// A wrapper is a Forker only when what it wraps is.
+	if c, ok := f.(interface{ CanFork() bool }); ok && !c.CanFork() {
+		return out
+	}
 	for len(out) < n {
 		out = append(out, fk.Fork())
 	}

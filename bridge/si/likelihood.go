@@ -22,11 +22,12 @@ const DefaultExactMaxDim = 16
 
 // LikelihoodOptions configure LogLikelihood.
 type LikelihoodOptions struct {
-	Method      string // euler, heun or rk4 on the augmented (x, log-density) system
-	Steps       int
-	Divergence  string // auto (default), exact or hutchinson
-	Probes      int    // Hutchinson probes per evaluation; 0 means 1
-	ExactMaxDim int    // threshold for auto; 0 means DefaultExactMaxDim
+	Method      string  // euler, heun, rk4 or dopri5 on the augmented (x, log-density) system
+	Steps       int     // fixed steps; unused by dopri5
+	RTol, ATol  float64 // dopri5's tolerances; 0 means DefaultRTol/DefaultATol
+	Divergence  string  // auto (default), exact or hutchinson
+	Probes      int     // Hutchinson probes per evaluation; 0 means 1
+	ExactMaxDim int     // threshold for auto; 0 means DefaultExactMaxDim
 	// Seed keys the probes: sample i's probe p is the stream
 	// (Seed, PurposeProbe, First+i, p), fixed along the whole trajectory.
 	Seed  uint64
@@ -45,6 +46,27 @@ type LikelihoodOptions struct {
 // with its own fork of b (one goroutine unless b is a [Forker]); the result
 // does not depend on the worker count.
 func LogLikelihood(ctx context.Context, b JacobianField, rho0 LogDensity, x1 []float32, opts LikelihoodOptions) ([]float64, error) {
+	r, err := LogLikelihoodODE(ctx, b, rho0, x1, opts)
+	if err != nil {
+		return nil, err
+	}
+	return r.LogP, nil
+}
+
+// LikelihoodResult is a per-point log-likelihood with its error bar.
+type LikelihoodResult struct {
+	LogP []float64
+	// StdErr is the Monte Carlo standard error of each LogP (the SDE
+	// estimator); nil for the ODE, whose only error is the solver's.
+	StdErr []float64
+	// Evals is the number of right-hand-side evaluations of the longest
+	// chunk (each covers every row of its chunk; one costs d VJPs with the
+	// exact divergence, Probes with Hutchinson's): 4 Steps for rk4.
+	Evals int
+}
+
+// LogLikelihoodODE is LogLikelihood with the solver's evaluation count.
+func LogLikelihoodODE(ctx context.Context, b JacobianField, rho0 LogDensity, x1 []float32, opts LikelihoodOptions) (*LikelihoodResult, error) {
 	d := b.Dim()
 	if d <= 0 || len(x1)%d != 0 {
 		return nil, fmt.Errorf("si likelihood: %d values is not a multiple of dimension %d", len(x1), d)
@@ -52,11 +74,17 @@ func LogLikelihood(ctx context.Context, b JacobianField, rho0 LogDensity, x1 []f
 	if rho0 == nil {
 		return nil, fmt.Errorf("si likelihood: rho0 needs a log density")
 	}
-	if opts.Steps <= 0 {
-		return nil, fmt.Errorf("si likelihood: steps %d, want > 0", opts.Steps)
-	}
-	if _, err := newStepper(opts.Method, 0); err != nil {
-		return nil, fmt.Errorf("si likelihood: %w", err)
+	if opts.Method == MethodDopri5 {
+		if _, err := newDopri(0, opts.RTol, opts.ATol); err != nil {
+			return nil, fmt.Errorf("si likelihood: %w", err)
+		}
+	} else {
+		if opts.Steps <= 0 {
+			return nil, fmt.Errorf("si likelihood: steps %d, want > 0", opts.Steps)
+		}
+		if _, err := newStepper(opts.Method, 0); err != nil {
+			return nil, fmt.Errorf("si likelihood: %w", err)
+		}
 	}
 	if opts.ExactMaxDim == 0 {
 		opts.ExactMaxDim = DefaultExactMaxDim
@@ -92,56 +120,77 @@ func LogLikelihood(ctx context.Context, b JacobianField, rho0 LogDensity, x1 []f
 	logDet := make([]float64, n)
 	chunks := (n + chunk - 1) / chunk
 	fields := forkFields(b, par.Size(opts.Workers, chunks))
+	evals := make([]int, chunks)
 	err := par.Do(ctx, len(fields), chunks, func(ctx context.Context, w, c int) error {
 		lo := c * chunk
 		jb, ok := fields[w].(JacobianField)
 		if !ok {
 			return fmt.Errorf("si likelihood: a fork of %T has no VJP", b)
 		}
-		return likelihoodChunk(ctx, jb, x1, lo, min(lo+chunk, n), exact, opts, x0, logDet)
+		var err error
+		evals[c], err = likelihoodChunk(ctx, jb, x1, lo, min(lo+chunk, n), exact, opts, x0, logDet)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	out := make([]float64, n)
-	for i := range out {
-		out[i] = rho0.LogProb(x0[i*d:(i+1)*d]) + logDet[i]
+	res := &LikelihoodResult{LogP: make([]float64, n)}
+	for i := range res.LogP {
+		res.LogP[i] = rho0.LogProb(x0[i*d:(i+1)*d]) + logDet[i]
 	}
-	return out, nil
+	for _, e := range evals {
+		res.Evals = max(res.Evals, e)
+	}
+	return res, nil
 }
 
 // likelihoodChunk integrates samples lo..hi-1 back to t = 0, writing their
 // X_0 into x0 and L(0) into logDet.
-func likelihoodChunk(ctx context.Context, b JacobianField, x1 []float32, lo, hi int, exact bool, opts LikelihoodOptions, x0, logDet []float64) error {
+func likelihoodChunk(ctx context.Context, b JacobianField, x1 []float32, lo, hi int, exact bool, opts LikelihoodOptions, x0, logDet []float64) (int, error) {
 	d := b.Dim()
 	m := hi - lo
-	div := newDivergence(b, m, exact, opts, lo)
-	st, err := newStepper(opts.Method, m*d+m)
-	if err != nil {
-		return err
-	}
+	div := newDivergence(b, m, exact, opts.Probes, opts.Seed, rng.PurposeProbe, uint64(opts.First+lo))
 	// y = (x, L); dx/dt = b, dL/dt = div b. From L(1) = 0 backward, L(0) is
 	// -int_0^1 div b dt.
 	y := make([]float64, m*d+m)
 	for i := 0; i < m*d; i++ {
 		y[i] = float64(x1[lo*d+i])
 	}
+	evals := 0
 	f := func(t float64, y, dy []float64) error {
+		evals++
 		return div.eval(t, y[:m*d], dy[:m*d], dy[m*d:])
 	}
-	h := -1 / float64(opts.Steps)
-	for k := 0; k < opts.Steps; k++ {
-		if err := ctx.Err(); err != nil {
-			return err
+	if opts.Method == MethodDopri5 {
+		dp, err := newDopri(m*d+m, opts.RTol, opts.ATol)
+		if err != nil {
+			return 0, err
 		}
-		t := 1 + float64(k)*h
-		if err := st.step(f, t, h, y); err != nil {
-			return fmt.Errorf("si likelihood: %w", err)
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if _, err := dp.integrate(f, 1, 0, y, 0); err != nil {
+			return 0, fmt.Errorf("si likelihood: %w", err)
+		}
+	} else {
+		st, err := newStepper(opts.Method, m*d+m)
+		if err != nil {
+			return 0, err
+		}
+		h := -1 / float64(opts.Steps)
+		for k := 0; k < opts.Steps; k++ {
+			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+			t := 1 + float64(k)*h
+			if err := st.step(f, t, h, y); err != nil {
+				return 0, fmt.Errorf("si likelihood: %w", err)
+			}
 		}
 	}
 	copy(x0[lo*d:hi*d], y[:m*d])
 	copy(logDet[lo:hi], y[m*d:])
-	return nil
+	return evals, nil
 }
 
 // divergence evaluates b and div b on a chunk of m samples.
@@ -154,7 +203,9 @@ type divergence struct {
 	fout, vjp []float32
 }
 
-func newDivergence(b JacobianField, m int, exact bool, opts LikelihoodOptions, lo int) *divergence {
+// newDivergence draws the Hutchinson probes of rows first..first+m-1 from
+// the streams (seed, purpose, row, probe).
+func newDivergence(b JacobianField, m int, exact bool, probes int, seed uint64, purpose rng.Purpose, first uint64) *divergence {
 	d := b.Dim()
 	dv := &divergence{
 		b: b, m: m, d: d, exact: exact,
@@ -162,11 +213,11 @@ func newDivergence(b JacobianField, m int, exact bool, opts LikelihoodOptions, l
 		fout: make([]float32, m*d), vjp: make([]float32, m*d),
 	}
 	if !exact {
-		dv.probes = make([][]float32, opts.Probes)
+		dv.probes = make([][]float32, probes)
 		for p := range dv.probes {
 			pr := make([]float32, m*d)
 			for i := 0; i < m; i++ {
-				s := rng.New(opts.Seed, rng.PurposeProbe, uint64(opts.First+lo+i), uint64(p))
+				s := rng.New(seed, purpose, first+uint64(i), uint64(p))
 				for j := 0; j < d; j++ {
 					pr[i*d+j] = float32(s.Rademacher())
 				}

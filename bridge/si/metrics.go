@@ -26,12 +26,18 @@ func VelocityErrorTimes() []float64 {
 // It returns the plain average of e over times, and e per time. Times are
 // evaluated on one goroutine per core when both fields are [Forker]s.
 func VelocityError(learned Field, exact *GaussianVelocity, times []float64, n int, seed uint64) (float64, []float64, error) {
+	return fieldError(learned, exact, exact, times, n, seed)
+}
+
+// fieldError compares learned with the exact field want on draws of the
+// marginals of g's interpolant.
+func fieldError(learned, want Field, exact *GaussianVelocity, times []float64, n int, seed uint64) (float64, []float64, error) {
 	d := exact.Dim()
 	if learned.Dim() != d {
-		return 0, nil, fmt.Errorf("velocity error: learned field has dimension %d, exact %d", learned.Dim(), d)
+		return 0, nil, fmt.Errorf("field error: learned field has dimension %d, exact %d", learned.Dim(), d)
 	}
 	if n <= 0 || len(times) == 0 {
-		return 0, nil, fmt.Errorf("velocity error: %d points at %d times, want both > 0", n, len(times))
+		return 0, nil, fmt.Errorf("field error: %d points at %d times, want both > 0", n, len(times))
 	}
 	perT := make([]float64, len(times))
 	// One time is one piece of work; each worker has its own fields and
@@ -39,7 +45,10 @@ func VelocityError(learned Field, exact *GaussianVelocity, times []float64, n in
 	w := par.Size(0, len(times))
 	learners := forkFields(learned, w)
 	w = len(learners)
-	exacts := forkFields(exact, w)
+	exacts := forkFields(want, w)
+	if len(exacts) < w {
+		learners, w = learners[:len(exacts)], len(exacts)
+	}
 	type buffers struct {
 		tb, x, got, want []float32
 		buf              []float64

@@ -54,6 +54,8 @@ func TestSampleIsWorkerCountInvariant(t *testing.T) {
 		{Method: MethodHeun, Steps: 8},
 		{Method: MethodRK4, Steps: 5, Trajectory: true},
 		{Method: MethodSDE, Steps: 12, Eps: 0.5, Seed: 9, First: 7, Trajectory: true},
+		{Method: MethodSDEHeun, Steps: 12, Eps: 1, EpsSchedule: EpsGamma, Direction: DirectionReverse, Seed: 9, Trajectory: true},
+		{Method: MethodDopri5, Steps: 3, Trajectory: true},
 	}
 	for _, opts := range cases {
 		opts.Chunk = 32

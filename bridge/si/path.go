@@ -14,6 +14,10 @@ const (
 	PathEncDec         = "encdec"           // a = cos^2(pi t) on [0,1/2), b = cos^2(pi t) on (1/2,1], g = sin^2(pi t)
 	PathOneSidedLinear = "one-sided-linear" // x0 ~ N(0, I) plays the latent, g = 0, a = 1-t, b = t
 	PathOneSidedTrig   = "one-sided-trig"   // x0 ~ N(0, I), g = 0, a = cos(pi t/2), b = sin(pi t/2)
+	// PathMirror is the mirror interpolant x_t = x + g(t) z with x drawn
+	// once from rho1 (rho0 = rho1): a = 0, b = 1, for denoising and score
+	// learning.
+	PathMirror = "mirror"
 )
 
 // Gamma names accepted by NewPath; c is the scale.
@@ -25,7 +29,7 @@ const (
 )
 
 var (
-	pathNames  = []string{PathLinear, PathTrig, PathEncDec, PathOneSidedLinear, PathOneSidedTrig}
+	pathNames  = []string{PathLinear, PathTrig, PathEncDec, PathOneSidedLinear, PathOneSidedTrig, PathMirror}
 	gammaNames = []string{GammaSqrt, GammaQuad, GammaSin2, GammaNone}
 )
 
@@ -81,6 +85,10 @@ func NewPath(name, gamma string, scale float64) (Path, error) {
 		if gamma != GammaNone {
 			return Path{}, fmt.Errorf("si path %q with gamma %q: a one-sided path has no latent z, want gamma %q", name, gamma, GammaNone)
 		}
+	case PathMirror:
+		if gamma == GammaNone {
+			return Path{}, fmt.Errorf("si path %q with gamma %q: the mirror interpolant is x + g z, want a gamma > 0", name, gamma)
+		}
 	case PathEncDec:
 		// At t = 1/2 both a and b vanish: without noise x_t would be 0.
 		if gamma == GammaNone {
@@ -110,6 +118,9 @@ func (p Path) Scale() float64 { return p.scale }
 
 // OneSided reports whether x0 is the Gaussian latent itself (no extra z).
 func (p Path) OneSided() bool { return p.name == PathOneSidedLinear || p.name == PathOneSidedTrig }
+
+// Mirror reports whether x0 = x1 is one draw of rho1 (rho0 is unused).
+func (p Path) Mirror() bool { return p.name == PathMirror }
 
 // HasNoise reports whether g > 0 inside (0, 1), i.e. whether eta and the
 // score are defined.
@@ -176,6 +187,8 @@ func (p Path) At(t float64) Coefs {
 		c.B = r * s
 		c.DA = dr*co - r*math.Pi/2*s
 		c.DB = dr*s + r*math.Pi/2*co
+	case PathMirror:
+		c.B = 1
 	case PathEncDec:
 		// Albergo, Boffi & Vanden-Eijnden (2023), encoding-decoding
 		// interpolant: I = cos^2(pi t) (1_[0,1/2)(t) x0 + 1_(1/2,1](t) x1).

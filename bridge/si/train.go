@@ -24,7 +24,15 @@ type Options struct {
 	GammaScale float64      // c; 0 means 1
 	Net        nn.Spec      // velocity network; Dim 0 means rho1's dimension
 	EtaNet     *nn.Spec     // denoiser network; nil means the same spec as Net
-	TrainEta   bool         // needed by the SDE sampler; requires gamma > 0
+	TrainEta   bool         // train the second network (needed by the SDE sampler); requires gamma > 0
+	// Field is what the second network learns: FieldEta (the denoiser
+	// eta = E[z | x_t], the default) or FieldScore (the score s itself, by
+	// its quadratic objective mean |s|^2/2 + z.s/g).
+	Field string
+	// Velocity is what the first network learns: VelocityB (b, the default)
+	// or VelocityV (v = E[a' x0 + b' x1 | x_t], with b = v - g g' s formed
+	// from the score network: needs TrainEta and FieldScore).
+	Velocity string
 
 	Batch      int     // global batch size B (even when Antithetic)
 	LR         float64 // Adam learning rate (the peak, with a schedule)
@@ -39,6 +47,14 @@ type Options struct {
 	TMin          float64 // training times are U[TMin, 1-TMin]; 0 means DefaultTMin
 	ProgressEvery int     // steps between progress callbacks; 0 means 100
 }
+
+// What the networks learn (Options.Field, Options.Velocity).
+const (
+	FieldEta   = "eta"
+	FieldScore = "score"
+	VelocityB  = "b"
+	VelocityV  = "v"
+)
 
 // DefaultOptions returns settings that train the 2D toys well (the
 // checkerboard acceptance run uses them; see acceptance_test.go); the caller
@@ -68,8 +84,10 @@ type Progress struct {
 }
 
 // Losses are the paper's objectives on a batch:
-// Velocity = mean |bhat|^2/2 - y.bhat with y = a' x0 + b' x1 + g' z;
-// Denoiser = mean |etahat|^2/2 - z.etahat (0 when eta is not trained).
+// Velocity = mean |bhat|^2/2 - y.bhat with y = a' x0 + b' x1 + g' z
+// (y = a' x0 + b' x1 for v);
+// Denoiser = mean |etahat|^2/2 - z.etahat (0 when eta is not trained), or
+// for the score mean |shat|^2/2 + z.shat/g.
 // Their minima are -E|b|^2/2 and -E|eta|^2/2, so they are negative.
 type Losses struct {
 	Velocity, Denoiser float64
@@ -119,6 +137,9 @@ func NewTrainer(opts Options) (*Trainer, error) {
 	if p.OneSided() && opts.Rho0 != nil {
 		return nil, fmt.Errorf("si options: rho0 %q with one-sided path %q: a one-sided path draws x0 from N(0, I) itself, leave rho0 unset", opts.Rho0.Name(), p.Name())
 	}
+	if p.Mirror() && opts.Rho0 != nil {
+		return nil, fmt.Errorf("si options: rho0 %q with the mirror path: x0 = x1 is drawn from rho1, leave rho0 unset", opts.Rho0.Name())
+	}
 	if err := tr.src.Validate(); err != nil {
 		return nil, fmt.Errorf("si options: %w", err)
 	}
@@ -127,6 +148,9 @@ func NewTrainer(opts Options) (*Trainer, error) {
 	}
 	if opts.TrainEta && !p.HasNoise() {
 		return nil, fmt.Errorf("si options: train eta needs gamma > 0, path %s has no noise", p)
+	}
+	if opts.Velocity == VelocityV && !(opts.TrainEta && opts.Field == FieldScore) {
+		return nil, fmt.Errorf("si options: velocity %q forms b = v - g g' s, it needs the score network (train eta with field %q)", VelocityV, FieldScore)
 	}
 	if tr.velocity, err = nn.New(opts.Net, opts.Seed); err != nil {
 		return nil, fmt.Errorf("si velocity network: %w", err)
@@ -167,6 +191,20 @@ func (o *Options) fill() error {
 			return fmt.Errorf("si options: denoiser network dim %d, rho1 %q has dimension %d", spec.Dim, o.Rho1.Name(), d)
 		}
 		o.EtaNet = &spec
+	}
+	switch o.Field {
+	case "":
+		o.Field = FieldEta
+	case FieldEta, FieldScore:
+	default:
+		return fmt.Errorf("si options: field %q: want %q or %q", o.Field, FieldEta, FieldScore)
+	}
+	switch o.Velocity {
+	case "":
+		o.Velocity = VelocityB
+	case VelocityB, VelocityV:
+	default:
+		return fmt.Errorf("si options: velocity %q: want %q or %q", o.Velocity, VelocityB, VelocityV)
 	}
 	if o.Batch <= 0 {
 		return fmt.Errorf("si options: batch %d, want > 0", o.Batch)
@@ -262,12 +300,20 @@ func (tr *Trainer) LocalGradient(step, from, to int, grad []float32) (Losses, er
 	nb := len(tr.velocity.Params())
 	var out Losses
 	var err error
-	out.Velocity, err = siLossGrad(tr.velocity, tr.batch.T, tr.batch.X, tr.batch.Velocity, w, grad[:nb])
+	vt := tr.batch.Velocity
+	if tr.opts.Velocity == VelocityV {
+		vt = tr.batch.V
+	}
+	out.Velocity, err = siLossGrad(tr.velocity, tr.batch.T, tr.batch.X, vt, w, grad[:nb])
 	if err != nil {
 		return Losses{}, fmt.Errorf("si velocity loss at step %d: %w", step, err)
 	}
 	if tr.denoiser != nil {
-		out.Denoiser, err = siLossGrad(tr.denoiser, tr.batch.T, tr.batch.X, tr.batch.Noise, w, grad[nb:])
+		nt := tr.batch.Noise
+		if tr.opts.Field == FieldScore {
+			nt = tr.batch.Score
+		}
+		out.Denoiser, err = siLossGrad(tr.denoiser, tr.batch.T, tr.batch.X, nt, w, grad[nb:])
 		if err != nil {
 			return Losses{}, fmt.Errorf("si denoiser loss at step %d: %w", step, err)
 		}
@@ -357,8 +403,8 @@ func (tr *Trainer) EMANets() (velocity, denoiser *nn.Net, err error) {
 // Result is what Train returns.
 type Result struct {
 	Path     Path
-	Velocity *NetField // EMA weights
-	Denoiser *NetField // EMA weights; nil unless TrainEta
+	Velocity *NetField // EMA weights; v when Options.Velocity is v
+	Denoiser *NetField // EMA weights; nil unless TrainEta; the score when Options.Field is score
 	Steps    int
 	Loss     Losses // of the last step
 	Elapsed  time.Duration
@@ -367,12 +413,27 @@ type Result struct {
 // Train runs the whole phase in one process on top of the Trainer API. It
 // stops between steps when ctx is cancelled.
 func Train(ctx context.Context, opts Options, progress func(Progress)) (*Result, error) {
+	return TrainSplit(ctx, opts, 1, progress)
+}
+
+// TrainSplit is Train with each step's global batch cut into workers
+// near-equal slices whose LocalGradients are summed, in slice order, as the
+// distributed trainer's all-reduce sums them: the model it returns is
+// Train's up to float summation order, whatever the worker count.
+func TrainSplit(ctx context.Context, opts Options, workers int, progress func(Progress)) (*Result, error) {
+	if workers < 1 {
+		return nil, fmt.Errorf("si train: %d workers, want >= 1", workers)
+	}
 	tr, err := NewTrainer(opts)
 	if err != nil {
 		return nil, err
 	}
 	opts = tr.opts
+	if workers > opts.Batch {
+		return nil, fmt.Errorf("si train: %d workers for a batch of %d, want at most one per sample", workers, opts.Batch)
+	}
 	grad := make([]float32, tr.GradLen())
+	part := make([]float32, tr.GradLen())
 	start := time.Now()
 	lastReport, lastStep := start, 0
 	var loss Losses
@@ -380,8 +441,24 @@ func Train(ctx context.Context, opts Options, progress func(Progress)) (*Result,
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("si train stopped at step %d: %w", s, err)
 		}
-		if loss, err = tr.LocalGradient(s, 0, opts.Batch, grad); err != nil {
-			return nil, err
+		if workers == 1 {
+			if loss, err = tr.LocalGradient(s, 0, opts.Batch, grad); err != nil {
+				return nil, err
+			}
+		} else {
+			clear(grad)
+			loss = Losses{}
+			for w := 0; w < workers; w++ {
+				l, err := tr.LocalGradient(s, w*opts.Batch/workers, (w+1)*opts.Batch/workers, part)
+				if err != nil {
+					return nil, err
+				}
+				for i, g := range part {
+					grad[i] += g
+				}
+				loss.Velocity += l.Velocity
+				loss.Denoiser += l.Denoiser
+			}
 		}
 		norms, err := tr.Apply(grad)
 		if err != nil {
@@ -419,3 +496,26 @@ func (f *NetField) Dim() int { return f.Net.Spec().Dim }
 func (f *NetField) Eval(t, x, out []float32) error { return f.Net.Forward(t, x, out) }
 
 func (f *NetField) VJP(t, x, v, out, vjp []float32) error { return f.Net.VJP(t, x, v, out, vjp) }
+
+// MaxParamDiff is the largest |difference| between the two results'
+// parameters (velocity, then denoiser), or -1 when their shapes differ.
+func MaxParamDiff(a, b *Result) float64 {
+	pairs := [][2]*NetField{{a.Velocity, b.Velocity}, {a.Denoiser, b.Denoiser}}
+	var worst float64
+	for _, p := range pairs {
+		if (p[0] == nil) != (p[1] == nil) {
+			return -1
+		}
+		if p[0] == nil {
+			continue
+		}
+		x, y := p[0].Net.Params(), p[1].Net.Params()
+		if len(x) != len(y) {
+			return -1
+		}
+		for i := range x {
+			worst = math.Max(worst, math.Abs(float64(x[i])-float64(y[i])))
+		}
+	}
+	return worst
+}

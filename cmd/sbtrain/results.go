@@ -94,6 +94,28 @@ var exampleChecks = []struct {
 			return *m.Final.Likelihood.ErrorDim, true
 		}, atMost(0.05)},
 	}},
+	{"gaussian-si-score.yaml", []check{
+		{"SI Gaussian: learned score relative L2 error, t in [0.05, 0.95]", "< 0.1", func(m *experiment.Metrics) (float64, bool) {
+			if m.Final == nil || m.Final.ScoreRelL2 == nil {
+				return 0, false
+			}
+			return *m.Final.ScoreRelL2, true
+		}, below(0.1)},
+		{"SI Gaussian: b = v - g g' s from the learned pair, relative L2 error", "(shown)", func(m *experiment.Metrics) (float64, bool) {
+			if m.Final == nil || m.Final.VelocityRelL2 == nil {
+				return 0, false
+			}
+			return *m.Final.VelocityRelL2, true
+		}, always},
+	}},
+	{"gaussian-mirror-si.yaml", []check{
+		{"SI mirror interpolant: learned score relative L2 error, t in [0.05, 0.95]", "< 0.1", func(m *experiment.Metrics) (float64, bool) {
+			if m.Final == nil || m.Final.ScoreRelL2 == nil {
+				return 0, false
+			}
+			return *m.Final.ScoreRelL2, true
+		}, below(0.1)},
+	}},
 	{"checkerboard-si.yaml", []check{
 		{"SI checkerboard: energy distance / (two data draws)", "<= 2", func(m *experiment.Metrics) (float64, bool) {
 			if m.Final == nil {
@@ -106,7 +128,19 @@ var exampleChecks = []struct {
 				return 0, false
 			}
 			return m.Final.Likelihood.Mean, true
-		}, func(v float64) bool { return v >= -math.Log(32)-0.3 && v <= -math.Log(32)+0.05 }},
+		}, inCheckerboardRange},
+		{"SI checkerboard: SDE model's mean log-likelihood (Feynman-Kac, first 128 points)", "in [-3.766, -3.416]", func(m *experiment.Metrics) (float64, bool) {
+			if m.Final == nil || m.Final.Likelihood == nil || m.Final.Likelihood.SDE == nil {
+				return 0, false
+			}
+			return *m.Final.Likelihood.SDE, true
+		}, inCheckerboardRange},
+		{"SI checkerboard: |SDE - ODE log-likelihood| on the same points", "<= 0.1", func(m *experiment.Metrics) (float64, bool) {
+			if m.Final == nil || m.Final.Likelihood == nil || m.Final.Likelihood.SDE == nil || m.Final.Likelihood.ODEOnThem == nil {
+				return 0, false
+			}
+			return math.Abs(*m.Final.Likelihood.SDE - *m.Final.Likelihood.ODEOnThem), true
+		}, atMost(0.1)},
 	}},
 }
 
@@ -131,6 +165,8 @@ var acrossChecks = []struct {
 			return a - b, ok1 && ok2
 		}, atMost(0)},
 }
+
+func inCheckerboardRange(v float64) bool { return v >= -math.Log(32)-0.3 && v <= -math.Log(32)+0.05 }
 
 func always(float64) bool                 { return true }
 func atMost(t float64) func(float64) bool { return func(v float64) bool { return v <= t } }
@@ -249,9 +285,23 @@ func runResults(ctx context.Context, args []string) error {
 		}
 		rows = append(rows, row{check{result: a.result, target: a.target, pass: a.pass}, v, ok})
 	}
+	closed, values, err := runClosedForm(ctx, *examples, *only)
+	if err != nil {
+		return err
+	}
+	for i, c := range closed {
+		v, ok := c.measure(nil)
+		if !ok || !c.pass(v) {
+			failed++
+		}
+		rows = append(rows, row{c, values[i], ok})
+	}
 	printResults(os.Stdout, len(rows), failed, func(w io.Writer) {
 		for _, r := range rows {
 			verdict, value := "pass", fmt.Sprintf("%.4f", r.value)
+			if r.value != 0 && math.Abs(r.value) < 1e-3 {
+				value = fmt.Sprintf("%.2e", r.value) // 1 vs 3 workers, solver errors
+			}
 			switch {
 			case !r.ok:
 				verdict, value = "FAIL", "missing"

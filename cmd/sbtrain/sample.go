@@ -23,12 +23,16 @@ func init() {
 }
 
 func runSample(ctx context.Context, args []string) error {
-	fs := newFlagSet("sample", "--run DIR [--n N] [--seed S] [--out FILE.csv|FILE.npy] [--png FILE.png]")
+	fs := newFlagSet("sample", "--run DIR [--n N] [--seed S] [--sampler M] [--eps-schedule S] [--direction forward|reverse] [--out FILE.csv|FILE.npy] [--png FILE.png]")
 	dir := fs.String("run", "", "run directory written by 'sbtrain train' (required)")
 	n := fs.Int("n", 1000, "number of samples")
 	seed := fs.Uint64("seed", 1, "seed of the prior draws and the sampling noise")
 	out := fs.String("out", "-", "file for the samples: .npy (float32; images as N×C×H×W) or CSV, one per line; - is CSV on standard output")
 	png := fs.String("png", "", "also draw the samples to this PNG file: a grid of images, or points over data")
+	sampler := fs.String("sampler", "", "SI: euler, heun, rk4, dopri5, sde or sde-heun (default: the run's si.sampler)")
+	epsSchedule := fs.String("eps-schedule", "", "SI SDE: constant, gamma or gamma2 (default: the run's si.eps_schedule)")
+	eps := fs.Float64("eps", math.NaN(), "SI SDE: the diffusion scale (default: the run's si.epsilon)")
+	direction := fs.String("direction", "forward", "SI: forward (prior to data) or reverse (data to prior)")
 	if done, err := parseFlags(fs, args); done {
 		return err
 	}
@@ -46,10 +50,39 @@ func runSample(ctx context.Context, args []string) error {
 	if values := int64(*n) * int64(setup.Dim); values > maxSampleValues {
 		return usagef("--n %d: %d samples of dimension %d are %d numbers, at most %d; draw fewer", *n, *n, setup.Dim, values, int64(maxSampleValues))
 	}
+	from := setup.Prior
+	if *direction != "forward" && *direction != "reverse" {
+		return usagef("--direction %q, want forward or reverse", *direction)
+	}
+	siFlags := *sampler != "" || *epsSchedule != "" || !math.IsNaN(*eps) || *direction != "forward"
+	if m, ok := model.(*experiment.SIModel); ok {
+		if *sampler != "" {
+			m.Sampler.Method = *sampler
+		}
+		if *epsSchedule != "" {
+			m.Sampler.EpsSchedule = *epsSchedule
+		}
+		if !math.IsNaN(*eps) {
+			m.Sampler.Eps = *eps
+		}
+		m.Sampler.Direction = *direction
+		sde := m.Sampler.Method == "sde" || m.Sampler.Method == "sde-heun"
+		if sde && m.Sampler.Eps > 0 && m.Denoiser == nil {
+			return usagef("--sampler %s: run %s has no score network (si.train_denoiser was false); use an ODE sampler or --eps 0", m.Sampler.Method, *dir)
+		}
+		if *direction == "reverse" || m.Path.Mirror() {
+			from = setup.Data
+		}
+	} else if siFlags {
+		return usagef("--sampler, --eps, --eps-schedule and --direction apply to si runs; run %s is %s", *dir, setup.Config.Method)
+	}
 	// Sampling streams are keyed by the user's seed, never by training's.
-	start := dataset.Draw(setup.Prior, *seed, rng.PurposeSample, []uint64{0}, 0, *n)
+	start := dataset.Draw(from, *seed, rng.PurposeSample, []uint64{0}, 0, *n)
 	gen, err := model.Generate(ctx, start, *seed, false)
 	if err != nil {
+		if siFlags {
+			return usageError{err}
+		}
 		return err
 	}
 	shape, isImage := setup.ImageShape()
