@@ -200,114 +200,38 @@ func (s *dsbState) Close() error {
 	return nil
 }
 
-// Snapshot tensors of DSB:
-//
-//	dsb/backward/params, dsb/backward/ema, dsb/forward/params, dsb/forward/ema
-//	    the last finished network of each direction (absent before one is)
-//	train/params, train/ema, train/adam_m, train/adam_v
-//	    the phase in progress (absent at step 0 of a phase: it is then
-//	    opened from the finished networks)
-//
-// and the metadata adam_t, the phase's Adam step count.
-const metaAdamT = "adam_t"
+func (s *dsbState) layout() pairLayout {
+	return pairLayout{prefix: "dsb", kind: "network", net: s.m.opts.Net, ema: s.m.opts.Hyper.EMADecay > 0}
+}
 
+// Encode writes the snapshot pairLayout describes, under dsb/.
 func (s *dsbState) Encode(p int, step int64, w *Writer) error {
-	if s.fin.B != nil {
-		w.Vec("dsb/backward/params", s.fin.B.Params())
-		if s.fin.BEMA != nil {
-			w.Vec("dsb/backward/ema", s.fin.BEMA)
-		}
+	var live *training
+	if s.phase != nil {
+		live = &training{params: s.phase.Net.Params(), adam: s.phase.Adam, ema: s.phase.EMA}
 	}
-	if s.fin.F != nil {
-		w.Vec("dsb/forward/params", s.fin.F.Params())
-		if s.fin.FEMA != nil {
-			w.Vec("dsb/forward/ema", s.fin.FEMA)
-		}
-	}
-	if step == 0 {
-		return nil
-	}
-	if s.phase == nil {
-		return fmt.Errorf("encode at phase %d step %d: no phase in progress", p, step)
-	}
-	w.Vec("train/params", s.phase.Net.Params())
-	w.Vec("train/adam_m", s.phase.Adam.M)
-	w.Vec("train/adam_v", s.phase.Adam.V)
-	if s.phase.EMA != nil {
-		w.Vec("train/ema", s.phase.EMA.Shadow)
-	}
-	w.Int(metaAdamT, s.phase.Adam.T)
-	return nil
-}
-
-// finishedNet restores the last finished network of one direction, if the
-// snapshot has it; want says a phase of that direction finished before.
-func (s *dsbState) finishedNet(sn *Snapshot, dir string, want bool, p int) (*nn.Net, []float32, error) {
-	name := "dsb/" + dir + "/params"
-	if !sn.Has(name) {
-		if want {
-			return nil, nil, fmt.Errorf("%s: tensor %s is missing: the %s network finished before phase %d", sn.Name, name, dir, p)
-		}
-		return nil, nil, nil
-	}
-	return s.netAndEMA(sn, name, "dsb/"+dir+"/ema")
-}
-
-// netAndEMA reads a network's weights and, when the run keeps an EMA, its
-// shadow.
-func (s *dsbState) netAndEMA(sn *Snapshot, params, shadow string) (*nn.Net, []float32, error) {
-	net, err := nn.New(s.m.opts.Net, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	n := len(net.Params())
-	if err := sn.Vec(params, n, net.Params()); err != nil {
-		return nil, nil, err
-	}
-	var ema []float32
-	if s.m.opts.Hyper.EMADecay > 0 {
-		ema = make([]float32, n)
-		if err := sn.Vec(shadow, n, ema); err != nil {
-			return nil, nil, err
-		}
-	}
-	return net, ema, nil
+	return s.layout().encode(w, finishedPair{B: s.fin.B, F: s.fin.F, BEMA: s.fin.BEMA, FEMA: s.fin.FEMA}, p, step, live)
 }
 
 func (s *dsbState) Decode(p int, step int64, sn *Snapshot) error {
-	var err error
-	// Backward phases finished before p when p >= 1, forward ones when
-	// p >= 2.
-	if s.fin.B, s.fin.BEMA, err = s.finishedNet(sn, "backward", p >= 1, p); err != nil {
+	l := s.layout()
+	fin, err := l.decodeFinished(sn, p)
+	if err != nil {
 		return err
 	}
-	if s.fin.F, s.fin.FEMA, err = s.finishedNet(sn, "forward", p >= 2, p); err != nil {
-		return err
-	}
+	s.fin.B, s.fin.F, s.fin.BEMA, s.fin.FEMA = fin.B, fin.F, fin.BEMA, fin.FEMA
 	s.fin.Iterations = p / 2
 	if step == 0 {
 		return nil
 	}
-	net, ema, err := s.netAndEMA(sn, "train/params", "train/ema")
-	if err != nil {
-		return err
-	}
-	ph, err := s.fin.OpenPhase(&s.m.opts, PhaseID(p), net, ema)
-	if err != nil {
-		return err
-	}
-	n := len(net.Params())
-	if err := sn.Vec("train/adam_m", n, ph.Adam.M); err != nil {
-		return err
-	}
-	if err := sn.Vec("train/adam_v", n, ph.Adam.V); err != nil {
-		return err
-	}
-	if ph.Adam.T, err = sn.Int(metaAdamT); err != nil {
-		return err
-	}
-	s.phase = ph
-	return nil
+	return l.decodeTraining(sn, func(net *nn.Net, ema []float32) (*nn.Adam, error) {
+		ph, err := s.fin.OpenPhase(&s.m.opts, PhaseID(p), net, ema)
+		if err != nil {
+			return nil, err
+		}
+		s.phase = ph
+		return ph.Adam, nil
+	})
 }
 
 func (s *dsbState) Model(p int) (Model, error) {
