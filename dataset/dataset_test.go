@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -618,5 +619,44 @@ func BenchmarkDraw(b *testing.B) {
 				Draw(d, 1, rng.PurposeBench, nil, 0, 10000)
 			}
 		})
+	}
+}
+
+// An array of more than two axes is points whose values are the rest of
+// the axes in C order: N images of C×H×W are N rows of C*H*W.
+func TestReadRowsOfImages(t *testing.T) {
+	dir := t.TempDir()
+	vals := make([]float32, 2*1*2*3)
+	var payload bytes.Buffer
+	for i := range vals {
+		vals[i] = float32(i) - 2.5
+		binary.Write(&payload, binary.LittleEndian, vals[i])
+	}
+	cases := []struct {
+		name, shape string
+		dim         int
+		err         string
+	}{
+		{"images.npy", "(2, 1, 2, 3)", 6, ""},
+		{"points.npy", "(4, 3)", 3, ""},
+		{"short.npy", "(3, 1, 2, 3)", 0, "want 72 for shape (3, 1, 2, 3)"},
+		{"empty.npy", "(2, 0, 3)", 0, "holds no points"},
+		{"huge.npy", "(2, 4611686018427387904, 4)", 0, "too few for shape"},
+	}
+	for _, c := range cases {
+		path := filepath.Join(dir, c.name)
+		if err := os.WriteFile(path, npyImage(1, "<f4", false, c.shape, payload.Bytes()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rows, dim, err := ReadRows(path)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) || !strings.Contains(err.Error(), c.name) {
+				t.Errorf("%s: error %v, want one naming the file and %q", c.name, err, c.err)
+			}
+			continue
+		}
+		if err != nil || dim != c.dim || !slices.Equal(rows, vals) {
+			t.Errorf("%s: %d rows of dim %d (%v), want %v of dim %d", c.name, len(rows)/max(dim, 1), dim, err, vals, c.dim)
+		}
 	}
 }

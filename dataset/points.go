@@ -45,6 +45,26 @@ func (p *Points) Sample(s *rng.Stream, dst []float64) {
 }
 
 // loadPoints reads s.Path as .npy when its name ends in .npy, else as CSV.
+// ReadRows reads the points of a .npy file (its first axis; an N×C×H×W
+// array is N images) or a CSV file, one point per line, as float32 rows of
+// dim values.
+func ReadRows(path string) (rows []float32, dim int, err error) {
+	var data []float64
+	if strings.HasSuffix(strings.ToLower(path), ".npy") {
+		data, dim, err = readNPY(path)
+	} else {
+		data, dim, err = readCSV(path)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	rows = make([]float32, len(data))
+	for i, v := range data {
+		rows[i] = float32(v)
+	}
+	return rows, dim, nil
+}
+
 func loadPoints(s Spec) (*Points, error) {
 	var (
 		data []float64
@@ -140,8 +160,9 @@ var (
 	npyShape   = regexp.MustCompile(`['"]shape['"]\s*:\s*\(([^)]*)\)`)
 )
 
-// readNPY reads a 2-D float32 or float64 array in C order from a NumPy .npy
-// file (format versions 1.0 to 3.0).
+// readNPY reads a float32 or float64 array in C order from a NumPy .npy
+// file (format versions 1.0 to 3.0): one point per index of its first axis,
+// the rest of its axes flattened into the point.
 func readNPY(path string) ([]float64, int, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -220,20 +241,27 @@ func decodeNPY(raw []byte, path string) ([]float64, int, error) {
 		}
 		shape = append(shape, n)
 	}
-	if len(shape) != 2 {
-		return fail("shape (%s) is %d-D, want 2-D (points, dim)", m[1], len(shape))
+	if len(shape) < 2 {
+		return fail("shape (%s) is %d-D, want 2-D (points, dim) or more (points, then each point's axes, as N×C×H×W images)", m[1], len(shape))
 	}
-	n, dim := shape[0], shape[1]
+	// A point of several axes (an image) is the flat row of its values in
+	// C order. Products that overflow an int, which no file can hold, are
+	// refused before they could pass the size check as a small one.
+	n, dim := shape[0], 1
+	for _, d := range shape[1:] {
+		if d != 0 && dim > math.MaxInt/size/d {
+			return fail("data is %d bytes, too few for shape (%s) of %d-byte floats", len(body), m[1], size)
+		}
+		dim *= d
+	}
 	if n == 0 || dim == 0 {
-		return fail("shape (%d, %d) holds no points", n, dim)
+		return fail("shape (%s) holds no points", m[1])
 	}
-	// n*dim*size can overflow an int for a shape no file holds, and would
-	// then pass for a small one: such shapes are refused first.
-	if dim > math.MaxInt/size || n > math.MaxInt/size/dim {
-		return fail("data is %d bytes, too few for shape (%d, %d) of %d-byte floats", len(body), n, dim, size)
+	if n > math.MaxInt/size/dim {
+		return fail("data is %d bytes, too few for shape (%s) of %d-byte floats", len(body), m[1], size)
 	}
 	if want := n * dim * size; len(body) != want {
-		return fail("data is %d bytes, want %d for shape (%d, %d) of %d-byte floats", len(body), want, n, dim, size)
+		return fail("data is %d bytes, want %d for shape (%s) of %d-byte floats", len(body), want, m[1], size)
 	}
 	data := make([]float64, n*dim)
 	for i := range data {

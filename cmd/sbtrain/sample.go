@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sbtrain/sbtrain/bridge/dsb"
 	"github.com/sbtrain/sbtrain/config"
 	"github.com/sbtrain/sbtrain/dataset"
 	"github.com/sbtrain/sbtrain/eval"
@@ -23,7 +25,7 @@ func init() {
 }
 
 func runSample(ctx context.Context, args []string) error {
-	fs := newFlagSet("sample", "--run DIR [--n N] [--seed S] [--sampler M] [--eps-schedule S] [--direction forward|reverse] [--out FILE.csv|FILE.npy] [--png FILE.png]")
+	fs := newFlagSet("sample", "--run DIR [--n N] [--seed S] [--from FILE] [--direction D] [--sampler M] [--eps-schedule S] [--out FILE.csv|FILE.npy] [--png FILE.png]")
 	dir := fs.String("run", "", "run directory written by 'sbtrain train' (required)")
 	n := fs.Int("n", 1000, "number of samples")
 	seed := fs.Uint64("seed", 1, "seed of the prior draws and the sampling noise")
@@ -32,7 +34,8 @@ func runSample(ctx context.Context, args []string) error {
 	sampler := fs.String("sampler", "", "SI: euler, heun, rk4, dopri5, sde or sde-heun (default: the run's si.sampler)")
 	epsSchedule := fs.String("eps-schedule", "", "SI SDE: constant, gamma or gamma2 (default: the run's si.eps_schedule)")
 	eps := fs.Float64("eps", math.NaN(), "SI SDE: the diffusion scale (default: the run's si.epsilon)")
-	direction := fs.String("direction", "forward", "SI: forward (prior to data) or reverse (data to prior)")
+	direction := fs.String("direction", "", "which way to run: SI forward (prior to data, the default) or reverse; DSB and DSBM backward (prior to data, the default) or forward (data to prior)")
+	fromFile := fs.String("from", "", "start from the points of this file (.npy, N×dim or N×C×H×W float32/float64, or CSV) instead of draws of the start side")
 	if done, err := parseFlags(fs, args); done {
 		return err
 	}
@@ -51,11 +54,23 @@ func runSample(ctx context.Context, args []string) error {
 		return usagef("--n %d: %d samples of dimension %d are %d numbers, at most %d; draw fewer", *n, *n, setup.Dim, values, int64(maxSampleValues))
 	}
 	from := setup.Prior
-	if *direction != "forward" && *direction != "reverse" {
-		return usagef("--direction %q, want forward or reverse", *direction)
+	siFlags := *sampler != "" || *epsSchedule != "" || !math.IsNaN(*eps)
+	// generate runs the model the asked way from start.
+	generate := func(start []float32) ([]float32, error) {
+		g, err := model.Generate(ctx, start, *seed, false)
+		if err != nil {
+			return nil, err
+		}
+		return g.End, nil
 	}
-	siFlags := *sampler != "" || *epsSchedule != "" || !math.IsNaN(*eps) || *direction != "forward"
-	if m, ok := model.(*experiment.SIModel); ok {
+	switch m := model.(type) {
+	case *experiment.SIModel:
+		if *direction == "" {
+			*direction = "forward"
+		}
+		if *direction != "forward" && *direction != "reverse" {
+			return usagef("--direction %q: an si run goes forward (prior to data) or reverse", *direction)
+		}
 		if *sampler != "" {
 			m.Sampler.Method = *sampler
 		}
@@ -73,18 +88,51 @@ func runSample(ctx context.Context, args []string) error {
 		if *direction == "reverse" || m.Path.Mirror() {
 			from = setup.Data
 		}
-	} else if siFlags {
-		return usagef("--sampler, --eps, --eps-schedule and --direction apply to si runs; run %s is %s", *dir, setup.Config.Method)
+	default:
+		if siFlags {
+			return usagef("--sampler, --eps and --eps-schedule apply to si runs; run %s is %s", *dir, setup.Config.Method)
+		}
+		switch *direction {
+		case "", "backward":
+		case "forward":
+			forward, err := forwardSampler(ctx, model, *seed)
+			if err != nil {
+				return usagef("--direction forward: run %s: %v", *dir, err)
+			}
+			from, generate = setup.Data, forward
+		default:
+			return usagef("--direction %q: a %s run goes backward (prior to data, the default) or forward (data to prior)", *direction, setup.Config.Method)
+		}
 	}
-	// Sampling streams are keyed by the user's seed, never by training's.
-	start := dataset.Draw(from, *seed, rng.PurposeSample, []uint64{0}, 0, *n)
-	gen, err := model.Generate(ctx, start, *seed, false)
+	var start []float32
+	if *fromFile != "" {
+		rows, dim, err := dataset.ReadRows(*fromFile)
+		if err != nil {
+			return usagef("--from: %v", err)
+		}
+		if dim != setup.Dim {
+			return usagef("--from %s: points of dimension %d, but run %s has dimension %d", *fromFile, dim, *dir, setup.Dim)
+		}
+		count := len(rows) / dim
+		if flagSet(fs, "n") {
+			if *n > count {
+				return usagef("--n %d: --from %s holds %d points", *n, *fromFile, count)
+			}
+			count = *n
+		}
+		*n, start = count, rows[:count*dim]
+	} else {
+		// Sampling streams are keyed by the user's seed, never by training's.
+		start = dataset.Draw(from, *seed, rng.PurposeSample, []uint64{0}, 0, *n)
+	}
+	end, err := generate(start)
 	if err != nil {
 		if siFlags {
 			return usageError{err}
 		}
 		return err
 	}
+	gen := &experiment.Generated{End: end}
 	shape, isImage := setup.ImageShape()
 	toNPY := strings.HasSuffix(strings.ToLower(*out), ".npy")
 	switch {
@@ -115,6 +163,38 @@ func runSample(ctx context.Context, args []string) error {
 		}
 	}
 	return nil
+}
+
+// forwardSampler runs a two-network bridge from the data side to the
+// prior: DSB's forward chain, DSBM's forward SDE.
+func forwardSampler(ctx context.Context, model experiment.Model, seed uint64) (func([]float32) ([]float32, error), error) {
+	switch m := model.(type) {
+	case *experiment.DSBModel:
+		if m.Forward == nil {
+			return nil, fmt.Errorf("it has no forward network")
+		}
+		mean := &dsb.NetMean{Net: m.Forward, Dir: dsb.Forward, Sched: m.Sched, Dim: m.Dim}
+		return func(start []float32) ([]float32, error) {
+			out, err := dsb.SampleContext(ctx, mean, m.Sched, m.Dim, start, dsb.SampleOptions{Seed: seed})
+			if err != nil {
+				return nil, fmt.Errorf("dsb forward sample: %w", err)
+			}
+			return out.End, nil
+		}, nil
+	case *experiment.DSBMModel:
+		if m.Forward == nil {
+			return nil, fmt.Errorf("it has no forward drift")
+		}
+		return func(start []float32) ([]float32, error) { return m.GenerateForward(ctx, start, seed) }, nil
+	}
+	return nil, fmt.Errorf("%T has no forward direction", model)
+}
+
+// flagSet says whether the command line set the flag name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // maxGridImages bounds the PNG grid of image samples, which would
