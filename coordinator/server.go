@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -67,6 +68,10 @@ type Options struct {
 	// DashboardToken, if set, is the bearer token the dashboard asks of
 	// every request but /healthz.
 	DashboardToken string
+	// GossipTransport, if set, carries gossip instead of sockets at
+	// GossipAddr (see membership.Options.Transport): for tests that run a
+	// cluster in one process and fault its network.
+	GossipTransport memberlist.NodeAwareTransport
 }
 
 // Coordinator is a running coordinator: it holds the run's lease, serves
@@ -212,6 +217,7 @@ func Start(ctx context.Context, opts Options) (*Coordinator, error) {
 	c.stop = cancel
 	c.node, err = membership.Start(lctx, membership.Options{
 		Name: "coordinator", BindAddr: opts.GossipAddr, Logger: c.log, Secret: opts.Secret, Rejects: c.rejects,
+		Transport: opts.GossipTransport,
 		Meta: membership.Meta{Role: membership.RoleCoordinator, Run: opts.Run, GRPC: lis.Addr().String(),
 			ConfigHash: opts.ConfigHash, Version: opts.Version},
 	})

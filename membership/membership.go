@@ -76,6 +76,12 @@ type Options struct {
 	// or key; nil logs them with memberlist's other lines, at Debug.
 	Rejects *runauth.Rejects
 
+	// Transport, if set, carries the node's packets and streams instead
+	// of the UDP and TCP sockets at BindAddr (which is then not bound),
+	// and names the address the node advertises. Tests use it to run many
+	// nodes in one process and to fault the network between them.
+	Transport memberlist.NodeAwareTransport
+
 	// Failure detection and gossip; zero means the Default above.
 	ProbeInterval  time.Duration
 	ProbeTimeout   time.Duration
@@ -197,6 +203,9 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 		conf.GossipVerifyIncoming, conf.GossipVerifyOutgoing = true, true
 	} else if err := runauth.CheckBind(nil, "gossip address", net.JoinHostPort(host, strconv.Itoa(port))); err != nil {
 		return nil, fmt.Errorf("membership: start: %w", err)
+	}
+	if opts.Transport != nil {
+		conf.Transport = opts.Transport
 	}
 
 	ml, err := memberlist.Create(conf)

@@ -213,6 +213,9 @@ func (t *Trainer) steps(ctx context.Context, client api.ControlClient, ring *all
 		if loss, err = st.Apply(buf); err != nil {
 			return err
 		}
+		if t.opts.AfterStep != nil {
+			t.opts.AfterStep(plan.Generation, st)
+		}
 		stepSec += time.Since(t0).Seconds()
 		reduceSec += t2.Sub(t1).Seconds()
 		reduceBytes += ring.LastStats().BytesSent

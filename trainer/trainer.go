@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -69,6 +70,17 @@ type Options struct {
 	// (see package runauth). Nil means the run has none, and then Host
 	// must be a loopback address.
 	Secret *runauth.Secret
+
+	// For tests that run a cluster in one process and fault its network:
+	// GossipTransport carries gossip instead of sockets (see
+	// membership.Options.Transport), RingTransport the ring links instead
+	// of TCP (e.g. an allreduce.MemNetwork; the ring listens on
+	// Host:RingPort there, so give each trainer its own Host), and
+	// AfterStep, if set, sees the state after every applied step, with
+	// the generation that applied it (it must not keep or change it).
+	GossipTransport memberlist.NodeAwareTransport
+	RingTransport   allreduce.Transport
+	AfterStep       func(generation uint64, st *job.State)
 }
 
 func (o *Options) fill() error {
@@ -151,13 +163,17 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	t.shards = newShardCache(opts.Store, opts.Run, opts.Job, t.log)
 	ringAddr := net.JoinHostPort(opts.Host, strconv.Itoa(opts.RingPort))
-	if t.ep, err = allreduce.ListenWith(allreduce.TCP{}, ringAddr, lopts); err != nil {
+	var ringNet allreduce.Transport = allreduce.TCP{}
+	if opts.RingTransport != nil {
+		ringNet = opts.RingTransport
+	}
+	if t.ep, err = allreduce.ListenWith(ringNet, ringAddr, lopts); err != nil {
 		return fmt.Errorf("trainer %s: ring endpoint: %w", opts.ID, err)
 	}
 	defer t.ep.Close()
 	t.node, err = membership.Start(ctx, membership.Options{
 		Name: opts.ID, BindAddr: net.JoinHostPort(opts.Host, strconv.Itoa(opts.GossipPort)), Logger: t.log,
-		Secret: opts.Secret, Rejects: t.rejects,
+		Secret: opts.Secret, Rejects: t.rejects, Transport: opts.GossipTransport,
 		Meta: membership.Meta{Role: membership.RoleTrainer, Run: opts.Run, Ring: t.ep.Addr(),
 			ConfigHash: opts.Job.Hash, Version: opts.Version},
 	})
