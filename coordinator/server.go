@@ -324,8 +324,11 @@ func (c *Coordinator) Wait(ctx context.Context) error {
 // Committed is the newest committed checkpoint.
 func (c *Coordinator) Committed(ctx context.Context) (Committed, error) {
 	var out Committed
-	err := c.call(ctx, func() { out = c.m.Committed() })
-	return out, err
+	// On error f may still run later, on the loop: out is not read then.
+	if err := c.call(ctx, func() { out = c.m.Committed() }); err != nil {
+		return Committed{}, err
+	}
+	return out, nil
 }
 
 // FirstRun is when this coordinator first asked its trainers to train
@@ -334,15 +337,19 @@ func (c *Coordinator) Committed(ctx context.Context) (Committed, error) {
 func (c *Coordinator) FirstRun(ctx context.Context) (time.Time, Position, error) {
 	var t time.Time
 	var p Position
-	err := c.call(ctx, func() { t, p = c.firstRun, c.firstPos })
-	return t, p, err
+	if err := c.call(ctx, func() { t, p = c.firstRun, c.firstPos }); err != nil {
+		return time.Time{}, Position{}, err
+	}
+	return t, p, nil
 }
 
 // Status describes the run.
 func (c *Coordinator) Status(ctx context.Context) (*api.RunStatus, error) {
 	var out *api.RunStatus
-	err := c.call(ctx, func() { out = c.status() })
-	return out, err
+	if err := c.call(ctx, func() { out = c.status() }); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Close stops the service and gossip (leaving the cluster), ends every
@@ -384,7 +391,9 @@ func (c *Coordinator) Close() error {
 	return c.closeErr
 }
 
-// call runs f on the loop goroutine and waits for it.
+// call runs f on the loop goroutine and waits for it. When ctx ends
+// first, f may still run later: the caller must not read what f writes
+// unless call returned nil.
 func (c *Coordinator) call(ctx context.Context, f func()) error {
 	ran := make(chan struct{})
 	select {

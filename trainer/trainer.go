@@ -320,7 +320,9 @@ func (t *Trainer) connect(ctx context.Context) (*grpc.ClientConn, *planStream, e
 	// The first plan comes as soon as the coordinator has seen this trainer
 	// in gossip too; waiting longer means something is wrong.
 	noPlan := time.AfterFunc(t.opts.CoordinatorTimeout, cancel)
+	rejoin := t.keepJoining(sctx)
 	first, err := stream.Recv()
+	rejoin()
 	if !noPlan.Stop() && err != nil {
 		err = fmt.Errorf("no plan within %s: %w", t.opts.CoordinatorTimeout, err)
 	}
@@ -350,6 +352,36 @@ func (t *Trainer) connect(ctx context.Context) (*grpc.ClientConn, *planStream, e
 		}
 	}()
 	return conn, ps, nil
+}
+
+// keepJoining joins the coordinator's gossip every second until the
+// returned function is called. The coordinator sends the first plan only
+// once its gossip lists this trainer, and after a partition each side may
+// have declared the other dead: memberlist probes only the living, so
+// nothing heals that split but a join.
+func (t *Trainer) keepJoining(ctx context.Context) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-quit:
+				return
+			case <-tick.C:
+			}
+			jctx, cancel := context.WithTimeout(ctx, time.Second)
+			_ = t.node.Join(jctx, []string{t.opts.Join})
+			cancel()
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+	}
 }
 
 // execute follows plans until FINISH (done), or the stream breaks.

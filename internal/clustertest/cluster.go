@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -29,6 +30,10 @@ import (
 // Run is the run ID of every harness cluster.
 const Run = "harness"
 
+// DebugEnv, when set, makes a failing cluster print its last 5000 log
+// lines at Debug (memberlist's own among them) instead of 300 at Info.
+const DebugEnv = "SBTRAIN_HARNESS_DEBUG"
+
 // Options shape a Cluster.
 type Options struct {
 	// Trainers start with the cluster; the coordinator waits for all of
@@ -41,7 +46,7 @@ type Options struct {
 	// NoSecret runs without a run secret (every channel unauthenticated);
 	// by default the cluster has one.
 	NoSecret bool
-	// RingDeadline bounds a trainer's wait on a silent ring peer; 0 is 1s.
+	// RingDeadline bounds a trainer's wait on a silent ring peer; 0 is 2s.
 	RingDeadline time.Duration
 	// Seed draws the gossip network's random losses and delays.
 	Seed uint64
@@ -58,7 +63,7 @@ func (o *Options) fill() {
 		o.CheckpointEvery = int64(max(1, o.Steps/3))
 	}
 	if o.RingDeadline <= 0 {
-		o.RingDeadline = time.Second
+		o.RingDeadline = 2 * time.Second
 	}
 }
 
@@ -121,7 +126,8 @@ type Trainer struct {
 	Host   string // its own 127.0.0.x: ring address Host:0 on the ring network
 	gossip *GossipTransport
 	cancel context.CancelFunc
-	done   chan error
+	exited chan struct{} // closed when trainer.Run returned, with err
+	err    error
 	killed bool
 }
 
@@ -157,7 +163,12 @@ func Start(t testing.TB, opts Options) *Cluster {
 	}
 	c := &Cluster{t: t, opts: opts, cfg: cfg, Store: store, Gossip: NewGossipNet(opts.Seed), Ring: allreduce.NewMemNetwork(),
 		logs: newTailLog(300), trainers: map[string]*Trainer{}, replicas: map[replicaKey]replicaHash{}}
-	c.log = slog.New(slog.NewTextHandler(c.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	level := slog.LevelInfo
+	if os.Getenv(DebugEnv) != "" {
+		level = slog.LevelDebug
+		c.logs = newTailLog(5000)
+	}
+	c.log = slog.New(slog.NewTextHandler(c.logs, &slog.HandlerOptions{Level: level}))
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if !opts.NoSecret {
 		if c.secret, err = runauth.Generate(); err != nil {
@@ -251,13 +262,14 @@ func (c *Cluster) AddTrainer() string {
 	id := fmt.Sprintf("trainer-%02d", c.nextID)
 	c.nextID++
 	host, _, _ := net.SplitHostPort(gt.Addr())
-	tr := &Trainer{ID: id, Host: host, gossip: gt, done: make(chan error, 1)}
+	tr := &Trainer{ID: id, Host: host, gossip: gt, exited: make(chan struct{})}
 	c.trainers[id] = tr
 	c.mu.Unlock()
 	ctx, cancel := context.WithCancel(c.ctx)
 	tr.cancel = cancel
 	go func() {
-		tr.done <- trainer.Run(ctx, trainer.Options{
+		defer close(tr.exited)
+		tr.err = trainer.Run(ctx, trainer.Options{
 			ID: id, Run: Run, Job: j, Store: c.Store, Version: "harness", Join: c.coordNet.Addr(), Host: host,
 			RingDeadline: c.opts.RingDeadline, CoordinatorTimeout: 20 * time.Second, ReportEvery: 100 * time.Millisecond,
 			Logger: c.log.With("proc", id), Secret: c.secret, GossipTransport: gt, RingTransport: c.Ring,
@@ -312,7 +324,7 @@ func (c *Cluster) Kill(id string) {
 	c.Gossip.Kill(tr.GossipAddr())
 	tr.cancel()
 	select {
-	case <-tr.done:
+	case <-tr.exited:
 	case <-time.After(15 * time.Second):
 		c.t.Errorf("killed trainer %s still running after 15s", id)
 	}
@@ -450,11 +462,10 @@ func (c *Cluster) Wait(timeout time.Duration) error {
 	var errs []error
 	for _, tr := range live {
 		select {
-		case err := <-tr.done:
-			if err != nil {
-				errs = append(errs, fmt.Errorf("trainer %s: %w", tr.ID, err))
+		case <-tr.exited:
+			if tr.err != nil {
+				errs = append(errs, fmt.Errorf("trainer %s: %w", tr.ID, tr.err))
 			}
-			tr.done <- err // Close reads it again
 		case <-ctx.Done():
 			errs = append(errs, fmt.Errorf("trainer %s still running after the run finished", tr.ID))
 		}
@@ -484,7 +495,7 @@ func (c *Cluster) Close() {
 	}
 	for _, tr := range trs {
 		select {
-		case <-tr.done:
+		case <-tr.exited:
 		case <-time.After(15 * time.Second):
 			c.t.Errorf("trainer %s still running 15s after Close", tr.ID)
 		}
