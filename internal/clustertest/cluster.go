@@ -50,6 +50,9 @@ type Options struct {
 	RingDeadline time.Duration
 	// Seed draws the gossip network's random losses and delays.
 	Seed uint64
+	// StepPause is how long each replica waits after each step: a run
+	// slow enough for a test to act in the middle of it.
+	StepPause time.Duration
 }
 
 func (o *Options) fill() {
@@ -112,6 +115,7 @@ type Cluster struct {
 	replicas map[replicaKey]replicaHash
 	diverged []string
 	progress int64 // the furthest step any replica applied, over phases
+	stepped  map[string]int
 	// What the status poller saw committed, in order.
 	committed []committedSeen
 	firstGen  uint64
@@ -162,7 +166,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 		t.Fatalf("harness store: %v", err)
 	}
 	c := &Cluster{t: t, opts: opts, cfg: cfg, Store: store, Gossip: NewGossipNet(opts.Seed), Ring: allreduce.NewMemNetwork(),
-		logs: newTailLog(300), trainers: map[string]*Trainer{}, replicas: map[replicaKey]replicaHash{}}
+		logs: newTailLog(300), trainers: map[string]*Trainer{}, replicas: map[replicaKey]replicaHash{}, stepped: map[string]int{}}
 	level := slog.LevelInfo
 	if os.Getenv(DebugEnv) != "" {
 		level = slog.LevelDebug
@@ -355,6 +359,55 @@ func (c *Cluster) afterStep(id string, gen uint64, st *job.State) {
 	}
 	g := int64(pos.Phase)*int64(c.opts.Steps) + pos.Step
 	c.progress = max(c.progress, g)
+	c.stepped[id]++
+	if c.opts.StepPause > 0 {
+		c.mu.Unlock()
+		time.Sleep(c.opts.StepPause)
+		c.mu.Lock()
+	}
+}
+
+// Stepped is how many steps the trainer has applied.
+func (c *Cluster) Stepped(id string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stepped[id]
+}
+
+// Status is the coordinator's status, nil while it does not answer.
+func (c *Cluster) Status() *api.RunStatus {
+	ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
+	defer cancel()
+	st, err := c.Coordinator().Status(ctx)
+	if err != nil {
+		return nil
+	}
+	return st
+}
+
+// WaitStatus polls the coordinator's status until cond holds, and fails
+// the test after limit.
+func (c *Cluster) WaitStatus(t testing.TB, what string, limit time.Duration, cond func(*api.RunStatus) bool) *api.RunStatus {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		if st := c.Status(); st != nil && cond(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s (status %v)", what, limit, c.Status())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Members lists the trainers in a status, in its order.
+func Members(st *api.RunStatus) []string {
+	var out []string
+	for _, m := range st.GetMembers() {
+		out = append(out, m.TrainerId)
+	}
+	return out
 }
 
 func hashParams(params map[string][]byte) [32]byte {

@@ -110,7 +110,10 @@ func NewSchedule(seed uint64, total int64) Schedule {
 	r := rand.New(rand.NewPCG(seed, 0x5b7a1))
 	s := Schedule{Seed: seed}
 	for range 1 + r.IntN(4) {
-		e := Event{At: r.Int64N(max(1, total-2)), Kind: FaultKind(r.IntN(int(numFaultKinds))), Target: r.IntN(16)}
+		// From step 1: before the first step the coordinator still waits
+		// for all its first members, and a kill then would leave it
+		// waiting for ever (as it should).
+		e := Event{At: 1 + r.Int64N(max(1, total-2)), Kind: FaultKind(r.IntN(int(numFaultKinds))), Target: r.IntN(16)}
 		switch e.Kind {
 		case Kill:
 			e.Replace = r.IntN(2) == 0

@@ -129,7 +129,9 @@ func TestFaultSchedules(t *testing.T) {
 			// coordinator re-plans after each failed generation without
 			// backing off, so schedules with one are not held to this.)
 			ringFaults := slices.ContainsFunc(fired, func(e Event) bool { return e.Kind == RingFault })
-			if g := c.Generations(); !ringFaults && g > uint64(10+10*len(fired)) {
+			// The bound leaves room for the failures a starved machine
+			// adds (a probe or a ring deadline missed).
+			if g := c.Generations(); !ringFaults && g > uint64(30+10*len(fired)) {
 				t.Errorf("%d generations for %d faults: re-planning without cause", g, len(fired))
 			}
 			t.Logf("%d generations, %d of %d faults fired", c.Generations(), len(fired), len(s.Events))
