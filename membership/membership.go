@@ -194,6 +194,12 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	// old one is declared dead is refused until then and heals at the next
 	// push/pull.)
 	conf.DeadNodeReclaimTime = time.Nanosecond
+	// memberlist LZW-compresses every packet by default, and each
+	// compression allocates a fresh 64 KiB table: with 129 nodes on one
+	// machine that was a third of the gossip's CPU and most of its garbage,
+	// for packets that fit a datagram anyway. Peers still decode
+	// compressed packets from nodes that send them.
+	conf.EnableCompression = false
 	conf.Delegate = delegate{n}
 	conf.Events = delegate{n}
 	conf.Logger = newStdLogger(logger, opts.Rejects)
