@@ -213,14 +213,14 @@ func (t *Trainer) steps(ctx context.Context, client api.ControlClient, ring *all
 		if loss, err = st.Apply(buf); err != nil {
 			return err
 		}
-		if t.opts.AfterStep != nil {
-			t.opts.AfterStep(plan.Generation, st)
-		}
 		stepSec += time.Since(t0).Seconds()
 		reduceSec += t2.Sub(t1).Seconds()
 		reduceBytes += ring.LastStats().BytesSent
 		samples += t.opts.Job.Batch()
 		steps++
+		if t.opts.AfterStep != nil {
+			t.opts.AfterStep(plan.Generation, st)
+		}
 		pos := st.Position()
 		if ring.Rank() == 0 && (pos.Step == 0 || every > 0 && pos.Step%every == 0) {
 			if err := t.writeCheckpoint(ctx, client, plan); err != nil {
