@@ -122,6 +122,7 @@ type Cluster struct {
 	lastGen   uint64
 	pollStop  chan struct{}
 	pollDone  chan struct{}
+	pollOnce  sync.Once
 }
 
 // Trainer is one trainer of a Cluster.
@@ -495,6 +496,9 @@ func (c *Cluster) Wait(timeout time.Duration) error {
 	if err := c.Coordinator().Wait(ctx); err != nil {
 		return fmt.Errorf("the run did not finish within %s: %w", timeout, err)
 	}
+	// The poller stops first: its last status, taken before this one,
+	// would otherwise be recorded after it.
+	c.stopPoll()
 	st, err := c.Coordinator().Status(ctx)
 	if err != nil {
 		return err
@@ -526,16 +530,19 @@ func (c *Cluster) Wait(timeout time.Duration) error {
 	return errors.Join(errs...)
 }
 
+func (c *Cluster) stopPoll() {
+	if c.pollStop == nil {
+		return
+	}
+	c.pollOnce.Do(func() {
+		close(c.pollStop)
+		<-c.pollDone
+	})
+}
+
 // Close stops everything still running.
 func (c *Cluster) Close() {
-	if c.pollStop != nil {
-		select {
-		case <-c.pollStop:
-		default:
-			close(c.pollStop)
-			<-c.pollDone
-		}
-	}
+	c.stopPoll()
 	c.mu.Lock()
 	trs := make([]*Trainer, 0, len(c.trainers))
 	for _, tr := range c.trainers {

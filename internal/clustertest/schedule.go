@@ -125,17 +125,19 @@ func NewSchedule(seed uint64, total int64) Schedule {
 			e.Loss, e.Delay = 0.05+0.3*r.Float64(), time.Duration(r.IntN(40))*time.Millisecond
 			e.Dur = time.Duration(500+r.IntN(2000)) * time.Millisecond
 		case RingFault:
+			// No Corrupt: a flipped payload bit is what TCP's checksum
+			// stops on the wire, and the trainer's rings run without
+			// allreduce's PayloadChecksum, so it would pass into the
+			// sums (one replica diverged that way in 150 schedules).
 			n := 1 + r.IntN(6)
-			switch r.IntN(6) {
+			switch r.IntN(5) {
 			case 0:
 				e.Ring.Drop = n
 			case 1:
-				e.Ring.Corrupt = n
-			case 2:
 				e.Ring.Truncate = n
-			case 3:
+			case 2:
 				e.Ring.Cut = n
-			case 4:
+			case 3:
 				e.Ring.Stall = n
 			default:
 				e.Ring.Delay = time.Duration(1+r.IntN(3)) * time.Millisecond

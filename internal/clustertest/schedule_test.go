@@ -91,8 +91,8 @@ func schedules(t *testing.T) []uint64 {
 
 // Seeded random fault schedules on a 3-trainer run: kills (with and
 // without replacements), gossip partitions of a trainer or the
-// coordinator, lossy and slow gossip, dropped, corrupted, cut, truncated,
-// stalled and delayed ring frames, and forged ring handshakes, gossip
+// coordinator, lossy and slow gossip, dropped, cut, truncated, stalled
+// and delayed ring frames, and forged ring handshakes, gossip
 // packets and control calls. Each run must finish, its replicas must
 // never diverge, its final parameters must be within 1e-4 of the
 // fault-free run's, and nothing committed may be lost.
