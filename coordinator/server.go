@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -69,6 +70,10 @@ type Options struct {
 	// (config.Config.FieldDigests), so that a trainer refused for another
 	// config is told which fields differ. Nil: only the hashes are named.
 	ConfigFields map[string]string
+	// GossipTransport, if set, carries gossip instead of sockets at
+	// GossipAddr (see membership.Options.Transport): for tests that run a
+	// cluster in one process and fault its network.
+	GossipTransport memberlist.NodeAwareTransport
 }
 
 // Coordinator is a running coordinator: it holds the run's lease, serves
@@ -235,6 +240,7 @@ func Start(ctx context.Context, opts Options) (*Coordinator, error) {
 	c.stop, c.ctx = cancel, lctx
 	c.node, err = membership.Start(lctx, membership.Options{
 		Name: "coordinator", BindAddr: opts.GossipAddr, Logger: c.log, Secret: opts.Secret, Rejects: c.rejects,
+		Transport: opts.GossipTransport,
 		Meta: membership.Meta{Role: membership.RoleCoordinator, Run: opts.Run, GRPC: lis.Addr().String(),
 			ConfigHash: opts.ConfigHash, Version: opts.Version},
 	})
@@ -478,8 +484,11 @@ func (c *Coordinator) Wait(ctx context.Context) error {
 // Committed is the newest committed checkpoint.
 func (c *Coordinator) Committed(ctx context.Context) (Committed, error) {
 	var out Committed
-	err := c.call(ctx, func() { out = c.m.Committed() })
-	return out, err
+	// On error f may still run later, on the loop: out is not read then.
+	if err := c.call(ctx, func() { out = c.m.Committed() }); err != nil {
+		return Committed{}, err
+	}
+	return out, nil
 }
 
 // FirstRun is when this coordinator first asked its trainers to train
@@ -488,15 +497,19 @@ func (c *Coordinator) Committed(ctx context.Context) (Committed, error) {
 func (c *Coordinator) FirstRun(ctx context.Context) (time.Time, Position, error) {
 	var t time.Time
 	var p Position
-	err := c.call(ctx, func() { t, p = c.firstRun, c.firstPos })
-	return t, p, err
+	if err := c.call(ctx, func() { t, p = c.firstRun, c.firstPos }); err != nil {
+		return time.Time{}, Position{}, err
+	}
+	return t, p, nil
 }
 
 // Status describes the run.
 func (c *Coordinator) Status(ctx context.Context) (*api.RunStatus, error) {
 	var out *api.RunStatus
-	err := c.call(ctx, func() { out = c.status() })
-	return out, err
+	if err := c.call(ctx, func() { out = c.status() }); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Close stops the service and gossip (leaving the cluster), ends every
@@ -531,7 +544,9 @@ func (c *Coordinator) Close() error {
 	return c.closeErr
 }
 
-// call runs f on the loop goroutine and waits for it.
+// call runs f on the loop goroutine and waits for it. When ctx ends
+// first, f may still run later: the caller must not read what f writes
+// unless call returned nil.
 func (c *Coordinator) call(ctx context.Context, f func()) error {
 	ran := make(chan struct{})
 	select {

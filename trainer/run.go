@@ -216,6 +216,9 @@ func (t *Trainer) steps(ctx context.Context, client api.ControlClient, ring *all
 		steps++
 		t.failures = 0
 		t.backoff.Reset()
+		if t.opts.AfterStep != nil {
+			t.opts.AfterStep(plan.Generation, st)
+		}
 		pos := st.Position()
 		if pos.Step == 0 || every > 0 && pos.Step%every == 0 {
 			if err := t.checkpointBarrier(ctx, client, ring, plan); err != nil {

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -80,6 +81,17 @@ type Options struct {
 	// (see package runauth). Nil means the run has none, and then Host
 	// must be a loopback address.
 	Secret *runauth.Secret
+
+	// For tests that run a cluster in one process and fault its network:
+	// GossipTransport carries gossip instead of sockets (see
+	// membership.Options.Transport), RingTransport the ring links instead
+	// of TCP (e.g. an allreduce.MemNetwork; the ring listens on
+	// Host:RingPort there, so give each trainer its own Host), and
+	// AfterStep, if set, sees the state after every applied step, with
+	// the generation that applied it (it must not keep or change it).
+	GossipTransport memberlist.NodeAwareTransport
+	RingTransport   allreduce.Transport
+	AfterStep       func(generation uint64, st *job.State)
 }
 
 func (o *Options) fill() error {
@@ -177,13 +189,17 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	t.shards = newShardCache(opts.Store, opts.Run, opts.Job, t.log)
 	ringAddr := net.JoinHostPort(opts.Host, strconv.Itoa(opts.RingPort))
-	if t.ep, err = allreduce.ListenWith(allreduce.TCP{}, ringAddr, lopts); err != nil {
+	var ringNet allreduce.Transport = allreduce.TCP{}
+	if opts.RingTransport != nil {
+		ringNet = opts.RingTransport
+	}
+	if t.ep, err = allreduce.ListenWith(ringNet, ringAddr, lopts); err != nil {
 		return fmt.Errorf("trainer %s: ring endpoint: %w", opts.ID, err)
 	}
 	defer t.ep.Close()
 	t.node, err = membership.Start(ctx, membership.Options{
 		Name: opts.ID, BindAddr: net.JoinHostPort(opts.Host, strconv.Itoa(opts.GossipPort)), Logger: t.log,
-		Secret: opts.Secret, Rejects: t.rejects,
+		Secret: opts.Secret, Rejects: t.rejects, Transport: opts.GossipTransport,
 		Meta: membership.Meta{Role: membership.RoleTrainer, Run: opts.Run, Ring: t.ep.Addr(),
 			ConfigHash: opts.Job.Hash, Version: opts.Version},
 	})
@@ -330,7 +346,9 @@ func (t *Trainer) connect(ctx context.Context) (*grpc.ClientConn, *planStream, e
 	// The first plan comes as soon as the coordinator has seen this trainer
 	// in gossip too; waiting longer means something is wrong.
 	noPlan := time.AfterFunc(t.opts.CoordinatorTimeout, cancel)
+	rejoin := t.keepJoining(sctx)
 	first, err := stream.Recv()
+	rejoin()
 	if !noPlan.Stop() && err != nil {
 		err = fmt.Errorf("no plan within %s: %w", t.opts.CoordinatorTimeout, err)
 	}
@@ -360,6 +378,36 @@ func (t *Trainer) connect(ctx context.Context) (*grpc.ClientConn, *planStream, e
 		}
 	}()
 	return conn, ps, nil
+}
+
+// keepJoining joins the coordinator's gossip every second until the
+// returned function is called. The coordinator sends the first plan only
+// once its gossip lists this trainer, and after a partition each side may
+// have declared the other dead: memberlist probes only the living, so
+// nothing heals that split but a join.
+func (t *Trainer) keepJoining(ctx context.Context) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-quit:
+				return
+			case <-tick.C:
+			}
+			jctx, cancel := context.WithTimeout(ctx, time.Second)
+			_ = t.node.Join(jctx, []string{t.opts.Join})
+			cancel()
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+	}
 }
 
 // execute follows plans until FINISH (done), or the stream breaks.

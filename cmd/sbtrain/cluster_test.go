@@ -26,7 +26,11 @@ import (
 // These tests run the distributed trainer as real processes on 127.0.0.1:
 // `sbtrain local`, or a coordinator and trainers started one by one, which
 // the tests kill, restart and join at chosen moments. Each process is this
-// test binary acting as sbtrain (see TestMain).
+// test binary acting as sbtrain (see TestMain). They are the cases that
+// need processes: SIGKILL of a whole run or of its coordinator (the lease
+// left held), Pdeathsig, S3. Membership changes, partitions and the other
+// faults are tested in one process by internal/clustertest, which asserts
+// on the coordinator's status and the checkpoints rather than on logs.
 
 // The same run on 1 and on 3 trainers ends in the same bytes: each
 // shard's gradient is computed on its own and the sum is exact in fixed

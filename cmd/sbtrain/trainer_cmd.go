@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -149,10 +150,19 @@ func runTrainer(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return trainer.Run(ctx, trainer.Options{Secret: secret,
+	err = trainer.Run(ctx, trainer.Options{Secret: secret,
 		ID: *id, Run: run, Job: j, Store: store, Version: version, Join: *join, Host: *bind,
 		GossipPort: *gossipPort, RingPort: *ringPort,
 		RingDeadline: *deadline, CoordinatorTimeout: *coordTimeout, CrashAfterBlobs: *crash,
 		StoreOutage: *outage, ConfigFields: j.Setup.Config.FieldDigests(),
 	})
+	if err != nil && ctx.Err() != nil {
+		// SIGTERM is how Kubernetes (and `sbtrain local`) stops a trainer:
+		// an orderly stop, as for the coordinator, whichever call the
+		// signal cut short (a gRPC call ends in a status error that does
+		// not wrap ctx's). Its peers re-plan without it.
+		slog.Info("trainer stopped by signal", "trainer", *id, "run", run)
+		return nil
+	}
+	return err
 }

@@ -194,3 +194,27 @@ func TestLocalExitsWhenNoTrainerIsLeft(t *testing.T) {
 		t.Fatalf("local's error does not say that no trainer is left:\n%s", tail(out, 10))
 	}
 }
+
+// SIGTERM stops a trainer in an orderly way too: exit 0, no ERROR line,
+// whether it is still looking for its coordinator or training.
+func TestSIGTERMStopsATrainer(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeClusterConfig(t, 3)
+	storeURL := "file://" + filepath.Join(dir, "store")
+	gossip := freeAddr(t)
+	coord := startProc(t, "coordinator", dir, coordinatorArgs(cfg, storeURL, gossip, "", 1)...)
+	coord.waitLine(0, time.Minute, "coordinator started", logged("coordinator started"))
+	tr := startProc(t, "trainer", dir, trainerArgs(cfg, storeURL, gossip, "trainer-0")...)
+	// Training: the coordinator has committed a checkpoint of its.
+	waitLatest(t, coord, filepath.Join(dir, "store"), time.Minute, func(storage.ID) bool { return true })
+	if err := tr.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.wait(20 * time.Second); err != nil {
+		t.Fatalf("trainer stopped by SIGTERM: %v, want exit 0\n%s", err, tail(tr.out.String(), 10))
+	}
+	if out := tr.out.String(); strings.Contains(out, " ERROR ") {
+		t.Fatalf("trainer stopped by SIGTERM logs an error:\n%s", tail(out, 10))
+	}
+	coord.kill()
+}
