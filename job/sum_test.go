@@ -85,6 +85,31 @@ func runRing(t *testing.T, j *Job, n int, own func(step int64) [][]int) []*State
 	return states
 }
 
+// The interpolant's other losses: the score by its own objective with the
+// velocity as the pair (v, s), and the mirror interpolant.
+const (
+	siScoreYAML = `
+name: jobtest-si-score
+method: si
+seed: 4
+data: {name: checkerboard}
+prior: {name: gaussian, dim: 2}
+model: {arch: mlp, hidden: [32, 32]}
+train: {batch: 64, lr: 0.002, steps: 9, ema_decay: 0.99}
+si: {train_denoiser: true, field: score, velocity: v}
+`
+	siMirrorYAML = `
+name: jobtest-si-mirror
+method: si
+seed: 4
+data: {name: gaussian, dim: 2, mean: [1, -1], var: [0.5, 2]}
+prior: {name: gaussian, dim: 2, mean: [1, -1], var: [0.5, 2]}
+model: {arch: mlp, hidden: [32, 32]}
+train: {batch: 64, lr: 0.002, steps: 9, ema_decay: 0.99}
+si: {path: mirror, gamma: sqrt, train_denoiser: true, field: score}
+`
+)
+
 // TestSumSameBytesAnyWorkerCount: the state after the whole run is the
 // same bytes at 1, 2, 3 and 8 replicas, contiguous or interleaved
 // ownership, ownership changing from step to step, and with the BLAS
@@ -93,7 +118,7 @@ func TestSumSameBytesAnyWorkerCount(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		yaml string
-	}{{"dsb", dsbYAML}, {"si", siYAML}} {
+	}{{"dsb", dsbYAML}, {"si", siYAML}, {"dsbm", dsbmYAML}, {"si score and (v, s) pair", siScoreYAML}, {"si mirror", siMirrorYAML}} {
 		t.Run(tc.name, func(t *testing.T) {
 			j := newJob(t, tc.yaml)
 			shards := j.Shards()
