@@ -258,7 +258,11 @@ func PlotMarginals(w io.Writer, clouds []Cloud, labels []string, reference *Clou
 	for k := range clouds {
 		name := labels[k]
 		if k == 0 && title != "" {
-			name = coordTitle(title, clouds[0].Dim) + "\n" + labels[k]
+			// Short lines: a panel is narrow.
+			name = title + "\n" + labels[k]
+			if d := clouds[0].Dim; d > 2 {
+				name = fmt.Sprintf("%s (x1, x2 of %d)\n%s", title, d, labels[k])
+			}
 		}
 		p := newPlot(name, "", "")
 		p.Title.TextStyle.Font.Size = vg.Points(10)

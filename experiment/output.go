@@ -132,7 +132,7 @@ func (o *Outcome) writePlots(dir string) error {
 		labels[0] += " (prior)"
 		labels[len(labels)-1] += " (data side)"
 		if err := o.plot(dir, MarginalsPlot, func(w io.Writer) error {
-			return eval.PlotMarginals(w, o.Marginals, labels, &o.HeldOut, cfg.Name+": marginals along the chain")
+			return eval.PlotMarginals(w, o.Marginals, labels, &o.HeldOut, cfg.Name)
 		}); err != nil {
 			return fmt.Errorf("plot marginals: %w", err)
 		}
