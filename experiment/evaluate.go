@@ -263,51 +263,57 @@ func (e *Evaluator) forwardFigures(ctx context.Context, m ForwardModel) (*Direct
 	return f, nil
 }
 
-// Trajectories generates the first Eval.Trajectories paths (the same rows
-// and noise as Evaluate's first rows) for plotting.
-func (e *Evaluator) Trajectories(ctx context.Context, m Model) ([]eval.Cloud, error) {
-	n := min(e.setup.Config.Eval.Trajectories, len(e.start)/e.setup.Dim)
-	if n == 0 {
-		return nil, nil
-	}
-	gen, err := m.Generate(ctx, e.start[:n*e.setup.Dim], e.setup.Config.Seed, true)
-	if err != nil {
-		return nil, err
-	}
-	steps := make([]eval.Cloud, len(gen.Paths))
-	for k, p := range gen.Paths {
-		steps[k] = eval.Cloud{Data: p, Dim: e.setup.Dim}
-	}
-	return steps, nil
-}
-
 // Marginal strip: this many rows, at about this many times.
 const (
 	MarginalPoints = 1000
 	marginalTimes  = 6
 )
 
-// Marginals generates the first MarginalPoints rows with their paths (the
-// same rows and noise as Evaluate's) and keeps the states at about six
-// evenly spaced times, with their indices and the chain's last index.
-// Point clouds of dimension 1 have no strip, nor do images (their chains
-// are drawn as pictures).
-func (e *Evaluator) Marginals(ctx context.Context, m Model) ([]eval.Cloud, []int, int, error) {
+// chains is what the plots draw of the chain: the first Eval.Trajectories
+// paths, and the first MarginalPoints rows at about six evenly spaced times
+// with their indices and the chain's last index (none for clouds of
+// dimension 1, nor for images, whose chains are drawn as pictures).
+type chains struct {
+	trajectories  []eval.Cloud
+	marginals     []eval.Cloud
+	marginalSteps []int
+	marginalOf    int
+}
+
+// chains generates both sets of paths in one call, on the rows and noise
+// of Evaluate's first rows.
+func (e *Evaluator) chains(ctx context.Context, m Model) (chains, error) {
 	d := e.setup.Dim
-	n := min(MarginalPoints, len(e.start)/d)
-	if _, image := e.setup.ImageShape(); d < 2 || n == 0 || image {
-		return nil, nil, 0, nil
+	rows := len(e.start) / d
+	traj := min(e.setup.Config.Eval.Trajectories, rows)
+	marg := min(MarginalPoints, rows)
+	if _, image := e.setup.ImageShape(); d < 2 || image {
+		marg = 0
+	}
+	var c chains
+	n := max(traj, marg)
+	if n == 0 {
+		return c, nil
 	}
 	gen, err := m.Generate(ctx, e.start[:n*d], e.setup.Config.Seed, true)
 	if err != nil {
-		return nil, nil, 0, err
+		return c, err
 	}
-	at := eval.MarginalTimes(len(gen.Paths), marginalTimes)
-	clouds := make([]eval.Cloud, len(at))
-	for i, k := range at {
-		clouds[i] = eval.Cloud{Data: gen.Paths[k], Dim: d}
+	if traj > 0 {
+		c.trajectories = make([]eval.Cloud, len(gen.Paths))
+		for k, p := range gen.Paths {
+			c.trajectories[k] = eval.Cloud{Data: p[:traj*d], Dim: d}
+		}
 	}
-	return clouds, at, len(gen.Paths) - 1, nil
+	if marg > 0 {
+		c.marginalSteps = eval.MarginalTimes(len(gen.Paths), marginalTimes)
+		c.marginalOf = len(gen.Paths) - 1
+		c.marginals = make([]eval.Cloud, len(c.marginalSteps))
+		for i, k := range c.marginalSteps {
+			c.marginals[i] = eval.Cloud{Data: gen.Paths[k][:marg*d], Dim: d}
+		}
+	}
+	return c, nil
 }
 
 // gaussianFigures applies when data and prior are Gaussian laws.

@@ -255,12 +255,11 @@ func (e *Evaluator) Conclude(ctx context.Context, model Model, m *Metrics) (*Out
 	}
 	m.Final = final
 	out.Samples = eval.Cloud{Data: gen.End, Dim: s.Dim}
-	if out.Trajectories, err = e.Trajectories(ctx, model); err != nil {
+	ch, err := e.chains(ctx, model)
+	if err != nil {
 		return nil, fmt.Errorf("trajectories: %w", err)
 	}
-	if out.Marginals, out.MarginalSteps, out.MarginalOf, err = e.Marginals(ctx, model); err != nil {
-		return nil, fmt.Errorf("marginals: %w", err)
-	}
+	out.Trajectories, out.Marginals, out.MarginalSteps, out.MarginalOf = ch.trajectories, ch.marginals, ch.marginalSteps, ch.marginalOf
 	return out, nil
 }
 
