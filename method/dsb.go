@@ -170,11 +170,11 @@ func (s *dsbState) Gradient(step int64, owned []int, shards []Shard, buf []float
 		}
 		ds[i] = d
 	}
-	loss, err := s.phase.LocalGrad(int(step), ds)
+	g := len(s.phase.Net.Params())
+	loss, err := s.phase.LocalGradTo(int(step), ds, buf[:g])
 	if err != nil {
 		return err
 	}
-	g := copy(buf, s.phase.Net.Grads())
 	buf[g] = float32(loss)
 	return nil
 }

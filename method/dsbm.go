@@ -160,11 +160,11 @@ func (s *dsbmState) Gradient(step int64, owned []int, shards []Shard, buf []floa
 		}
 		ds[i] = d
 	}
-	loss, err := s.phase.LocalGrad(int(step), ds)
+	g := len(s.phase.Net.Params())
+	loss, err := s.phase.LocalGradTo(int(step), ds, buf[:g])
 	if err != nil {
 		return err
 	}
-	g := copy(buf, s.phase.Net.Grads())
 	buf[g] = float32(loss)
 	return nil
 }

@@ -89,20 +89,27 @@ func (s *siState) Gradient(step int64, owned []int, _ []Shard, buf []float32) er
 	if len(s.part) != g {
 		s.part = make([]float32, g)
 	}
-	part := s.part
-	for k := 0; k < len(owned); {
+	for k, first := 0, true; k < len(owned); first = false {
 		from, to := s.m.ShardRange(owned[k])
 		k++
 		for k < len(owned) && owned[k] == owned[k-1]+1 {
 			_, to = s.m.ShardRange(owned[k])
 			k++
 		}
+		// buf is zero on entry, so the first block (the only one when
+		// ShardSum asks shard by shard) is written in place.
+		part := s.part
+		if first {
+			part = buf[:g]
+		}
 		l, err := s.tr.LocalGradient(int(step), from, to, part)
 		if err != nil {
 			return err
 		}
-		for i, v := range part {
-			buf[i] += v
+		if !first {
+			for i, v := range part {
+				buf[i] += v
+			}
 		}
 		buf[g] += float32(l.Velocity)
 		buf[g+1] += float32(l.Denoiser)

@@ -235,27 +235,50 @@ func (n *Net) Forward(t, x, out []float32) error {
 // writes its gradient with respect to the parameters into Grads()
 // (overwriting it). The loss is summed in float64.
 func (n *Net) LossGrad(t, x, target []float32) (float64, error) {
+	return n.LossGradTo(t, x, target, 1, n.grads)
+}
+
+// LossGradTo is LossGrad of weight*loss with the gradient written into
+// grads (NumParams values, overwritten) instead of Grads(). A caller that
+// sums weighted parts, a shard's share of the global batch, gets each part
+// in a buffer of its own from the one pass: the weight rides on the
+// output's gradient, so nothing rescales or copies the parameter gradient
+// afterwards (for a small net that pass over the arena cost as much as a
+// layer). It returns weight*loss.
+func (n *Net) LossGradTo(t, x, target []float32, weight float64, grads []float32) (float64, error) {
 	if err := n.checkBatch("loss", t, x, "target", target); err != nil {
 		return 0, err
 	}
-	if n.unet != nil {
-		return n.unetLossGrad(t, x, target), nil
+	if len(grads) != len(n.params) {
+		return 0, fmt.Errorf("nn loss: gradient buffer has %d values, want %d parameters", len(grads), len(n.params))
 	}
+	scale := float32(2 * weight / float64(len(t)))
+	var sum float64
+	if n.unet != nil {
+		sum = n.unetLossGrad(t, x, target, scale, grads)
+	} else {
+		sum = n.denseLossGrad(t, x, target, scale, grads)
+	}
+	return sum / float64(len(t)) * weight, nil
+}
+
+// denseLossGrad writes the gradient of the squared error, its output
+// gradient scaled by scale, into grads and returns the error's sum.
+func (n *Net) denseLossGrad(t, x, target []float32, scale float32, grads []float32) float64 {
 	d := n.spec.Dim
-	scale := float32(2 / float64(len(t)))
-	var loss float64
+	var sum float64
 	for lo := 0; lo < len(t); lo += maxChunk {
 		hi := min(lo+maxChunk, len(t))
 		y := n.forward(t[lo:hi], x[lo*d:hi*d], true)
 		dy := n.ws.da[len(n.layers)-1][:len(y)]
 		for i, yi := range y {
 			r := yi - target[lo*d+i]
-			loss += float64(r) * float64(r)
+			sum += float64(r) * float64(r)
 			dy[i] = scale * r
 		}
-		n.backward(hi-lo, x[lo*d:hi*d], true, lo > 0, nil)
+		n.backward(hi-lo, x[lo*d:hi*d], grads, lo > 0, nil)
 	}
-	return loss / float64(len(t)), nil
+	return sum
 }
 
 // VJP computes out = net(t, x) and vjp_b = v_b^T d net(t_b, x_b)/d x_b for
@@ -281,7 +304,7 @@ func (n *Net) VJP(t, x, v, out, vjp []float32) error {
 		y := n.forward(t[lo:hi], x[lo*d:hi*d], true)
 		copy(out[lo*d:hi*d], y)
 		copy(n.ws.da[len(n.layers)-1], v[lo*d:hi*d])
-		n.backward(hi-lo, x[lo*d:hi*d], false, false, vjp[lo*d:hi*d])
+		n.backward(hi-lo, x[lo*d:hi*d], nil, false, vjp[lo*d:hi*d])
 	}
 	return nil
 }
@@ -375,11 +398,13 @@ func (n *Net) forward(t, x []float32, keep bool) []float32 {
 }
 
 // backward propagates the gradient that the caller placed in the last
-// layer's da through the chunk that forward just ran. With params set it
-// writes (accumulate: adds) parameter gradients into the gradient arena;
-// with dx non-nil it writes the gradient with respect to x there.
-func (n *Net) backward(rows int, x []float32, params, accumulate bool, dx []float32) {
+// layer's da through the chunk that forward just ran. With grads non-nil
+// it writes (accumulate: adds) the parameter gradients there, in the
+// arena's layout; with dx non-nil it writes the gradient with respect to x
+// there.
+func (n *Net) backward(rows int, x []float32, grads []float32, accumulate bool, dx []float32) {
 	impl := gorgonia.WhichBLAS()
+	params := grads != nil
 	needs := n.needX
 	if params {
 		needs = n.needParams
@@ -411,10 +436,10 @@ func (n *Net) backward(rows int, x []float32, params, accumulate bool, dx []floa
 				k := l.widths[s]
 				in := n.source(src, rows, x)
 				impl.Sgemm(blas.Trans, blas.NoTrans, k, l.out, rows,
-					1, in, k, dz, l.out, beta, n.grads[wOff:wOff+k*l.out], l.out)
+					1, in, k, dz, l.out, beta, grads[wOff:wOff+k*l.out], l.out)
 				wOff += k * l.out
 			}
-			colSum(n.grads[l.b:l.b+l.out], dz, rows, accumulate)
+			colSum(grads[l.b:l.b+l.out], dz, rows, accumulate)
 		}
 		wOff := l.w
 		for s, src := range l.srcs {

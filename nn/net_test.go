@@ -602,3 +602,74 @@ func TestForwardMatchesVJPOutput(t *testing.T) {
 		})
 	}
 }
+
+// LossGradTo is the weighted loss with its gradient in the caller's
+// buffer: weight 1 gives LossGrad's bits exactly, any weight gives weight
+// times LossGrad's loss and gradient, and Grads() is left alone.
+func TestLossGradToWeightsIntoBuffer(t *testing.T) {
+	specs := []struct {
+		name string
+		spec Spec
+	}{
+		{"dsb2d", Spec{Arch: ArchDSB2D, Dim: 2}},
+		{"mlp-silu", Spec{Arch: ArchMLP, Dim: 3, Hidden: []int{8, 7}}},
+		{"unet", Spec{Arch: ArchUNet, Image: [3]int{1, 8, 8}, Channels: []int{4, 8}, Groups: 2}},
+	}
+	for _, tc := range specs {
+		t.Run(tc.name, func(t *testing.T) {
+			n, err := New(tc.spec, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := n.Spec().Dim
+			const b = 24
+			ts, x := randomBatch(10, b, d)
+			_, target := randomBatch(11, b, d)
+			loss, err := n.LossGrad(ts, x, target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := append([]float32(nil), n.Grads()...)
+			for _, weight := range []float64{1, 0.125, 3} {
+				buf := make([]float32, n.NumParams())
+				for i := range buf {
+					buf[i] = 7 // overwritten, not added to
+				}
+				sentinel := n.Grads()[0]
+				n.Grads()[0] = sentinel + 1
+				got, err := n.LossGradTo(ts, x, target, weight, buf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n.Grads()[0] != sentinel+1 {
+					t.Fatalf("weight %g: Grads() was written", weight)
+				}
+				n.Grads()[0] = sentinel
+				if math.Abs(got-weight*loss) > 1e-12*(1+weight*loss) {
+					t.Errorf("weight %g: loss %g, want %g", weight, got, weight*loss)
+				}
+				if weight == 1 {
+					if !bytes.Equal(f32bytes(buf), f32bytes(want)) {
+						t.Errorf("weight 1: gradient bytes differ from LossGrad's")
+					}
+					continue
+				}
+				// float32 sums of differently scaled terms: agree to a
+				// relative 1e-4, or 1e-6 of the largest coordinate.
+				var largest float64
+				for _, g := range want {
+					largest = max(largest, weight*math.Abs(float64(g)))
+				}
+				for i, g := range buf {
+					w := weight * float64(want[i])
+					if math.Abs(float64(g)-w) > 1e-4*math.Abs(w)+1e-6*largest {
+						t.Fatalf("weight %g: grad[%d] = %g, want %g", weight, i, g, w)
+					}
+				}
+			}
+			if _, err := n.LossGradTo(ts, x, target, 1, make([]float32, n.NumParams()-1)); err == nil || !strings.Contains(err.Error(), "gradient buffer") {
+				t.Errorf("short buffer: err = %v, want a gradient buffer error", err)
+			}
+		})
+	}
+}

@@ -606,17 +606,18 @@ func (n *Net) unetForward(t, x, out []float32) {
 	}
 }
 
-// unetLossGrad is Net.LossGrad for the unet.
-func (n *Net) unetLossGrad(t, x, target []float32) float64 {
+// unetLossGrad is denseLossGrad for the unet: the gradient of the squared
+// error, its output gradient scaled by scale, into grads; it returns the
+// error's sum.
+func (n *Net) unetLossGrad(t, x, target []float32, scale float32, grads []float32) float64 {
 	defer restoreBLASThreads(unetBLASThreads())
 	u, d := n.unet, n.spec.Dim
 	u.grow(min(len(t), unetChunk))
 	u.loadWeights(n.params)
-	clear(n.grads)
+	clear(grads)
 	for _, c := range u.convs {
 		clear(c.dwk)
 	}
-	scale := float32(2 / float64(len(t)))
 	var loss float64
 	y := u.dxin // free until backward's input gradient, which LossGrad skips
 	for lo := 0; lo < len(t); lo += unetChunk {
@@ -629,12 +630,12 @@ func (n *Net) unetLossGrad(t, x, target []float32) float64 {
 			loss += float64(r) * float64(r)
 			y[i] = scale * r
 		}
-		u.backward(n.params, n.grads, y, nil, nb, true)
+		u.backward(n.params, grads, y, nil, nb, true)
 	}
 	for _, c := range u.convs {
-		c.storeGrad(n.grads)
+		c.storeGrad(grads)
 	}
-	return loss / float64(len(t))
+	return loss
 }
 
 // unetVJP is Net.VJP for the unet.

@@ -94,27 +94,25 @@ func (p *Phase) SimulateShards(ctx context.Context, gen uint64, indices []int, w
 // that together own every shard gives the global minibatch's mean loss and
 // gradient, whatever the split. With no shards the gradient is 0.
 func (p *Phase) LocalGrad(step int, shards []*Shard) (loss float64, err error) {
-	g := p.Net.Grads()
+	return p.LocalGradTo(step, shards, p.Net.Grads())
+}
+
+// LocalGradTo is LocalGrad with the gradient written into grads
+// (len(Net.Params()) values, overwritten) instead of Net.Grads().
+func (p *Phase) LocalGradTo(step int, shards []*Shard, grads []float32) (loss float64, err error) {
 	if len(shards) == 0 {
-		clear(g)
+		clear(grads)
 		return 0, nil
 	}
 	b, err := p.Chain.MakeBatch(p.ID, step, shards)
 	if err != nil {
 		return 0, err
 	}
-	l, err := p.Net.LossGrad(b.T, b.X, b.Target)
+	l, err := p.Net.LossGradTo(b.T, b.X, b.Target, p.Chain.Weight(b), grads)
 	if err != nil {
 		return 0, fmt.Errorf("%v step %d: loss: %w", p.ID, step, err)
 	}
-	w := p.Chain.Weight(b)
-	if w != 1 {
-		wf := float32(w)
-		for i := range g {
-			g[i] *= wf
-		}
-	}
-	return l * w, nil
+	return l, nil
 }
 
 // Apply takes one optimiser step with the global (summed) gradient grads:

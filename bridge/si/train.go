@@ -326,7 +326,7 @@ func (tr *Trainer) LocalGradient(step, from, to int, grad []float32) (Losses, er
 // the squared loss's. It writes w times that gradient into dst and returns w
 // times the SI loss.
 func siLossGrad(net *nn.Net, t, x, target []float32, w float64, dst []float32) (float64, error) {
-	mse, err := net.LossGrad(t, x, target)
+	half, err := net.LossGradTo(t, x, target, w/2, dst)
 	if err != nil {
 		return 0, err
 	}
@@ -335,11 +335,7 @@ func siLossGrad(net *nn.Net, t, x, target []float32, w float64, dst []float32) (
 	for _, v := range target {
 		y2 += float64(v) * float64(v)
 	}
-	scale := float32(w / 2)
-	for i, g := range net.Grads() {
-		dst[i] = scale * g
-	}
-	return w * (mse/2 - y2/float64(2*n)), nil
+	return half - w*y2/float64(2*n), nil
 }
 
 // Apply performs the optimizer step with the summed gradient (every replica
