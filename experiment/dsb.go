@@ -29,6 +29,7 @@ func (s *Setup) DSBOptions() (dsb.Options, error) {
 		Shards:        c.DSB.CacheShards,
 		Refresh:       c.DSB.CacheRefresh,
 		WarmStart:     c.DSB.WarmStart,
+		Denoise:       c.DSB.Denoise,
 		Seed:          c.Seed,
 	}
 	if err := o.Validate(); err != nil {

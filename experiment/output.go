@@ -349,7 +349,7 @@ func Load(dir string) (*Setup, Model, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		m := &DSBModel{Sched: sched, Dim: s.Dim}
+		m := &DSBModel{Sched: sched, Dim: s.Dim, Denoise: cfg.DSB.Denoise}
 		if m.Backward, err = load("backward", true); err != nil {
 			return nil, nil, err
 		}

@@ -238,7 +238,12 @@ func (s *dsbState) Model(p int) (Model, error) {
 	if s.fin.B == nil {
 		return nil, fmt.Errorf("model: no network has finished before phase %d", p)
 	}
-	return DSBModelOf(&s.fin)
+	m, err := DSBModelOf(&s.fin)
+	if err != nil {
+		return nil, err
+	}
+	m.Denoise = s.m.opts.Denoise
+	return m, nil
 }
 
 // dsbCache simulates the open phase's shards with forks of its frozen mean.

@@ -39,12 +39,15 @@ type DSBModel struct {
 	Sched             dsb.Schedule
 	Dim               int
 	Backward, Forward *nn.Net // sampling weights (EMA when trained with it)
+	// Denoise ends the chain on its last transition's mean (see
+	// dsb.SampleOptions.Denoise).
+	Denoise bool
 }
 
 // Generate runs the backward chain from start.
 func (m *DSBModel) Generate(ctx context.Context, start []float32, seed uint64, paths bool) (*Generated, error) {
 	mean := &dsb.NetMean{Net: m.Backward, Dir: dsb.Backward, Sched: m.Sched, Dim: m.Dim}
-	out, err := dsb.SampleContext(ctx, mean, m.Sched, m.Dim, start, dsb.SampleOptions{Seed: seed, Path: paths})
+	out, err := dsb.SampleContext(ctx, mean, m.Sched, m.Dim, start, dsb.SampleOptions{Seed: seed, Path: paths, Denoise: m.Denoise})
 	if err != nil {
 		return nil, fmt.Errorf("dsb sample: %w", err)
 	}

@@ -40,7 +40,10 @@ type Options struct {
 	// phase starts from a fresh initialisation, as the public Gaussian
 	// benchmark does.
 	WarmStart bool
-	Seed      uint64
+	// Denoise makes the trained model's samples end on the mean of the last
+	// transition (SampleOptions.Denoise); training does not read it.
+	Denoise bool
+	Seed    uint64
 	// Workers bounds the goroutines that simulate cache shards; 0 means one
 	// per core (GOMAXPROCS). The cache is the same bytes for any value.
 	Workers int

@@ -23,11 +23,12 @@ func init() {
 }
 
 func runBenchLocal(ctx context.Context, args []string) error {
-	fs := newFlagSet("bench local", "[--config FILE] [--workers 1,2,4] [--steps N] [--iterations K]")
+	fs := newFlagSet("bench local", "[--config FILE] [--workers 1,2,4] [--steps N] [--iterations K] [--samples N]")
 	cfgPath := fs.String("config", "", "run config (YAML); empty uses the embedded default")
 	workersFlag := fs.String("workers", "1,2,4", "comma-separated trainer counts to measure")
 	steps := fs.Int("steps", 300, "override train.steps (steps per phase) to keep the benchmark short; 0 keeps the config's")
 	iterations := fs.Int("iterations", 2, "override dsb.iterations; 0 keeps the config's")
+	samples := fs.Int("samples", 0, "override eval.samples, the held-out evaluation's size, to keep an image config's evaluation short; 0 keeps the config's")
 	dir := fs.String("dir", "", "working directory for stores and outputs (default: a temporary one, removed after)")
 	bind := fs.Bool("bind", true, "passed to local: bind each trainer to its share of the CPUs")
 	if done, err := parseFlags(fs, args); done {
@@ -43,8 +44,8 @@ func runBenchLocal(ctx context.Context, args []string) error {
 	if err != nil {
 		return usagef("--workers %q: want comma-separated counts in 1..64", *workersFlag)
 	}
-	if *steps < 0 || *iterations < 0 {
-		return usagef("--steps and --iterations must be >= 0")
+	if *steps < 0 || *iterations < 0 || *samples < 0 {
+		return usagef("--steps, --iterations and --samples must be >= 0")
 	}
 	var cfg *config.Config
 	if *cfgPath == "" {
@@ -60,6 +61,9 @@ func runBenchLocal(ctx context.Context, args []string) error {
 	}
 	if *iterations > 0 && cfg.Method == "dsb" {
 		cfg.DSB.Iterations = *iterations
+	}
+	if *samples > 0 {
+		cfg.Eval.Samples = *samples
 	}
 	cfg.Name = "bench-local"
 	y := cfg.YAML()

@@ -175,7 +175,7 @@ func forwardSampler(ctx context.Context, model experiment.Model, seed uint64) (f
 		}
 		mean := &dsb.NetMean{Net: m.Forward, Dir: dsb.Forward, Sched: m.Sched, Dim: m.Dim}
 		return func(start []float32) ([]float32, error) {
-			out, err := dsb.SampleContext(ctx, mean, m.Sched, m.Dim, start, dsb.SampleOptions{Seed: seed})
+			out, err := dsb.SampleContext(ctx, mean, m.Sched, m.Dim, start, dsb.SampleOptions{Seed: seed, Denoise: m.Denoise})
 			if err != nil {
 				return nil, fmt.Errorf("dsb forward sample: %w", err)
 			}
