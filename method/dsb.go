@@ -176,6 +176,7 @@ func (s *dsbState) Gradient(step int64, owned []int, shards []Shard, buf []float
 		return err
 	}
 	buf[g] = float32(loss)
+	clear(buf[g+1:])
 	return nil
 }
 

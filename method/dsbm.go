@@ -166,6 +166,7 @@ func (s *dsbmState) Gradient(step int64, owned []int, shards []Shard, buf []floa
 		return err
 	}
 	buf[g] = float32(loss)
+	clear(buf[g+1:])
 	return nil
 }
 

@@ -34,8 +34,8 @@
 //   - Everything a state computes is a pure function of the config, the
 //     position and the owned shards: the random streams are counters keyed
 //     by (seed, phase, step or generation, global sample), never by rank.
-//   - Gradient writes the weighted gradient of its rows into
-//     buf[:GradLen()] and the weighted losses into the LossSlots after it,
+//   - Gradient overwrites buf[:GradLen()] with the weighted gradient of
+//     its rows and the LossSlots after it with the weighted losses,
 //     each scaled by rows/Batch, so the sum of the shares of every shard
 //     is the global batch's gradient and loss. A share of one shard has a
 //     fixed shape and is computed the same way wherever it is.
@@ -115,7 +115,9 @@ type State interface {
 	// Gradient writes this replica's share of step s, from the owned
 	// virtual shards (shards[i] is shard owned[i] of generation
 	// Cache().Gen(s), or nil without a cache), into buf, of length
-	// GradLen()+LossSlots and zero on entry. Owning nothing gives zeros.
+	// GradLen()+LossSlots: every value of it, whatever buf held (the
+	// shard-by-shard sum hands it reused buffers and clearing them cost a
+	// pass over the gradient per shard). Owning nothing gives zeros.
 	Gradient(s int64, owned []int, shards []Shard, buf []float32) error
 	// Apply takes step s with the summed gradient (identical on every
 	// replica; it may be clipped in place).

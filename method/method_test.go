@@ -2,6 +2,7 @@ package method_test
 
 import (
 	"context"
+	"math"
 	"reflect"
 	"strconv"
 	"strings"
@@ -184,5 +185,47 @@ func driverContract(t *testing.T, y string) {
 	}
 	if _, _, err := m.EncodeShard("not a shard"); err == nil {
 		t.Error("a shard of another type was encoded")
+	}
+}
+
+// Gradient writes every value of its buffer: a buffer full of NaNs gives
+// the bytes a zeroed one does, for every shard, a pair of shards, all of
+// them and none (the shard-by-shard sum reuses its buffers uncleared).
+func TestGradientOverwritesBuffer(t *testing.T) {
+	for _, tc := range []struct{ name, yaml string }{{"dsb", dsbYAML}, {"dsbm", dsbmYAML}, {"si", siYAML}} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMethod(t, tc.yaml)
+			st, err := m.Start()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Open(0); err != nil {
+				t.Fatal(err)
+			}
+			n := st.GradLen() + method.LossSlots
+			for _, owned := range [][]int{{0}, {1}, {0, 2}, {1, 2}, {0, 1, 2, 3}, {}} {
+				var shards []method.Shard
+				if c := st.Cache(); c != nil && len(owned) > 0 {
+					if shards, err = method.Build(context.Background(), c.Builders(1), c.Gen(0), owned); err != nil {
+						t.Fatal(err)
+					}
+				}
+				zeroed, dirty := make([]float32, n), make([]float32, n)
+				for i := range dirty {
+					dirty[i] = float32(math.NaN())
+				}
+				if err := st.Gradient(0, owned, shards, zeroed); err != nil {
+					t.Fatal(err)
+				}
+				if err := st.Gradient(0, owned, shards, dirty); err != nil {
+					t.Fatal(err)
+				}
+				for i := range zeroed {
+					if math.Float32bits(zeroed[i]) != math.Float32bits(dirty[i]) {
+						t.Fatalf("owning %v: value %d of %d is %v from a NaN buffer, %v from a zeroed one", owned, i, n, dirty[i], zeroed[i])
+					}
+				}
+			}
+		})
 	}
 }

@@ -89,6 +89,11 @@ func (s *siState) Gradient(step int64, owned []int, _ []Shard, buf []float32) er
 	if len(s.part) != g {
 		s.part = make([]float32, g)
 	}
+	if len(owned) == 0 {
+		clear(buf)
+		return nil
+	}
+	clear(buf[g:])
 	for k, first := 0, true; k < len(owned); first = false {
 		from, to := s.m.ShardRange(owned[k])
 		k++
@@ -96,8 +101,8 @@ func (s *siState) Gradient(step int64, owned []int, _ []Shard, buf []float32) er
 			_, to = s.m.ShardRange(owned[k])
 			k++
 		}
-		// buf is zero on entry, so the first block (the only one when
-		// ShardSum asks shard by shard) is written in place.
+		// The first block (the only one when ShardSum asks shard by shard)
+		// is written in place; the others are added to it.
 		part := s.part
 		if first {
 			part = buf[:g]

@@ -62,7 +62,6 @@ func (r *ShardSum) Step(ctx context.Context, st State, s int64, shards int, owne
 func shardTerms(st State, s int64, owned []int, got []Shard, terms [][]float32) error {
 	defer par.SingleThreadBLAS()()
 	for k := range owned {
-		clear(terms[k])
 		var one []Shard
 		if got != nil {
 			one = got[k : k+1]
