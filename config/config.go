@@ -97,7 +97,7 @@ type Train struct {
 	Steps    int     `yaml:"steps" json:"steps"` // per phase
 	EMADecay float64 `yaml:"ema_decay" json:"ema_decay"`
 	GradClip float64 `yaml:"grad_clip" json:"grad_clip"` // 0: off
-	// LRSchedule is constant, or cosine decay to 0 over the phase (SI only).
+	// LRSchedule is constant, or cosine decay to 0 over each phase.
 	LRSchedule string `yaml:"lr_schedule" json:"lr_schedule"`
 }
 
@@ -134,6 +134,11 @@ type DSBM struct {
 	CacheShards   int     `yaml:"cache_shards" json:"cache_shards"`
 	CacheRefresh  int     `yaml:"cache_refresh" json:"cache_refresh"` // steps between cache generations
 	WarmStart     bool    `yaml:"warm_start" json:"warm_start"`
+	// Denoise drops the noise of the sampler's last Euler-Maruyama step, as
+	// dsb.denoise does; the backward drift's last step already lands on its
+	// estimate of the data point. Omitted when unset, so configs without
+	// it keep their hashes.
+	Denoise bool `yaml:"denoise,omitempty" json:"denoise,omitempty"`
 }
 
 // SI is the interpolant and its samplers.
@@ -427,10 +432,7 @@ func (c *Config) Validate() error {
 		bad("train.ema_decay", "%v, want in [0, 1)", t.EMADecay)
 	}
 	switch {
-	case t.LRSchedule == "constant":
-	case t.LRSchedule == "cosine" && c.Method == MethodSI:
-	case t.LRSchedule == "cosine":
-		bad("train.lr_schedule", "cosine is supported by method si only")
+	case t.LRSchedule == "constant", t.LRSchedule == "cosine":
 	default:
 		bad("train.lr_schedule", "%q, want constant or cosine", t.LRSchedule)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/sbtrain/sbtrain/bridge/dsb"
+	"github.com/sbtrain/sbtrain/config"
 )
 
 // DSBOptions maps the config onto the DSB trainer's options.
@@ -24,7 +25,7 @@ func (s *Setup) DSBOptions() (dsb.Options, error) {
 		Iterations:    c.DSB.Iterations,
 		StepsPerPhase: c.Train.Steps,
 		Batch:         c.Train.Batch,
-		Hyper:         dsb.Hyper{LR: c.Train.LR, EMADecay: c.Train.EMADecay, GradClip: c.Train.GradClip},
+		Hyper:         phaseHyper(c.Train),
 		CacheSize:     c.DSB.CacheSize,
 		Shards:        c.DSB.CacheShards,
 		Refresh:       c.DSB.CacheRefresh,
@@ -41,4 +42,14 @@ func (s *Setup) DSBOptions() (dsb.Options, error) {
 // schedule is the DSB time grid of the config.
 func (s *Setup) schedule() (dsb.Schedule, error) {
 	return dsb.NewSchedule(s.Config.DSB.Steps, s.Config.DSB.GammaMin, s.Config.DSB.GammaMax)
+}
+
+// phaseHyper is the optimiser of a DSB or DSBM phase; a cosine schedule
+// decays over each phase's steps.
+func phaseHyper(t config.Train) dsb.Hyper {
+	h := dsb.Hyper{LR: t.LR, EMADecay: t.EMADecay, GradClip: t.GradClip}
+	if t.LRSchedule == "cosine" {
+		h.CosineSteps = t.Steps
+	}
+	return h
 }

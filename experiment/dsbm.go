@@ -3,7 +3,6 @@ package experiment
 import (
 	"fmt"
 
-	"github.com/sbtrain/sbtrain/bridge/dsb"
 	"github.com/sbtrain/sbtrain/bridge/dsbm"
 )
 
@@ -18,11 +17,12 @@ func (s *Setup) DSBMOptions() (dsbm.Options, error) {
 		Iterations:    c.DSBM.Iterations,
 		StepsPerPhase: c.Train.Steps,
 		Batch:         c.Train.Batch,
-		Hyper:         dsb.Hyper{LR: c.Train.LR, EMADecay: c.Train.EMADecay, GradClip: c.Train.GradClip},
+		Hyper:         phaseHyper(c.Train),
 		CacheSize:     c.DSBM.CacheSize,
 		Shards:        c.DSBM.CacheShards,
 		Refresh:       c.DSBM.CacheRefresh,
 		WarmStart:     c.DSBM.WarmStart,
+		Denoise:       c.DSBM.Denoise,
 		Seed:          c.Seed,
 	}
 	if err := o.Validate(); err != nil {

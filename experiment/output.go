@@ -362,7 +362,7 @@ func Load(dir string) (*Setup, Model, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		m := &DSBMModel{Chain: chain}
+		m := &DSBMModel{Chain: chain, Denoise: cfg.DSBM.Denoise}
 		if m.Backward, err = load("backward", true); err != nil {
 			return nil, nil, err
 		}

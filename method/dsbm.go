@@ -229,7 +229,12 @@ func (s *dsbmState) Model(p int) (Model, error) {
 	if s.fin.B == nil {
 		return nil, fmt.Errorf("model: no drift has finished before phase %d", p)
 	}
-	return DSBMModelOf(&s.fin)
+	m, err := DSBMModelOf(&s.fin)
+	if err != nil {
+		return nil, err
+	}
+	m.Denoise = s.m.opts.Denoise
+	return m, nil
 }
 
 // dsbmCache simulates the open phase's shards with evaluators of its frozen
@@ -264,11 +269,14 @@ func (c *dsbmCache) Builders(n int) []Builder {
 type DSBMModel struct {
 	Chain             *dsbm.Chain
 	Backward, Forward *nn.Net // sampling weights (EMA when trained with it)
+	// Denoise drops the last step's noise in both directions (see
+	// dsbm.SampleOptions.Denoise).
+	Denoise bool
 }
 
 // Generate runs the backward SDE from start.
 func (m *DSBMModel) Generate(ctx context.Context, start []float32, seed uint64, paths bool) (*Generated, error) {
-	out, err := m.Chain.Sample(ctx, m.Backward, dsbm.Backward, start, dsbm.SampleOptions{Seed: seed, Path: paths})
+	out, err := m.Chain.Sample(ctx, m.Backward, dsbm.Backward, start, dsbm.SampleOptions{Seed: seed, Path: paths, Denoise: m.Denoise})
 	if err != nil {
 		return nil, fmt.Errorf("dsbm sample: %w", err)
 	}
@@ -283,7 +291,7 @@ func (m *DSBMModel) GenerateForward(ctx context.Context, start []float32, seed u
 	if m.Forward == nil {
 		return nil, nil
 	}
-	out, err := m.Chain.Sample(ctx, m.Forward, dsbm.Forward, start, dsbm.SampleOptions{Seed: seed})
+	out, err := m.Chain.Sample(ctx, m.Forward, dsbm.Forward, start, dsbm.SampleOptions{Seed: seed, Denoise: m.Denoise})
 	if err != nil {
 		return nil, fmt.Errorf("dsbm forward sample: %w", err)
 	}

@@ -31,6 +31,22 @@ type Hyper struct {
 	EMADecay float64
 	// GradClip > 0 clips the global gradient norm before the Adam step.
 	GradClip float64
+	// CosineSteps > 0 decays the rate from LR to 0 by a half cosine over
+	// that many optimiser steps (a phase's length), so that a short phase
+	// ends on small steps, as a long one with a constant rate ends on an
+	// average; 0 keeps LR throughout. Each phase restarts the decay (its
+	// Adam starts afresh), and the rate is a function of Adam.T alone, so
+	// a resumed phase needs no schedule state.
+	CosineSteps int
+}
+
+// RateAt is the learning rate of the optimiser step taken after t steps.
+func (h Hyper) RateAt(t int64) float64 {
+	if h.CosineSteps <= 0 {
+		return h.LR
+	}
+	frac := math.Min(float64(t)/float64(h.CosineSteps), 1)
+	return h.LR * (1 + math.Cos(math.Pi*frac)) / 2
 }
 
 // Validate names the bad field.
@@ -43,6 +59,9 @@ func (h Hyper) Validate() error {
 	}
 	if !(h.GradClip >= 0) || math.IsInf(h.GradClip, 0) {
 		return fmt.Errorf("grad clip: must be >= 0 and finite (0 = off), got %v", h.GradClip)
+	}
+	if h.CosineSteps < 0 {
+		return fmt.Errorf("cosine steps: must be >= 0 (0 = constant rate), got %d", h.CosineSteps)
 	}
 	return nil
 }
@@ -151,6 +170,7 @@ func (p *Phase) Apply(grads []float32) (gradNorm float64, err error) {
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
 		return norm, fmt.Errorf("%v: gradient norm is %v", p.ID, norm)
 	}
+	p.Adam.LR = p.Hyper.RateAt(p.Adam.T)
 	p.Adam.Step(params, grads)
 	if p.EMA != nil {
 		p.EMA.Decay = emaDecay(p.Hyper.EMADecay, p.Adam.T)

@@ -127,6 +127,7 @@ func (p *Phase) Apply(grads []float32) (gradNorm float64, err error) {
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
 		return norm, fmt.Errorf("%v: gradient norm is %v", p.ID, norm)
 	}
+	p.Adam.LR = p.Hyper.RateAt(p.Adam.T)
 	p.Adam.Step(params, grads)
 	if p.EMA != nil {
 		// The warmed-up decay of package dsb, so a phase trained from

@@ -57,6 +57,11 @@ type SampleOptions struct {
 	Chunk int
 	// Workers bounds the goroutines; 0 means one per core.
 	Workers int
+	// Denoise drops the noise of the last step. The backward drift
+	// regresses (x0 - x_t)/t and the last step has dt = t, so that step
+	// lands on the drift's estimate of x0; its noise, sigma sqrt(1/N), is
+	// speckle on an image. Training (the cache's pairs) never sets it.
+	Denoise bool
 }
 
 // DefaultSampleChunk is nn's own chunk size, as in package dsb, so the
@@ -123,7 +128,7 @@ func (c *Chain) Sample(ctx context.Context, m Model, dir Direction, start []floa
 		if opt.Path {
 			path = func(i int, x []float32) { copy(out.Path[i][lo*dim:hi*dim], x) }
 		}
-		if err := integrate(models[w], dir, c.Sigma, n, dim, x, keys, path); err != nil {
+		if err := integrate(models[w], dir, c.Sigma, n, dim, x, keys, opt.Denoise, path); err != nil {
 			return fmt.Errorf("sample rows %d..%d: %w", lo, hi-1, err)
 		}
 		return nil
@@ -135,9 +140,10 @@ func (c *Chain) Sample(ctx context.Context, m Model, dir Direction, start []floa
 }
 
 // integrate runs n Euler-Maruyama steps of drift m in direction dir on the
-// rows x in place; row r's noise at step i is keys[r].With(i). path, when
-// set, sees the state after every step (and the start, as step 0).
-func integrate(m Model, dir Direction, sigma float64, n, dim int, x []float32, keys []rng.Key, path func(i int, x []float32)) error {
+// rows x in place; row r's noise at step i is keys[r].With(i), none at the
+// last step when denoise is set. path, when set, sees the state after every
+// step (and the start, as step 0).
+func integrate(m Model, dir Direction, sigma float64, n, dim int, x []float32, keys []rng.Key, denoise bool, path func(i int, x []float32)) error {
 	if path != nil {
 		path(0, x)
 	}
@@ -159,6 +165,9 @@ func integrate(m Model, dir Direction, sigma float64, n, dim int, x []float32, k
 		}
 		if err := m.Forward(t, x, v); err != nil {
 			return fmt.Errorf("%s drift at t = %v: %w", dir, ti, err)
+		}
+		if denoise && i == n-1 {
+			sd = 0
 		}
 		for r, key := range keys {
 			z := key.With(uint64(i)).Stream()

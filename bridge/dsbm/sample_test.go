@@ -93,3 +93,50 @@ func TestSampleBytesDoNotDependOnWorkersOrCalls(t *testing.T) {
 		t.Fatalf("path has %d states, want %d from the start to the end", len(one.Path), c.Steps+1)
 	}
 }
+
+// Denoise must change the last step alone: the same path up to it, then
+// the drift's step without noise, in both directions.
+func TestSampleDenoiseDropsOnlyTheLastNoise(t *testing.T) {
+	const dim = 3
+	c := testChain(dim)
+	g := GaussianCoupling{M0: fill(dim, -0.1), V0: fill(dim, 1), M1: fill(dim, 0.1), V1: fill(dim, 1),
+		C: fill(dim, 0.5), Sigma: 1}
+	start := draw(gaussian{dim, 0.1, 1}, 1, 0, 50)
+	for _, dir := range []Direction{Backward, Forward} {
+		drift := GaussianDrift{Coupling: g, Dir: dir}
+		noisy, err := c.Sample(context.Background(), drift, dir, start, SampleOptions{Seed: 5, Path: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		clean, err := c.Sample(context.Background(), drift, dir, start, SampleOptions{Seed: 5, Path: true, Denoise: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := c.Steps
+		for i := 0; i < n; i++ {
+			if !slices.Equal(noisy.Path[i], clean.Path[i]) {
+				t.Fatalf("%v: denoise changed state %d of %d, want only the last", dir, i, n)
+			}
+		}
+		last := float32(float64(n-1) / float64(n))
+		if dir == Backward {
+			last = float32(1 / float64(n))
+		}
+		times := make([]float32, len(start)/dim)
+		for r := range times {
+			times[r] = last
+		}
+		v := make([]float32, len(start))
+		if err := drift.Forward(times, clean.Path[n-1], v); err != nil {
+			t.Fatal(err)
+		}
+		for j, x := range clean.Path[n-1] {
+			if want := float32(float64(x) + float64(v[j])/float64(n)); clean.End[j] != want {
+				t.Fatalf("%v: denoised end[%d] = %v, want the noiseless step %v", dir, j, clean.End[j], want)
+			}
+		}
+		if slices.Equal(noisy.End, clean.End) {
+			t.Fatalf("%v: denoise left the end points as they were", dir)
+		}
+	}
+}

@@ -39,7 +39,10 @@ type Options struct {
 	// per direction); otherwise every phase starts from a fresh
 	// initialisation.
 	WarmStart bool
-	Seed      uint64
+	// Denoise makes the trained model's samples drop their last step's
+	// noise (SampleOptions.Denoise); training does not read it.
+	Denoise bool
+	Seed    uint64
 	// Workers bounds the goroutines that simulate cache shards; 0 means one
 	// per core. The cache is the same bytes for any value.
 	Workers int

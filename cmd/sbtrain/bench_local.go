@@ -27,7 +27,7 @@ func runBenchLocal(ctx context.Context, args []string) error {
 	cfgPath := fs.String("config", "", "run config (YAML); empty uses the embedded default")
 	workersFlag := fs.String("workers", "1,2,4", "comma-separated trainer counts to measure")
 	steps := fs.Int("steps", 300, "override train.steps (steps per phase) to keep the benchmark short; 0 keeps the config's")
-	iterations := fs.Int("iterations", 2, "override dsb.iterations; 0 keeps the config's")
+	iterations := fs.Int("iterations", 2, "override dsb.iterations (dsbm.iterations for DSBM); 0 keeps the config's")
 	samples := fs.Int("samples", 0, "override eval.samples, the held-out evaluation's size, to keep an image config's evaluation short; 0 keeps the config's")
 	dir := fs.String("dir", "", "working directory for stores and outputs (default: a temporary one, removed after)")
 	bind := fs.Bool("bind", true, "passed to local: bind each trainer to its share of the CPUs")
@@ -59,8 +59,13 @@ func runBenchLocal(ctx context.Context, args []string) error {
 	if *steps > 0 {
 		cfg.Train.Steps = *steps
 	}
-	if *iterations > 0 && cfg.Method == "dsb" {
-		cfg.DSB.Iterations = *iterations
+	if *iterations > 0 {
+		switch cfg.Method {
+		case config.MethodDSB:
+			cfg.DSB.Iterations = *iterations
+		case config.MethodDSBM:
+			cfg.DSBM.Iterations = *iterations
+		}
 	}
 	if *samples > 0 {
 		cfg.Eval.Samples = *samples
@@ -79,6 +84,9 @@ func runBenchLocal(ctx context.Context, args []string) error {
 	}
 	if work, err = filepath.Abs(work); err != nil {
 		return err
+	}
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return fmt.Errorf("--dir: %w", err)
 	}
 	cfgFile := filepath.Join(work, "config.yaml")
 	if err := os.WriteFile(cfgFile, y, 0o644); err != nil {

@@ -25,7 +25,7 @@ type quickImage struct {
 	kill    bool     // also SIGKILL a 2-trainer run and resume it on 1
 }
 
-// quickImages are the three quick image examples. The interpolant is cut
+// quickImages are the four quick image examples. The interpolant is cut
 // to 150 steps, still several checkpoints and long enough for a
 // summation-order difference to show (any shows in the bytes at once);
 // the DSB ones run whole.
@@ -36,6 +36,8 @@ var quickImages = []quickImage{
 		phases: 4, steps: 60, nets: []string{"backward.safetensors", "forward.safetensors"}},
 	{file: "mnist-fashion-dsb-quick.yaml", replace: map[string]string{"samples: 300": "samples: 200"},
 		phases: 2, steps: 60, nets: []string{"backward.safetensors", "forward.safetensors"}},
+	{file: "mnist-fashion-dsbm-quick.yaml", replace: map[string]string{"samples: 300": "samples: 200"},
+		phases: 4, steps: 40, nets: []string{"backward.safetensors", "forward.safetensors"}},
 }
 
 // write writes the example's config with the cluster run's name and the

@@ -114,7 +114,7 @@ eval: {samples: 32, trajectories: 2}
 // times slower, and TestSampleWritesImages runs the same path there.
 func TestQuickImageExamples(t *testing.T) {
 	if testing.Short() {
-		t.Skip("trains three image examples")
+		t.Skip("trains the quick image examples")
 	}
 	if !strings.HasPrefix(nn.BLAS(), "OpenBLAS") {
 		t.Skipf("the quick image examples are sized for OpenBLAS; this build uses %s", nn.BLAS())
@@ -126,6 +126,7 @@ func TestQuickImageExamples(t *testing.T) {
 		{"mnist-si-quick.yaml", []string{"samples.png", "trajectories.png", "trajectories.gif"}},
 		{"mnist-dsb-quick.yaml", []string{"samples.png", "trajectories.png", "trajectories.gif"}},
 		{"mnist-fashion-dsb-quick.yaml", []string{"samples.png", "trajectories.png", "trajectories.gif", "pairs.png"}},
+		{"mnist-fashion-dsbm-quick.yaml", []string{"samples.png", "trajectories.png", "trajectories.gif", "pairs.png"}},
 	} {
 		t.Run(c.file, func(t *testing.T) {
 			out := t.TempDir()
