@@ -66,8 +66,7 @@ func TestSampleWithExactDriftHasTheCouplingsMoments(t *testing.T) {
 func TestSampleBytesDoNotDependOnWorkersOrCalls(t *testing.T) {
 	const dim = 3
 	c := testChain(dim)
-	g := GaussianCoupling{M0: fill(dim, -0.1), V0: fill(dim, 1), M1: fill(dim, 0.1), V1: fill(dim, 1),
-		C: fill(dim, 0.5), Sigma: 1}
+	g := unitCoupling(dim)
 	start := draw(gaussian{dim, 0.1, 1}, 1, 0, 1000)
 	drift := GaussianDrift{Coupling: g, Dir: Backward}
 	one, err := c.Sample(context.Background(), drift, Backward, start, SampleOptions{Seed: 5, Chunk: 64, Workers: 1, Path: true})
@@ -99,8 +98,7 @@ func TestSampleBytesDoNotDependOnWorkersOrCalls(t *testing.T) {
 func TestSampleDenoiseDropsOnlyTheLastNoise(t *testing.T) {
 	const dim = 3
 	c := testChain(dim)
-	g := GaussianCoupling{M0: fill(dim, -0.1), V0: fill(dim, 1), M1: fill(dim, 0.1), V1: fill(dim, 1),
-		C: fill(dim, 0.5), Sigma: 1}
+	g := unitCoupling(dim)
 	start := draw(gaussian{dim, 0.1, 1}, 1, 0, 50)
 	for _, dir := range []Direction{Backward, Forward} {
 		drift := GaussianDrift{Coupling: g, Dir: dir}
@@ -139,4 +137,11 @@ func TestSampleDenoiseDropsOnlyTheLastNoise(t *testing.T) {
 			t.Fatalf("%v: denoise left the end points as they were", dir)
 		}
 	}
+}
+
+// unitCoupling is N(-0.1, I) at t = 0 and N(0.1, I) at t = 1 with
+// covariance 0.5 between them, under a Brownian reference of scale 1.
+func unitCoupling(dim int) GaussianCoupling {
+	return GaussianCoupling{M0: fill(dim, -0.1), V0: fill(dim, 1), M1: fill(dim, 0.1), V1: fill(dim, 1),
+		C: fill(dim, 0.5), Sigma: 1}
 }
