@@ -5,6 +5,17 @@ import (
 	"math"
 )
 
+// CosineRate is lr decayed by a half cosine from lr at step 0 to 0 at step
+// steps, and 0 after: a pure function of the step, so a resumed run needs
+// no schedule state. steps <= 0 means no decay.
+func CosineRate(lr float64, step, steps int64) float64 {
+	if steps <= 0 {
+		return lr
+	}
+	frac := math.Min(float64(step)/float64(steps), 1)
+	return lr * (1 + math.Cos(math.Pi*frac)) / 2
+}
+
 // Adam is PyTorch's torch.optim.Adam (no weight decay, no amsgrad) over a
 // flat parameter arena. The update is computed in float64 per element and
 // in a fixed order, so replicas given the same gradients stay bit-identical.

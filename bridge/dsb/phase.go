@@ -42,11 +42,7 @@ type Hyper struct {
 
 // RateAt is the learning rate of the optimiser step taken after t steps.
 func (h Hyper) RateAt(t int64) float64 {
-	if h.CosineSteps <= 0 {
-		return h.LR
-	}
-	frac := math.Min(float64(t)/float64(h.CosineSteps), 1)
-	return h.LR * (1 + math.Cos(math.Pi*frac)) / 2
+	return nn.CosineRate(h.LR, t, int64(h.CosineSteps))
 }
 
 // Validate names the bad field.

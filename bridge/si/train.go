@@ -373,11 +373,10 @@ func (tr *Trainer) Apply(grad []float32) (GradNorms, error) {
 // LearningRate is the rate Apply uses at step s: a pure function of the
 // step, so a resumed run needs no schedule state.
 func (tr *Trainer) LearningRate(s int) float64 {
-	if tr.opts.LRSchedule != LRCosine || tr.opts.Steps == 0 {
+	if tr.opts.LRSchedule != LRCosine {
 		return tr.opts.LR
 	}
-	frac := math.Min(float64(s)/float64(tr.opts.Steps), 1)
-	return tr.opts.LR * (1 + math.Cos(math.Pi*frac)) / 2
+	return nn.CosineRate(tr.opts.LR, int64(s), int64(tr.opts.Steps))
 }
 
 // EMANets returns copies of the networks carrying the EMA weights (the
