@@ -121,6 +121,11 @@ type DSB struct {
 	// last noise, so the Gaussian closed forms keep it off. Left out of the
 	// encoding when unset, so configs without it keep their hashes.
 	Denoise bool `yaml:"denoise,omitempty" json:"denoise,omitempty"`
+	// PosteriorTarget makes backward phase 1 regress on the reference's
+	// posterior mean E[X_k | X_{k+1}, X_0] in place of X_k (dsb.Chain.
+	// PosteriorTarget): the same minimiser without the transition's noise.
+	// Omitted when unset, so configs without it keep their hashes.
+	PosteriorTarget bool `yaml:"posterior_target,omitempty" json:"posterior_target,omitempty"`
 }
 
 // DSBM is the bridge-matching reference and IMF budget.
@@ -139,6 +144,15 @@ type DSBM struct {
 	// estimate of the data point. Omitted when unset, so configs without
 	// it keep their hashes.
 	Denoise bool `yaml:"denoise,omitempty" json:"denoise,omitempty"`
+	// ScaledDrift makes the nets learn sqrt(t) v_b and sqrt(1-t) v_f
+	// (dsbm.Chain.ScaledDrift): targets whose noise is of one size at every
+	// time. Omitted when unset, so configs without it keep their hashes.
+	ScaledDrift bool `yaml:"scaled_drift,omitempty" json:"scaled_drift,omitempty"`
+	// SampleSteps are the Euler-Maruyama steps of evaluation and `sbtrain
+	// sample`; 0 (omitted) means dsbm.steps. The drifts are trained in
+	// continuous time, so a finer sampler needs no retraining, while the
+	// cache keeps the cheaper dsbm.steps.
+	SampleSteps int `yaml:"sample_steps,omitempty" json:"sample_steps,omitempty"`
 }
 
 // SI is the interpolant and its samplers.
@@ -174,6 +188,10 @@ type Eval struct {
 	Samples      int `yaml:"samples" json:"samples"`
 	Likelihood   int `yaml:"likelihood_points" json:"likelihood_points"` // SI: held-out points scored; 0: skip
 	Trajectories int `yaml:"trajectories" json:"trajectories"`           // drawn in trajectories.png
+	// FinalOnly evaluates the finished model only, not the model after
+	// every IPF or IMF iteration: an image evaluation samples thousands of
+	// chains, minutes each time.
+	FinalOnly bool `yaml:"final_only,omitempty" json:"final_only,omitempty"`
 }
 
 //go:embed default.yaml
@@ -598,6 +616,9 @@ func (c *Config) validateDSBM(bad func(string, string, ...any)) {
 	boundedInt(bad, "dsbm.cache_size", d.CacheSize, MaxCacheSize)
 	boundedInt(bad, "dsbm.cache_shards", d.CacheShards, MaxCacheShards)
 	boundedInt(bad, "dsbm.cache_refresh", d.CacheRefresh, MaxSteps)
+	if d.SampleSteps < 0 || d.SampleSteps > MaxDSBSteps {
+		bad("dsbm.sample_steps", "%d, want 0..%d (0: dsbm.steps)", d.SampleSteps, MaxDSBSteps)
+	}
 	if d.CacheShards > 0 && d.CacheSize%d.CacheShards != 0 {
 		bad("dsbm.cache_size", "%d is not a multiple of dsbm.cache_shards %d", d.CacheSize, d.CacheShards)
 	}

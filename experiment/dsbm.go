@@ -23,6 +23,8 @@ func (s *Setup) DSBMOptions() (dsbm.Options, error) {
 		Refresh:       c.DSBM.CacheRefresh,
 		WarmStart:     c.DSBM.WarmStart,
 		Denoise:       c.DSBM.Denoise,
+		ScaledDrift:   c.DSBM.ScaledDrift,
+		SampleSteps:   c.DSBM.SampleSteps,
 		Seed:          c.Seed,
 	}
 	if err := o.Validate(); err != nil {

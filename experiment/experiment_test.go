@@ -48,6 +48,18 @@ train: {batch: 64, lr: 0.001, steps: 20}
 dsbm: {steps: 5, iterations: 2, cache_size: 256, cache_shards: 4, cache_refresh: 10}
 eval: {samples: 400, trajectories: 8}
 `, []string{"backward", "forward"}},
+	// The scaled drift and a finer sampler than the cache's: the round trip
+	// holds only if Load restores both.
+	{"dsbm-scaled", `
+name: tiny-dsbm-scaled
+method: dsbm
+data: {name: gaussian, dim: 2, mean: [-0.5], var: [1]}
+prior: {name: gaussian, dim: 2, mean: [0.5]}
+model: {arch: mlp, hidden: [16]}
+train: {batch: 64, lr: 0.001, steps: 20}
+dsbm: {steps: 5, sample_steps: 7, scaled_drift: true, iterations: 2, cache_size: 256, cache_shards: 4, cache_refresh: 10}
+eval: {samples: 400, trajectories: 8}
+`, []string{"backward", "forward"}},
 	{"si-score", `
 name: tiny-si-score
 method: si
@@ -199,6 +211,156 @@ func TestLoadRejectsDamagedNetworks(t *testing.T) {
 			_, _, err := Load(dir)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("Load = %v, want an error mentioning %q", err, c.want)
+			}
+		})
+	}
+}
+
+// countingModel counts the Generate calls that reach the model.
+type countingModel struct {
+	Model
+	generated int
+}
+
+func (m *countingModel) Generate(ctx context.Context, start []float32, seed uint64, paths bool) (*Generated, error) {
+	m.generated++
+	return m.Model.Generate(ctx, start, seed, paths)
+}
+
+func trainTiny(t *testing.T, name string, edit func(*config.Config)) (*Setup, *Outcome) {
+	t.Helper()
+	for _, run := range tinyRuns {
+		if run.name != name {
+			continue
+		}
+		cfg, err := config.Parse([]byte(run.yaml), run.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if edit != nil {
+			edit(cfg)
+		}
+		setup, err := Prepare(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := Train(context.Background(), setup, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return setup, out
+	}
+	t.Fatalf("no tiny run %q", name)
+	return nil, nil
+}
+
+// The final model is the last iteration's, so its evaluation must reuse
+// that one's samples rather than draw them again; other weights must not.
+func TestEvaluateSamplesTheSameNetworksOnce(t *testing.T) {
+	setup, out := trainTiny(t, "dsbm-scaled", nil)
+	ev, err := setup.NewEvaluator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &countingModel{Model: out.Model}
+	first, _, err := ev.Evaluate(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Iteration = 3 // what Evaluator.Iteration does to its copy
+	second, _, err := ev.Evaluate(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.generated != 1 {
+		t.Errorf("the same networks were sampled %d times, want once", m.generated)
+	}
+	if second.Iteration != 0 || second.Distances != first.Distances {
+		t.Errorf("the reused figures differ: %+v, want %+v with iteration 0", second, first)
+	}
+
+	dm := out.Model.(*DSBMModel)
+	moved, err := dm.Backward.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved.Params()[0] += 0.5
+	other := *dm
+	other.Backward = moved
+	m.Model = &other
+	third, _, err := ev.Evaluate(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.generated != 2 {
+		t.Errorf("changed weights were sampled %d times in all, want 2", m.generated)
+	}
+	if third.Distances == first.Distances {
+		t.Error("changed weights kept the old figures")
+	}
+}
+
+func TestFinalOnlySkipsTheIterationFigures(t *testing.T) {
+	_, out := trainTiny(t, "dsbm-scaled", func(c *config.Config) { c.Eval.FinalOnly = true })
+	if n := len(out.Metrics.Iterations); n != 0 {
+		t.Errorf("%d iteration figures, want none under eval.final_only", n)
+	}
+	if out.Metrics.Final == nil || !(out.Metrics.Final.SlicedW2Ratio > 0) {
+		t.Errorf("final figures missing: %+v", out.Metrics.Final)
+	}
+}
+
+func TestDSBMSampleStepsSetTheSampler(t *testing.T) {
+	_, out := trainTiny(t, "dsbm-scaled", nil)
+	gen, err := out.Model.Generate(context.Background(), make([]float32, 2*3), 1, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gen.Paths) != 8 {
+		t.Errorf("%d states along the chain, want dsbm.sample_steps + 1 = 8", len(gen.Paths))
+	}
+}
+
+// The training-time switches must reach the bridges' options.
+func TestBridgeSwitchesReachTheTrainers(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*config.Config)
+		test func(*Setup) (bool, error)
+	}{
+		{"dsb.posterior_target", func(c *config.Config) { c.DSB.PosteriorTarget = true }, func(s *Setup) (bool, error) {
+			o, err := s.DSBOptions()
+			return o.PosteriorTarget, err
+		}},
+		{"dsbm.scaled_drift", func(c *config.Config) { c.DSBM.ScaledDrift = true }, func(s *Setup) (bool, error) {
+			o, err := s.DSBMOptions()
+			return o.ScaledDrift, err
+		}},
+		{"dsbm.sample_steps", func(c *config.Config) { c.DSBM.SampleSteps = 9 }, func(s *Setup) (bool, error) {
+			o, err := s.DSBMOptions()
+			return o.SampleSteps == 9, err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			run := tinyRuns[0]
+			if strings.HasPrefix(tc.name, "dsbm.") {
+				run = tinyRuns[2]
+			}
+			cfg, err := config.Parse([]byte(run.yaml), run.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := cfg.Hash()
+			tc.edit(cfg)
+			if cfg.Hash() == before {
+				t.Error("the switch does not change the config hash")
+			}
+			setup, err := Prepare(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if on, err := tc.test(setup); err != nil || !on {
+				t.Errorf("not set in the options (err %v)", err)
 			}
 		})
 	}

@@ -362,7 +362,7 @@ func Load(dir string) (*Setup, Model, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		m := &DSBMModel{Chain: chain, Denoise: cfg.DSBM.Denoise}
+		m := &DSBMModel{Chain: chain, Denoise: cfg.DSBM.Denoise, SampleSteps: cfg.DSBM.SampleSteps}
 		if m.Backward, err = load("backward", true); err != nil {
 			return nil, nil, err
 		}

@@ -104,7 +104,7 @@ func Train(ctx context.Context, s *Setup, progress func(Progress)) (*Outcome, er
 		if err := st.Close(); err != nil {
 			return nil, err
 		}
-		if ph.Evaluate {
+		if ph.Evaluate && !s.Config.Eval.FinalOnly {
 			model, err := st.Model(p + 1)
 			if err != nil {
 				return nil, err

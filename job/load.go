@@ -127,7 +127,7 @@ func (j *Job) Conclude(ctx context.Context, ckpts *storage.Checkpoints, fig RunF
 func (j *Job) iterationFigures(ctx context.Context, ckpts *storage.Checkpoints, ev *experiment.Evaluator, final *State, m *experiment.Metrics) error {
 	var entries []storage.Entry
 	for p, ph := range j.phases {
-		if !ph.Evaluate {
+		if !ph.Evaluate || j.Setup.Config.Eval.FinalOnly {
 			continue
 		}
 		st := final

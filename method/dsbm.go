@@ -233,7 +233,7 @@ func (s *dsbmState) Model(p int) (Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.Denoise = s.m.opts.Denoise
+	m.Denoise, m.SampleSteps = s.m.opts.Denoise, s.m.opts.SampleSteps
 	return m, nil
 }
 
@@ -272,11 +272,14 @@ type DSBMModel struct {
 	// Denoise drops the last step's noise in both directions (see
 	// dsbm.SampleOptions.Denoise).
 	Denoise bool
+	// SampleSteps are the Euler-Maruyama steps of both directions; 0 means
+	// the chain's.
+	SampleSteps int
 }
 
 // Generate runs the backward SDE from start.
 func (m *DSBMModel) Generate(ctx context.Context, start []float32, seed uint64, paths bool) (*Generated, error) {
-	out, err := m.Chain.Sample(ctx, m.Backward, dsbm.Backward, start, dsbm.SampleOptions{Seed: seed, Path: paths, Denoise: m.Denoise})
+	out, err := m.Chain.Sample(ctx, m.Backward, dsbm.Backward, start, dsbm.SampleOptions{Seed: seed, Path: paths, Denoise: m.Denoise, Steps: m.SampleSteps})
 	if err != nil {
 		return nil, fmt.Errorf("dsbm sample: %w", err)
 	}
@@ -291,7 +294,7 @@ func (m *DSBMModel) GenerateForward(ctx context.Context, start []float32, seed u
 	if m.Forward == nil {
 		return nil, nil
 	}
-	out, err := m.Chain.Sample(ctx, m.Forward, dsbm.Forward, start, dsbm.SampleOptions{Seed: seed, Denoise: m.Denoise})
+	out, err := m.Chain.Sample(ctx, m.Forward, dsbm.Forward, start, dsbm.SampleOptions{Seed: seed, Denoise: m.Denoise, Steps: m.SampleSteps})
 	if err != nil {
 		return nil, fmt.Errorf("dsbm forward sample: %w", err)
 	}

@@ -3,6 +3,7 @@ package dsb
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/sbtrain/sbtrain/dataset"
 	"github.com/sbtrain/sbtrain/rng"
@@ -54,6 +55,16 @@ type Chain struct {
 	// Refresh R: step s uses cache generation s/R; 0 keeps generation 0 for
 	// the whole phase.
 	Refresh int
+	// PosteriorTarget makes backward phase 1, whose frozen mean is the
+	// reference, regress on F(E[X_k | X_{k+1}, X_0]) - F(X_{k+1}) in place
+	// of F(X_k) - F(X_{k+1}). The reference is affine, so the target is
+	// affine in X_k and both have the same conditional mean given X_{k+1}
+	// (the tower rule): the same minimiser, without the transition's own
+	// noise, of variance 2 g_{k+1} per coordinate, which otherwise swamps
+	// the mean the net must learn. It is the denoising objective of
+	// diffusion models, and it needs the trajectory's start X_0, which
+	// later phases' cached chains (started from the prior) do not have.
+	PosteriorTarget bool
 }
 
 // Validate checks sizes and divisibility; errors name the field.
@@ -184,6 +195,10 @@ func (c *Chain) SimulateShard(frozen Mean, phase PhaseID, gen uint64, shard int)
 	for j := range noise {
 		noise[j] = base.With(first + uint64(j))
 	}
+	var post *posterior
+	if _, isRef := frozen.(ReferenceMean); isRef && c.PosteriorTarget && phase.Dir == Backward {
+		post = newPosterior(c.Sched, c.Ref, x)
+	}
 	next := make([]float32, per*dim)
 	mean := make([]float32, per*dim)  // frozen mean at the point the chain came from
 	atNew := make([]float32, per*dim) // frozen mean at the point it went to
@@ -204,6 +219,15 @@ func (c *Chain) SimulateShard(frozen Mean, phase PhaseID, gen uint64, shard int)
 				next[i] = float32(float64(mean[i]) + sd*z.Norm())
 			}
 		}
+		if post != nil {
+			for j := 0; j < per; j++ {
+				row := (j*n + k) * dim
+				copy(s.Inputs[row:row+dim], next[j*dim:(j+1)*dim])
+				post.targets(k, j, next[j*dim:(j+1)*dim], s.Targets[row:row+dim])
+			}
+			x, next = next, x
+			continue
+		}
 		if err := frozen.Eval(k, next, atNew); err != nil {
 			return nil, fmt.Errorf("simulate %v gen %d shard %d: %w", phase, gen, shard, err)
 		}
@@ -220,6 +244,55 @@ func (c *Chain) SimulateShard(frozen Mean, phase PhaseID, gen uint64, shard int)
 		x, next = next, x
 	}
 	return s, nil
+}
+
+// posterior is the reference chain's law of X_k given X_0 and X_{k+1}.
+// Centred on the OU mean, y = x - mu, every transition is y_{k+1} = c_k y_k
+// + s_k Z with c_k = 1 - g_{k+1}/v (1 for Brownian) and s_k^2 = 2 g_{k+1}, so
+// y_k | y_0 ~ N(m_k y_0, v_k I) with m_0 = 1, v_0 = 0, m_{k+1} = c_k m_k and
+// v_{k+1} = c_k^2 v_k + s_k^2, and by Bayes
+//
+//	E[y_k | y_0, y_{k+1}] = (m_k s_k^2 y_0 + c_k v_k y_{k+1}) / (s_k^2 + c_k^2 v_k).
+type posterior struct {
+	ref     Reference
+	c, m, v []float64 // per transition k
+	s2      []float64
+	starts  []float32 // X_0 of each trajectory, rows of dim
+	dim     int
+}
+
+func newPosterior(sched Schedule, ref Reference, starts []float32) *posterior {
+	n := sched.N()
+	p := &posterior{ref: ref, c: make([]float64, n), m: make([]float64, n), v: make([]float64, n),
+		s2: make([]float64, n), starts: slices.Clone(starts)}
+	m, v := 1.0, 0.0
+	for k, g := range sched.Gammas {
+		c := 1.0
+		if ref.Kind == OU {
+			c = 1 - g/ref.variance()
+		}
+		p.c[k], p.m[k], p.v[k], p.s2[k] = c, m, v, 2*g
+		m, v = c*m, c*c*v+2*g
+	}
+	return p
+}
+
+// targets writes trajectory j's regression target at transition k, F_k of
+// the posterior mean of X_k minus F_k(X_{k+1}) = c_k (E[y_k | ...] -
+// y_{k+1}), given its X_{k+1} = next.
+func (p *posterior) targets(k, j int, next, out []float32) {
+	c, m, v, s2 := p.c[k], p.m[k], p.v[k], p.s2[k]
+	den := s2 + c*c*v
+	start := p.starts[j*len(next) : (j+1)*len(next)]
+	for i := range next {
+		mu := 0.0
+		if p.ref.Kind == OU && len(p.ref.Mu) > 0 {
+			mu = p.ref.Mu[i]
+		}
+		y0, y1 := float64(start[i])-mu, float64(next[i])-mu
+		yk := (m*s2*y0 + c*v*y1) / den
+		out[i] = float32(c * (yk - y1))
+	}
 }
 
 // drawRows fills dst (rows of dim) with one draw per row from d, row j using

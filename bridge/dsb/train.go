@@ -43,7 +43,10 @@ type Options struct {
 	// Denoise makes the trained model's samples end on the mean of the last
 	// transition (SampleOptions.Denoise); training does not read it.
 	Denoise bool
-	Seed    uint64
+	// PosteriorTarget: backward phase 1 regresses on the reference's
+	// posterior mean (Chain.PosteriorTarget).
+	PosteriorTarget bool
+	Seed            uint64
 	// Workers bounds the goroutines that simulate cache shards; 0 means one
 	// per core (GOMAXPROCS). The cache is the same bytes for any value.
 	Workers int
@@ -60,7 +63,8 @@ func (o *Options) Chain() (*Chain, error) {
 		return nil, err
 	}
 	c := &Chain{Sched: sched, Dim: o.Dim, Ref: o.Reference, Data: o.Data, Prior: o.Prior, Seed: o.Seed,
-		CacheSize: o.CacheSize, Shards: o.Shards, Batch: o.Batch, Refresh: o.Refresh}
+		CacheSize: o.CacheSize, Shards: o.Shards, Batch: o.Batch, Refresh: o.Refresh,
+		PosteriorTarget: o.PosteriorTarget}
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}

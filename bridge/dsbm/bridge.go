@@ -64,6 +64,15 @@ type Chain struct {
 	// Refresh R: step s uses cache generation s/R; 0 keeps generation 0 for
 	// the whole phase.
 	Refresh int
+	// ScaledDrift makes the networks learn s(t) times the drift, with s(t)
+	// = sqrt(t) for v_b and sqrt(1-t) for v_f, and divides it out wherever
+	// the drift is used. The plain targets' noise, sigma sqrt((1-t)/t) z
+	// for v_b, has a variance that grows as 1/t toward the data, so the
+	// few small times dominate the loss and the net must output values of
+	// order 1/sqrt(t); scaled, the noise is sigma sqrt(1-t) z at every t
+	// and the output is of order one, as for a diffusion model's noise
+	// prediction.
+	ScaledDrift bool
 }
 
 // Validate checks sizes and divisibility; errors name the field.
@@ -146,6 +155,50 @@ func BridgePoint(dir Direction, sigma, t float64, x0, x1, z []float64, xt, targe
 			target[i] = float32(x0[i] - x1[i] - a*z[i])
 		}
 	}
+}
+
+// DriftScale is s(t), the factor a ScaledDrift network carries: sqrt(t)
+// for the backward drift, sqrt(1-t) for the forward one. It vanishes only
+// at the time a drift is never evaluated at (t = 0 backward, t = 1
+// forward).
+func DriftScale(dir Direction, t float64) float64 {
+	if dir == Forward {
+		return math.Sqrt(1 - t)
+	}
+	return math.Sqrt(t)
+}
+
+// drift is the drift of direction dir that network m defines on this
+// chain: m itself, or m's output divided by DriftScale under ScaledDrift.
+func (c *Chain) drift(m Model, dir Direction) Model {
+	if !c.ScaledDrift {
+		return m
+	}
+	return scaledDrift{net: m, dir: dir}
+}
+
+// scaledDrift turns a ScaledDrift network into its drift.
+type scaledDrift struct {
+	net Model
+	dir Direction
+}
+
+func (s scaledDrift) Forward(t, x, out []float32) error {
+	if err := s.net.Forward(t, x, out); err != nil {
+		return err
+	}
+	if len(t) == 0 {
+		return nil
+	}
+	dim := len(out) / len(t)
+	for r, tr := range t {
+		inv := 1 / DriftScale(s.dir, float64(tr))
+		row := out[r*dim : (r+1)*dim]
+		for i, v := range row {
+			row[i] = float32(float64(v) * inv)
+		}
+	}
+	return nil
 }
 
 func validPhase(p PhaseID) error {

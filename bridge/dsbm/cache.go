@@ -107,7 +107,7 @@ func (c *Chain) SimulateShard(frozen Model, phase PhaseID, gen uint64, shard int
 	for j := range keys {
 		keys[j] = base.With(first + uint64(j))
 	}
-	if err := integrate(frozen, opposite(phase.Dir), c.Sigma, c.Steps, dim, end, keys, false, nil); err != nil {
+	if err := integrate(c.drift(frozen, opposite(phase.Dir)), opposite(phase.Dir), c.Sigma, c.Steps, dim, end, keys, false, nil); err != nil {
 		return nil, fmt.Errorf("simulate %v gen %d shard %d: %w", phase, gen, shard, err)
 	}
 	return s, nil
@@ -188,7 +188,14 @@ func (c *Chain) MakeBatch(phase PhaseID, step int, shards []*Shard) (Batch, erro
 			}
 			r := si*each + i
 			b.T[r] = float32(t)
-			BridgePoint(phase.Dir, c.Sigma, t, x0, x1, z, b.X[r*dim:(r+1)*dim], b.Target[r*dim:(r+1)*dim])
+			target := b.Target[r*dim : (r+1)*dim]
+			BridgePoint(phase.Dir, c.Sigma, t, x0, x1, z, b.X[r*dim:(r+1)*dim], target)
+			if c.ScaledDrift {
+				scale := DriftScale(phase.Dir, t)
+				for k, v := range target {
+					target[k] = float32(float64(v) * scale)
+				}
+			}
 		}
 	}
 	return b, nil

@@ -128,7 +128,7 @@ func (c *Chain) Sample(ctx context.Context, m Model, dir Direction, start []floa
 		if opt.Path {
 			path = func(i int, x []float32) { copy(out.Path[i][lo*dim:hi*dim], x) }
 		}
-		if err := integrate(models[w], dir, c.Sigma, n, dim, x, keys, opt.Denoise, path); err != nil {
+		if err := integrate(c.drift(models[w], dir), dir, c.Sigma, n, dim, x, keys, opt.Denoise, path); err != nil {
 			return fmt.Errorf("sample rows %d..%d: %w", lo, hi-1, err)
 		}
 		return nil

@@ -145,3 +145,109 @@ func unitCoupling(dim int) GaussianCoupling {
 	return GaussianCoupling{M0: fill(dim, -0.1), V0: fill(dim, 1), M1: fill(dim, 0.1), V1: fill(dim, 1),
 		C: fill(dim, 0.5), Sigma: 1}
 }
+
+// scaledOracle is the exact drift multiplied by DriftScale: what a
+// ScaledDrift network learns.
+type scaledOracle struct{ drift GaussianDrift }
+
+func (s scaledOracle) Forward(t, x, out []float32) error {
+	if err := s.drift.Forward(t, x, out); err != nil {
+		return err
+	}
+	dim := len(out) / len(t)
+	for r, tr := range t {
+		for i := r * dim; i < (r+1)*dim; i++ {
+			out[i] = float32(float64(out[i]) * DriftScale(s.drift.Dir, float64(tr)))
+		}
+	}
+	return nil
+}
+
+// Under ScaledDrift the chain must divide the scale back out wherever it
+// uses a network as a drift (the sampler and the cache simulation) and put
+// it into the regression targets, so a scaled network of the same drift
+// gives the plain chain's samples, shards and (scaled) targets.
+func TestScaledDriftIsTheSameDrift(t *testing.T) {
+	const dim, rows = 3, 200
+	g := unitCoupling(dim)
+	plain := testChain(dim)
+	scaled := testChain(dim)
+	scaled.ScaledDrift = true
+	near := func(what string, a, b []float32, tol float64) {
+		t.Helper()
+		if len(a) != len(b) {
+			t.Fatalf("%s: %d values against %d", what, len(a), len(b))
+		}
+		worst := 0.0
+		for i := range a {
+			worst = max(worst, math.Abs(float64(a[i])-float64(b[i])))
+		}
+		if worst > tol {
+			t.Errorf("%s: differ by up to %g, want <= %g", what, worst, tol)
+		}
+	}
+	for _, dir := range []Direction{Forward, Backward} {
+		exact := GaussianDrift{Coupling: g, Dir: dir}
+		start := draw(gaussian{dim, 0.1, 1}, 5, uint64(dir), rows)
+		want, err := plain.Sample(context.Background(), exact, dir, start, SampleOptions{Seed: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := scaled.Sample(context.Background(), scaledOracle{exact}, dir, start, SampleOptions{Seed: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		near(dir.String()+" samples", got.End, want.End, 1e-4)
+	}
+
+	// Backward phase 2 simulates its pairs with forward phase 1's drift.
+	id := PhaseID{Iteration: 2, Dir: Backward}
+	exact := GaussianDrift{Coupling: g, Dir: Forward}
+	want, err := plain.SimulateShard(exact, id, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := scaled.SimulateShard(scaledOracle{exact}, id, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	near("shard x0", got.X0, want.X0, 0)
+	near("shard x1", got.X1, want.X1, 1e-4)
+
+	for _, dir := range []Direction{Forward, Backward} {
+		id := PhaseID{Iteration: 2, Dir: dir}
+		shard := &Shard{Phase: id, Gen: 0, Index: 0, Pairs: want.Pairs, Dim: dim, X0: want.X0, X1: want.X1}
+		pb, err := plain.MakeBatch(id, 0, []*Shard{shard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sb, err := scaled.MakeBatch(id, 0, []*Shard{shard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		near(dir.String()+" batch times", sb.T, pb.T, 0)
+		near(dir.String()+" batch points", sb.X, pb.X, 0)
+		scaledTarget := slices.Clone(pb.Target)
+		for r, tr := range pb.T {
+			for i := r * dim; i < (r+1)*dim; i++ {
+				scaledTarget[i] = float32(float64(scaledTarget[i]) * DriftScale(dir, float64(tr)))
+			}
+		}
+		near(dir.String()+" batch targets", sb.Target, scaledTarget, 1e-6)
+	}
+}
+
+func TestDriftScale(t *testing.T) {
+	for _, tc := range []struct {
+		dir  Direction
+		t    float64
+		want float64
+	}{
+		{Backward, 1, 1}, {Backward, 0.25, 0.5}, {Backward, 0.01, 0.1},
+		{Forward, 0, 1}, {Forward, 0.75, 0.5}, {Forward, 0.99, 0.1},
+	} {
+		if got := DriftScale(tc.dir, tc.t); math.Abs(got-tc.want) > 1e-12 {
+			t.Errorf("DriftScale(%v, %v) = %v, want %v", tc.dir, tc.t, got, tc.want)
+		}
+	}
+}

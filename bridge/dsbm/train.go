@@ -39,10 +39,16 @@ type Options struct {
 	// per direction); otherwise every phase starts from a fresh
 	// initialisation.
 	WarmStart bool
+	// ScaledDrift: the nets learn a time-scaled drift (Chain.ScaledDrift).
+	ScaledDrift bool
 	// Denoise makes the trained model's samples drop their last step's
 	// noise (SampleOptions.Denoise); training does not read it.
 	Denoise bool
-	Seed    uint64
+	// SampleSteps are the Euler-Maruyama steps of the trained model's
+	// samples (SampleOptions.Steps); 0 means Steps. Training does not read
+	// it either: the drifts are trained in continuous time.
+	SampleSteps int
+	Seed        uint64
 	// Workers bounds the goroutines that simulate cache shards; 0 means one
 	// per core. The cache is the same bytes for any value.
 	Workers int
@@ -55,7 +61,8 @@ type Options struct {
 func (o *Options) Chain() (*Chain, error) {
 	c := &Chain{Dim: o.Dim, Sigma: o.Sigma, Eps: o.Eps, Steps: o.Steps, First: o.First,
 		Data: o.Data, Prior: o.Prior, Seed: o.Seed,
-		CacheSize: o.CacheSize, Shards: o.Shards, Batch: o.Batch, Refresh: o.Refresh}
+		CacheSize: o.CacheSize, Shards: o.Shards, Batch: o.Batch, Refresh: o.Refresh,
+		ScaledDrift: o.ScaledDrift}
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -81,6 +88,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Workers < 0 {
 		return fmt.Errorf("workers: must be >= 0 (0 = one per core), got %d", o.Workers)
+	}
+	if o.SampleSteps < 0 {
+		return fmt.Errorf("sample steps: must be >= 0 (0 = steps), got %d", o.SampleSteps)
 	}
 	return o.Hyper.Validate()
 }
