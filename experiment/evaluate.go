@@ -130,6 +130,10 @@ func netsFingerprint(m Model) [sha256.Size]byte {
 	fmt.Fprintf(h, "%T\n", m)
 	var buf [4]byte
 	for _, rn := range m.Nets() {
+		if rn.Net == nil {
+			fmt.Fprintf(h, "%s none\n", rn.Role)
+			continue
+		}
 		params := rn.Net.Params()
 		fmt.Fprintf(h, "%s %d\n", rn.Role, len(params))
 		for _, v := range params {

@@ -227,28 +227,33 @@ func (m *countingModel) Generate(ctx context.Context, start []float32, seed uint
 	return m.Model.Generate(ctx, start, seed, paths)
 }
 
+// trainYAML parses, edits (when edit is set), prepares and trains a config.
+func trainYAML(t *testing.T, name, yaml string, edit func(*config.Config)) (*Setup, *Outcome) {
+	t.Helper()
+	cfg, err := config.Parse([]byte(yaml), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edit != nil {
+		edit(cfg)
+	}
+	setup, err := Prepare(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Train(context.Background(), setup, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return setup, out
+}
+
 func trainTiny(t *testing.T, name string, edit func(*config.Config)) (*Setup, *Outcome) {
 	t.Helper()
 	for _, run := range tinyRuns {
-		if run.name != name {
-			continue
+		if run.name == name {
+			return trainYAML(t, run.name, run.yaml, edit)
 		}
-		cfg, err := config.Parse([]byte(run.yaml), run.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if edit != nil {
-			edit(cfg)
-		}
-		setup, err := Prepare(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := Train(context.Background(), setup, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return setup, out
 	}
 	t.Fatalf("no tiny run %q", name)
 	return nil, nil

@@ -113,23 +113,12 @@ eval: {samples: 40, trajectories: 4}
 	}
 	for _, run := range runs {
 		t.Run(run.name, func(t *testing.T) {
-			cfg, err := config.Parse([]byte(run.yaml), run.name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			setup, err := Prepare(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := Train(context.Background(), setup, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			setup, out := trainYAML(t, run.name, run.yaml, nil)
 			f := out.Metrics.Final.Image
 			if f == nil {
 				t.Fatal("no image figures")
 			}
-			if !(f.FrechetFloor > 0) || !(f.Frechet > 0) || f.FrechetRatio != f.Frechet/f.FrechetFloor || f.Samples != cfg.Eval.Samples {
+			if !(f.FrechetFloor > 0) || !(f.Frechet > 0) || f.FrechetRatio != f.Frechet/f.FrechetFloor || f.Samples != setup.Config.Eval.Samples {
 				t.Fatalf("frechet figures %+v", f)
 			}
 			if f.ClassifierAccuracy < 0.95 {

@@ -258,7 +258,6 @@ type posterior struct {
 	c, m, v []float64 // per transition k
 	s2      []float64
 	starts  []float32 // X_0 of each trajectory, rows of dim
-	dim     int
 }
 
 func newPosterior(sched Schedule, ref Reference, starts []float32) *posterior {
