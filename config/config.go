@@ -134,7 +134,7 @@ type DSBM struct {
 	FirstCoupling string  `yaml:"first_coupling" json:"first_coupling"` // "ref" or "ind"
 	Steps         int     `yaml:"steps" json:"steps"`                   // N, Euler-Maruyama steps
 	Eps           float64 `yaml:"eps" json:"eps"`                       // training times are U[eps, 1-eps]
-	Iterations    int     `yaml:"iterations" json:"iterations"`         // IMF iterations, a backward and a forward phase each
+	Iterations    int     `yaml:"iterations" json:"iterations"`         // IMF iterations, a backward and a forward phase each (see last_phase)
 	CacheSize     int     `yaml:"cache_size" json:"cache_size"`         // endpoint pairs per cache generation
 	CacheShards   int     `yaml:"cache_shards" json:"cache_shards"`
 	CacheRefresh  int     `yaml:"cache_refresh" json:"cache_refresh"` // steps between cache generations
@@ -153,7 +153,19 @@ type DSBM struct {
 	// continuous time, so a finer sampler needs no retraining, while the
 	// cache keeps the cheaper dsbm.steps.
 	SampleSteps int `yaml:"sample_steps,omitempty" json:"sample_steps,omitempty"`
+	// LastPhase is the direction the run ends on: forward (the default,
+	// omitted) or backward, which drops the last iteration's forward phase
+	// (dsbm.Options.EndOnBackward). Generation and transfer sample with the
+	// backward drift alone, so that phase's time is better spent on the
+	// others.
+	LastPhase string `yaml:"last_phase,omitempty" json:"last_phase,omitempty"`
 }
+
+// DSBM last phases.
+const (
+	LastPhaseForward  = "forward"
+	LastPhaseBackward = "backward"
+)
 
 // SI is the interpolant and its samplers.
 type SI struct {
@@ -618,6 +630,15 @@ func (c *Config) validateDSBM(bad func(string, string, ...any)) {
 	boundedInt(bad, "dsbm.cache_refresh", d.CacheRefresh, MaxSteps)
 	if d.SampleSteps < 0 || d.SampleSteps > MaxDSBSteps {
 		bad("dsbm.sample_steps", "%d, want 0..%d (0: dsbm.steps)", d.SampleSteps, MaxDSBSteps)
+	}
+	switch d.LastPhase {
+	case "", LastPhaseForward:
+	case LastPhaseBackward:
+		if d.Iterations < 2 {
+			bad("dsbm.last_phase", "backward needs dsbm.iterations >= 2 (the forward drift is then the next-to-last iteration's), got %d", d.Iterations)
+		}
+	default:
+		bad("dsbm.last_phase", "%q, want forward or backward", d.LastPhase)
 	}
 	if d.CacheShards > 0 && d.CacheSize%d.CacheShards != 0 {
 		bad("dsbm.cache_size", "%d is not a multiple of dsbm.cache_shards %d", d.CacheSize, d.CacheShards)

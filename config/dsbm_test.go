@@ -62,6 +62,8 @@ func TestBadDSBMInputNamesTheField(t *testing.T) {
 		{"steps", minimalDSBM + "dsbm: {steps: -3}\n", "dsbm.steps: -3"},
 		{"iterations", minimalDSBM + "dsbm: {iterations: 5000}\n", "dsbm.iterations: 5000"},
 		{"sample steps", minimalDSBM + "dsbm: {sample_steps: -1}\n", "dsbm.sample_steps: -1, want 0.."},
+		{"last phase", minimalDSBM + "dsbm: {last_phase: both}\n", `dsbm.last_phase: "both", want forward or backward`},
+		{"last phase backward of one iteration", minimalDSBM + "dsbm: {last_phase: backward, iterations: 1}\n", "dsbm.last_phase: backward needs dsbm.iterations >= 2"},
 		{"cache vs shards", minimalDSBM + "dsbm: {cache_size: 1001}\n", "dsbm.cache_size: 1001 is not a multiple"},
 		{"batch vs shards", minimalDSBM + "train: {batch: 100}\n", "train.batch: 100 is not a multiple of dsbm.cache_shards"},
 		{"unknown field", minimalDSBM + "dsbm: {gamma: 1}\n", "field gamma not found"},

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/sbtrain/sbtrain/bridge/dsbm"
+	"github.com/sbtrain/sbtrain/config"
 )
 
 // DSBMOptions maps the config onto the DSBM trainer's options.
@@ -25,6 +26,7 @@ func (s *Setup) DSBMOptions() (dsbm.Options, error) {
 		Denoise:       c.DSBM.Denoise,
 		ScaledDrift:   c.DSBM.ScaledDrift,
 		SampleSteps:   c.DSBM.SampleSteps,
+		EndOnBackward: c.DSBM.LastPhase == config.LastPhaseBackward,
 		Seed:          c.Seed,
 	}
 	if err := o.Validate(); err != nil {

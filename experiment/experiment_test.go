@@ -345,6 +345,10 @@ func TestBridgeSwitchesReachTheTrainers(t *testing.T) {
 			o, err := s.DSBMOptions()
 			return o.SampleSteps == 9, err
 		}},
+		{"dsbm.last_phase", func(c *config.Config) { c.DSBM.LastPhase = config.LastPhaseBackward }, func(s *Setup) (bool, error) {
+			o, err := s.DSBMOptions()
+			return o.EndOnBackward, err
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			run := tinyRuns[0]

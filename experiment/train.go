@@ -41,10 +41,13 @@ type Metrics struct {
 
 // PhaseSummary is one training phase.
 type PhaseSummary struct {
-	Name          string    `json:"name"`
-	Steps         int       `json:"steps"`
-	FinalLoss     float64   `json:"final_loss"`
-	SamplesPerSec float64   `json:"samples_per_sec"`
+	Name      string  `json:"name"`
+	Steps     int     `json:"steps"`
+	FinalLoss float64 `json:"final_loss"`
+	// SamplesPerSec is measured per phase by the single-process run; a
+	// cluster run reports only the run's rate (Metrics.SamplesPerSec), so
+	// the field is omitted rather than written as 0.
+	SamplesPerSec float64   `json:"samples_per_sec,omitempty"`
 	Loss          []float64 `json:"-"` // plotted, not stored
 	LossSteps     []float64 `json:"-"`
 }

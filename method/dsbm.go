@@ -13,9 +13,10 @@ import (
 
 // DSBM is diffusion Schrödinger bridge matching by iterative Markovian
 // fitting (bridge/dsbm): iteration n is phase 2(n-1), backward, then phase
-// 2(n-1)+1, forward; each phase trains on a cache of endpoint pairs, the
-// first coupling for phase 0 and pairs simulated with the previous phase's
-// frozen drift after it.
+// 2(n-1)+1, forward (absent for the last iteration under EndOnBackward);
+// each phase trains on a cache of endpoint pairs, the first coupling for
+// phase 0 and pairs simulated with the previous phase's frozen drift after
+// it.
 type DSBM struct {
 	opts  dsbm.Options
 	chain *dsbm.Chain
@@ -44,14 +45,14 @@ func IMFPhaseName(id dsbm.PhaseID) string { return fmt.Sprintf("imf %d %s", id.I
 func (m *DSBM) Name() string { return "dsbm" }
 
 func (m *DSBM) Phases() []Phase {
-	out := make([]Phase, 2*m.opts.Iterations)
-	for p := range out {
-		id := PhaseID(p)
+	ids := m.opts.Phases()
+	out := make([]Phase, len(ids))
+	for p, id := range ids {
 		dir := storage.DirectionBackward
 		if id.Dir == dsb.Forward {
 			dir = storage.DirectionForward
 		}
-		out[p] = Phase{Name: IMFPhaseName(id), Direction: dir, Iteration: id.Iteration, Evaluate: id.Dir == dsb.Forward}
+		out[p] = Phase{Name: IMFPhaseName(id), Direction: dir, Iteration: id.Iteration, Evaluate: m.opts.EndsIteration(id)}
 	}
 	return out
 }
@@ -184,7 +185,7 @@ func (s *dsbmState) Close() error {
 	if s.phase == nil {
 		return fmt.Errorf("dsbm close: no phase is open")
 	}
-	if err := s.fin.ClosePhase(s.phase); err != nil {
+	if err := s.fin.ClosePhase(&s.m.opts, s.phase); err != nil {
 		return err
 	}
 	s.phase = nil
@@ -211,7 +212,12 @@ func (s *dsbmState) Decode(p int, step int64, sn *Snapshot) error {
 		return err
 	}
 	s.fin.B, s.fin.F, s.fin.BEMA, s.fin.FEMA = fin.B, fin.F, fin.BEMA, fin.FEMA
-	s.fin.Iterations = p / 2
+	s.fin.Iterations = 0
+	for q := range p {
+		if id := PhaseID(q); s.m.opts.EndsIteration(id) {
+			s.fin.Iterations = id.Iteration
+		}
+	}
 	if step == 0 {
 		return nil
 	}

@@ -80,6 +80,11 @@ func TestPhases(t *testing.T) {
 			{Name: "imf 2 backward", Direction: storage.DirectionBackward, Iteration: 2},
 			{Name: "imf 2 forward", Direction: storage.DirectionForward, Iteration: 2, Evaluate: true},
 		}},
+		{"dsbm ending on backward", strings.Replace(dsbmYAML, "iterations: 2,", "iterations: 2, last_phase: backward,", 1), 4, []method.Phase{
+			{Name: "imf 1 backward", Direction: storage.DirectionBackward, Iteration: 1},
+			{Name: "imf 1 forward", Direction: storage.DirectionForward, Iteration: 1, Evaluate: true},
+			{Name: "imf 2 backward", Direction: storage.DirectionBackward, Iteration: 2, Evaluate: true},
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newMethod(t, tc.yaml)

@@ -21,13 +21,14 @@
 //     x <- x + v(t, x) dt + sigma sqrt(dt) Z ([Chain.Sample]).
 //   - Phases are those of package dsb ([dsb.PhaseID]): iteration n is a
 //     backward phase, then a forward phase, with random-stream key
-//     2(n-1)+dir. Backward phase 1 trains on the first coupling, `ref`
+//     2(n-1)+dir; under [Options.EndOnBackward] the last iteration has
+//     no forward phase. Backward phase 1 trains on the first coupling, `ref`
 //     (x1 = x0 + sigma Z) or `ind` (independent draws); backward phase n > 1
 //     on (data x0, x1 simulated forward with v_f of phase n-1); forward
 //     phase n on (x0 simulated backward with v_b of phase n, prior x1).
-//     [Result.OpenPhase] and [Result.ClosePhase] are the one place this
-//     sequencing (and warm starts) lives; [Train] and package method's
-//     DSBM both go through them.
+//     [Options.Phases], [Result.OpenPhase] and [Result.ClosePhase] are the
+//     one place this sequencing (and warm starts) lives; [Train] and
+//     package method's DSBM both go through them.
 //
 // Cache and minibatches: a cache generation of M endpoint pairs is cut into
 // S virtual shards ([Chain.SimulateShard]); step s of a phase uses

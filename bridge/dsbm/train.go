@@ -25,7 +25,12 @@ type Options struct {
 	Net nn.Spec
 	// Iterations K of IMF, each a backward then a forward phase of
 	// StepsPerPhase optimiser steps.
-	Iterations    int
+	Iterations int
+	// EndOnBackward drops the last iteration's forward phase. Samples from
+	// the prior (generation, transfer) use only the backward drift, so a
+	// run that wants those need not spend a phase on a forward drift it
+	// never uses; the forward drift the run ends with is iteration K-1's.
+	EndOnBackward bool
 	StepsPerPhase int
 	Batch         int
 	// Hyper sets lr, EMA and clipping. With EMADecay > 0 a finished phase
@@ -83,6 +88,9 @@ func (o *Options) Validate() error {
 	if o.Iterations < 1 {
 		return fmt.Errorf("iterations: must be >= 1, got %d", o.Iterations)
 	}
+	if o.EndOnBackward && o.Iterations < 2 {
+		return fmt.Errorf("end on backward: needs iterations >= 2 (the forward drift is iteration K-1's), got %d", o.Iterations)
+	}
 	if o.StepsPerPhase < 1 {
 		return fmt.Errorf("steps per phase: must be >= 1, got %d", o.StepsPerPhase)
 	}
@@ -93,6 +101,26 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("sample steps: must be >= 0 (0 = steps), got %d", o.SampleSteps)
 	}
 	return o.Hyper.Validate()
+}
+
+// Phases is the run's phase sequence: backward then forward for each
+// iteration, without the last forward phase under EndOnBackward.
+func (o *Options) Phases() []PhaseID {
+	out := make([]PhaseID, 0, 2*o.Iterations)
+	for n := 1; n <= o.Iterations; n++ {
+		out = append(out, PhaseID{Iteration: n, Dir: Backward})
+		if n < o.Iterations || !o.EndOnBackward {
+			out = append(out, PhaseID{Iteration: n, Dir: Forward})
+		}
+	}
+	return out
+}
+
+// EndsIteration reports whether closing phase id completes its IMF
+// iteration: a forward phase does, and so does the last backward phase of
+// a run that ends on it.
+func (o *Options) EndsIteration(id PhaseID) bool {
+	return id.Dir == Forward || (o.EndOnBackward && id.Iteration == o.Iterations)
 }
 
 // Progress reports one optimiser step.
@@ -176,8 +204,9 @@ func (r *Result) OpenPhase(o *Options, id PhaseID, net *nn.Net, ema []float32) (
 }
 
 // ClosePhase keeps p's network (live weights and EMA shadow) as the last
-// of its direction; a forward phase completes its IMF iteration.
-func (r *Result) ClosePhase(p *Phase) error {
+// of its direction and, when o.EndsIteration(p.ID), counts its IMF
+// iteration completed.
+func (r *Result) ClosePhase(o *Options, p *Phase) error {
 	net, ok := p.Net.(*nn.Net)
 	if !ok {
 		return fmt.Errorf("%v: close: the trained network is a %T, want *nn.Net", p.ID, p.Net)
@@ -190,14 +219,16 @@ func (r *Result) ClosePhase(p *Phase) error {
 		r.B, r.BEMA = net, shadow
 	} else {
 		r.F, r.FEMA = net, shadow
+	}
+	if o.EndsIteration(p.ID) {
 		r.Iterations = p.ID.Iteration
 	}
 	return nil
 }
 
 // Train runs IMF iterations 1..K in this process, each a backward phase then
-// a forward phase, on top of the [Phase] API that a distributed trainer
-// drives. progress (optional) is called after every step; ctx is checked
+// a forward phase (the last without it under EndOnBackward), on top of the
+// [Phase] API that a distributed trainer drives. progress (optional) is called after every step; ctx is checked
 // between steps and stops a cache build.
 func Train(ctx context.Context, opts Options, progress func(Progress)) (*Result, error) {
 	if err := opts.Validate(); err != nil {
@@ -208,25 +239,22 @@ func Train(ctx context.Context, opts Options, progress func(Progress)) (*Result,
 		return nil, err
 	}
 	res := &Result{Chain: chain, Spec: opts.Net}
-	for n := 1; n <= opts.Iterations; n++ {
-		for _, dir := range []Direction{Backward, Forward} {
-			id := PhaseID{Iteration: n, Dir: dir}
-			p, err := res.OpenPhase(&opts, id, nil, nil)
-			if err != nil {
-				return nil, err
-			}
-			losses, err := runPhase(ctx, &opts, p, progress)
-			if err != nil {
-				return nil, err
-			}
-			res.Losses = append(res.Losses, PhaseLoss{Phase: id, Loss: losses})
-			if err := res.ClosePhase(p); err != nil {
-				return nil, err
-			}
+	for _, id := range opts.Phases() {
+		p, err := res.OpenPhase(&opts, id, nil, nil)
+		if err != nil {
+			return nil, err
 		}
-		if opts.AfterIteration != nil {
-			if err := opts.AfterIteration(ctx, n, res); err != nil {
-				return nil, fmt.Errorf("after imf iteration %d: %w", n, err)
+		losses, err := runPhase(ctx, &opts, p, progress)
+		if err != nil {
+			return nil, err
+		}
+		res.Losses = append(res.Losses, PhaseLoss{Phase: id, Loss: losses})
+		if err := res.ClosePhase(&opts, p); err != nil {
+			return nil, err
+		}
+		if opts.AfterIteration != nil && opts.EndsIteration(id) {
+			if err := opts.AfterIteration(ctx, id.Iteration, res); err != nil {
+				return nil, fmt.Errorf("after imf iteration %d: %w", id.Iteration, err)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package dsbm
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -110,11 +111,85 @@ func TestOptionsValidateNamesTheField(t *testing.T) {
 		{"net", func(o *Options) { o.Net.Dim = 2 }, "net dim"},
 		{"lr", func(o *Options) { o.Hyper.LR = 0 }, "lr"},
 		{"sigma", func(o *Options) { o.Sigma = -1 }, "sigma"},
+		{"end on backward", func(o *Options) { o.Iterations, o.EndOnBackward = 1, true }, "end on backward"},
 	} {
 		o := gaussianOptions()
 		tc.edit(&o)
 		if err := o.Validate(); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want one starting with %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// A run that ends on backward is the full run without its last phase: the
+// same backward drift, the forward drift of the iteration before, and an
+// AfterIteration call for every iteration.
+func TestEndOnBackwardDropsOnlyTheLastForwardPhase(t *testing.T) {
+	opts := gaussianOptions()
+	opts.Iterations, opts.StepsPerPhase, opts.CacheSize, opts.Refresh = 2, 20, 256, 10
+	run := func(iterations int, endOnBackward bool) (*Result, []int) {
+		o := opts
+		o.Iterations, o.EndOnBackward = iterations, endOnBackward
+		var after []int
+		o.AfterIteration = func(_ context.Context, n int, r *Result) error {
+			after = append(after, n)
+			if r.Iterations != n {
+				t.Errorf("after iteration %d the result counts %d", n, r.Iterations)
+			}
+			return nil
+		}
+		r, err := Train(context.Background(), o, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r, after
+	}
+	full, _ := run(2, false)
+	short, after := run(2, true)
+	first, _ := run(1, false)
+	if len(short.Losses) != 3 || short.Losses[2].Phase != (PhaseID{Iteration: 2, Dir: Backward}) {
+		t.Fatalf("phases %v, want imf 1 backward, forward, imf 2 backward", short.Losses)
+	}
+	if len(after) != 2 || after[1] != 2 || short.Iterations != 2 {
+		t.Errorf("AfterIteration called for %v and %d iterations counted, want [1 2] and 2", after, short.Iterations)
+	}
+	same := func(what string, a, b *nn.Net) {
+		t.Helper()
+		for i, v := range a.Params() {
+			if v != b.Params()[i] {
+				t.Fatalf("%s: parameter %d is %v, want %v", what, i, v, b.Params()[i])
+			}
+		}
+	}
+	same("backward drift", short.B, full.B)
+	same("forward drift", short.F, first.F)
+}
+
+func TestPhasesOfARun(t *testing.T) {
+	b := func(n int) PhaseID { return PhaseID{Iteration: n, Dir: Backward} }
+	f := func(n int) PhaseID { return PhaseID{Iteration: n, Dir: Forward} }
+	for _, tc := range []struct {
+		iterations    int
+		endOnBackward bool
+		want          []PhaseID
+		ends          []PhaseID
+	}{
+		{1, false, []PhaseID{b(1), f(1)}, []PhaseID{f(1)}},
+		{2, false, []PhaseID{b(1), f(1), b(2), f(2)}, []PhaseID{f(1), f(2)}},
+		{2, true, []PhaseID{b(1), f(1), b(2)}, []PhaseID{f(1), b(2)}},
+		{3, true, []PhaseID{b(1), f(1), b(2), f(2), b(3)}, []PhaseID{f(1), f(2), b(3)}},
+	} {
+		o := Options{Iterations: tc.iterations, EndOnBackward: tc.endOnBackward}
+		got := o.Phases()
+		var ends []PhaseID
+		for _, id := range got {
+			if o.EndsIteration(id) {
+				ends = append(ends, id)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) || fmt.Sprint(ends) != fmt.Sprint(tc.ends) {
+			t.Errorf("%d iterations, end on backward %v: phases %v ending %v, want %v ending %v",
+				tc.iterations, tc.endOnBackward, got, ends, tc.want, tc.ends)
 		}
 	}
 }

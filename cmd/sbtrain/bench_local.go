@@ -120,8 +120,14 @@ func runBenchLocal(ctx context.Context, args []string) error {
 }
 
 func phasesOf(cfg *config.Config) int {
-	if cfg.Method == "dsb" {
+	switch cfg.Method {
+	case config.MethodDSB:
 		return 2 * cfg.DSB.Iterations
+	case config.MethodDSBM:
+		if cfg.DSBM.LastPhase == config.LastPhaseBackward {
+			return 2*cfg.DSBM.Iterations - 1
+		}
+		return 2 * cfg.DSBM.Iterations
 	}
 	return 1
 }

@@ -37,7 +37,7 @@ var quickImages = []quickImage{
 	{file: "mnist-fashion-dsb-quick.yaml", replace: map[string]string{"samples: 300": "samples: 200"},
 		phases: 2, steps: 60, nets: []string{"backward.safetensors", "forward.safetensors"}},
 	{file: "mnist-fashion-dsbm-quick.yaml", replace: map[string]string{"samples: 300": "samples: 200"},
-		phases: 4, steps: 40, nets: []string{"backward.safetensors", "forward.safetensors"}},
+		phases: 3, steps: 40, nets: []string{"backward.safetensors", "forward.safetensors"}},
 }
 
 // write writes the example's config with the cluster run's name and the

@@ -25,6 +25,11 @@ var imageExampleChecks = []struct {
 		}, below(0)},
 		{"DSB MNIST: Fréchet distance / floor, last iteration", "<= 20", imageFigure(-1, frechetRatio), atMost(20)},
 	}},
+	// The same bridge by IMF, shown beside IPF's.
+	{"mnist-dsbm.yaml", []check{
+		{"DSBM MNIST: Fréchet distance / floor, IMF iteration 1", "(shown)", imageFigure(0, frechetRatio), always},
+		{"DSBM MNIST: Fréchet distance / floor, last iteration", "(shown)", imageFigure(-1, frechetRatio), always},
+	}},
 	// The transfer's targets are the DSBM bridge's; IPF's figures are
 	// shown beside them, as the same bridge by the older method.
 	{"mnist-fashion-dsbm.yaml", []check{
