@@ -164,18 +164,7 @@ func TestTrainWriteLoadEvaluateRoundTrip(t *testing.T) {
 }
 
 func TestLoadRejectsDamagedNetworks(t *testing.T) {
-	cfg, err := config.Parse([]byte(tinyRuns[0].yaml), "dsb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	setup, err := Prepare(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := Train(context.Background(), setup, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, out := trainYAML(t, "dsb", tinyRuns[0].yaml, nil)
 	dir := t.TempDir()
 	if err := out.Write(dir); err != nil {
 		t.Fatal(err)
