@@ -144,6 +144,12 @@ type DSBM struct {
 	// estimate of the data point. Omitted when unset, so configs without
 	// it keep their hashes.
 	Denoise bool `yaml:"denoise,omitempty" json:"denoise,omitempty"`
+	// DenoiseCache drops the same noise from the last step of the cache's
+	// simulations (dsbm.Chain.DenoiseCache), so the pairs each phase trains
+	// on have clean images at their simulated end, as the data and the
+	// samples do. Omitted when unset, so configs without it keep their
+	// hashes.
+	DenoiseCache bool `yaml:"denoise_cache,omitempty" json:"denoise_cache,omitempty"`
 	// ScaledDrift makes the nets learn sqrt(t) v_b and sqrt(1-t) v_f
 	// (dsbm.Chain.ScaledDrift): targets whose noise is of one size at every
 	// time. Omitted when unset, so configs without it keep their hashes.
@@ -204,6 +210,10 @@ type Eval struct {
 	// every IPF or IMF iteration: an image evaluation samples thousands of
 	// chains, minutes each time.
 	FinalOnly bool `yaml:"final_only,omitempty" json:"final_only,omitempty"`
+	// SkipForward leaves out a bridge's forward figures (data to prior):
+	// a generative run from N(0, I), or a transfer scored one way, needs
+	// only the backward samples, and the forward chains cost as much again.
+	SkipForward bool `yaml:"skip_forward,omitempty" json:"skip_forward,omitempty"`
 }
 
 //go:embed default.yaml

@@ -24,6 +24,7 @@ func (s *Setup) DSBMOptions() (dsbm.Options, error) {
 		Refresh:       c.DSBM.CacheRefresh,
 		WarmStart:     c.DSBM.WarmStart,
 		Denoise:       c.DSBM.Denoise,
+		DenoiseCache:  c.DSBM.DenoiseCache,
 		ScaledDrift:   c.DSBM.ScaledDrift,
 		SampleSteps:   c.DSBM.SampleSteps,
 		EndOnBackward: c.DSBM.LastPhase == config.LastPhaseBackward,

@@ -260,7 +260,7 @@ func (e *Evaluator) evaluate(ctx context.Context, m Model) (*Figures, *Generated
 			return nil, nil, fmt.Errorf("image figures: %w", err)
 		}
 	}
-	if fm, ok := m.(ForwardModel); ok {
+	if fm, ok := m.(ForwardModel); ok && !cfg.Eval.SkipForward {
 		if f.Forward, err = e.forwardFigures(ctx, fm); err != nil {
 			return nil, nil, err
 		}

@@ -294,13 +294,34 @@ func TestEvaluateSamplesTheSameNetworksOnce(t *testing.T) {
 	}
 }
 
-func TestFinalOnlySkipsTheIterationFigures(t *testing.T) {
-	_, out := trainTiny(t, "dsbm-scaled", func(c *config.Config) { c.Eval.FinalOnly = true })
-	if n := len(out.Metrics.Iterations); n != 0 {
-		t.Errorf("%d iteration figures, want none under eval.final_only", n)
+func TestEvalSwitchesTrimTheFigures(t *testing.T) {
+	tests := []struct {
+		name           string
+		edit           func(*config.Config)
+		iterations     int
+		forwardFigures bool
+	}{
+		{"every iteration, both directions", nil, 2, true},
+		{"final_only", func(c *config.Config) { c.Eval.FinalOnly = true }, 0, true},
+		{"skip_forward", func(c *config.Config) { c.Eval.SkipForward = true }, 2, false},
 	}
-	if out.Metrics.Final == nil || !(out.Metrics.Final.SlicedW2Ratio > 0) {
-		t.Errorf("final figures missing: %+v", out.Metrics.Final)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, out := trainTiny(t, "dsbm-scaled", tt.edit)
+			if n := len(out.Metrics.Iterations); n != tt.iterations {
+				t.Errorf("%d iteration figures, want %d", n, tt.iterations)
+			}
+			final := out.Metrics.Final
+			if final == nil || !(final.SlicedW2Ratio > 0) {
+				t.Fatalf("final figures missing: %+v", final)
+			}
+			figures := append([]*Figures{final}, out.Metrics.Iterations...)
+			for _, f := range figures {
+				if got := f.Forward != nil; got != tt.forwardFigures {
+					t.Errorf("iteration %d: forward figures %v, want %v", f.Iteration, got, tt.forwardFigures)
+				}
+			}
+		})
 	}
 }
 
@@ -333,6 +354,14 @@ func TestBridgeSwitchesReachTheTrainers(t *testing.T) {
 		{"dsbm.sample_steps", func(c *config.Config) { c.DSBM.SampleSteps = 9 }, func(s *Setup) (bool, error) {
 			o, err := s.DSBMOptions()
 			return o.SampleSteps == 9, err
+		}},
+		{"dsbm.denoise_cache", func(c *config.Config) { c.DSBM.DenoiseCache = true }, func(s *Setup) (bool, error) {
+			o, err := s.DSBMOptions()
+			if err != nil {
+				return false, err
+			}
+			chain, err := o.Chain()
+			return err == nil && chain.DenoiseCache, err
 		}},
 		{"dsbm.last_phase", func(c *config.Config) { c.DSBM.LastPhase = config.LastPhaseBackward }, func(s *Setup) (bool, error) {
 			o, err := s.DSBMOptions()

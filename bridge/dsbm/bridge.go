@@ -73,6 +73,15 @@ type Chain struct {
 	// and the output is of order one, as for a diffusion model's noise
 	// prediction.
 	ScaledDrift bool
+	// DenoiseCache drops the noise of the cache simulation's last step,
+	// as SampleOptions.Denoise does for samples: the Brownian bridge is
+	// pinned at both ends, so that noise, sigma sqrt(1/N) a coordinate, is
+	// the Euler step's error, and on an image end it is speckle the
+	// clean data never has. A forward phase would learn its drift from
+	// speckled backward samples and then, simulating the next backward
+	// phase's pairs, start from clean data; a backward phase would train on
+	// speckled sources and sample from clean ones.
+	DenoiseCache bool
 }
 
 // Validate checks sizes and divisibility; errors name the field.

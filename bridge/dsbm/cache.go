@@ -107,7 +107,7 @@ func (c *Chain) SimulateShard(frozen Model, phase PhaseID, gen uint64, shard int
 	for j := range keys {
 		keys[j] = base.With(first + uint64(j))
 	}
-	if err := integrate(c.drift(frozen, opposite(phase.Dir)), opposite(phase.Dir), c.Sigma, c.Steps, dim, end, keys, false, nil); err != nil {
+	if err := integrate(c.drift(frozen, opposite(phase.Dir)), opposite(phase.Dir), c.Sigma, c.Steps, dim, end, keys, c.DenoiseCache, nil); err != nil {
 		return nil, fmt.Errorf("simulate %v gen %d shard %d: %w", phase, gen, shard, err)
 	}
 	return s, nil

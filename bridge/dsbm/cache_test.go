@@ -201,3 +201,65 @@ func TestLocalGradsSumToTheGlobalStep(t *testing.T) {
 		t.Fatal("backward phase 1 accepted a frozen drift")
 	}
 }
+
+// pointMassDrift is the exact drift toward a point mass c at the end a
+// direction travels to: (c - x)/t backward, (c - x)/(1-t) forward, so
+// every step but the last moves a fraction of the way and the last lands
+// on c.
+type pointMassDrift struct {
+	c   float64
+	dir Direction
+}
+
+func (p pointMassDrift) Forward(t, x, out []float32) error {
+	dim := len(x) / len(t)
+	for r, tr := range t {
+		left := float64(tr)
+		if p.dir == Forward {
+			left = 1 - left
+		}
+		for i := r * dim; i < (r+1)*dim; i++ {
+			out[i] = float32((p.c - float64(x[i])) / left)
+		}
+	}
+	return nil
+}
+
+// DenoiseCache must drop the last step's noise of both simulations alone:
+// toward a point mass the denoised ends are the point, the plain ones
+// scatter around it by sigma sqrt(1/N), and the starts are the same.
+func TestDenoiseCacheLandsOnTheDriftsEnd(t *testing.T) {
+	const dim, c = 2, 0.3
+	for _, id := range []PhaseID{{Iteration: 2, Dir: Backward}, {Iteration: 1, Dir: Forward}} {
+		plain := testChain(dim)
+		clean := testChain(dim)
+		clean.DenoiseCache = true
+		frozen := pointMassDrift{c, opposite(id.Dir)}
+		noisy, err := plain.SimulateShard(frozen, id, 0, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		denoised, err := clean.SimulateShard(frozen, id, 0, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start, end, noisyStart, noisyEnd := denoised.X0, denoised.X1, noisy.X0, noisy.X1
+		if id.Dir == Forward {
+			start, end, noisyStart, noisyEnd = denoised.X1, denoised.X0, noisy.X1, noisy.X0
+		}
+		if !slices.Equal(start, noisyStart) {
+			t.Fatalf("%v: denoise_cache changed the simulation's starts", id)
+		}
+		var spread float64
+		for j := range end {
+			if math.Abs(float64(end[j])-c) > 1e-5 {
+				t.Fatalf("%v: denoised end[%d] = %v, want the point mass %v", id, j, end[j], c)
+			}
+			spread += (float64(noisyEnd[j]) - c) * (float64(noisyEnd[j]) - c)
+		}
+		spread = math.Sqrt(spread / float64(len(end)))
+		if want := plain.Sigma / math.Sqrt(float64(plain.Steps)); math.Abs(spread-want) > 0.25*want {
+			t.Errorf("%v: plain ends scatter %.4f around the point mass, want sigma sqrt(1/N) = %.4f", id, spread, want)
+		}
+	}
+}

@@ -60,7 +60,8 @@ type SampleOptions struct {
 	// Denoise drops the noise of the last step. The backward drift
 	// regresses (x0 - x_t)/t and the last step has dt = t, so that step
 	// lands on the drift's estimate of x0; its noise, sigma sqrt(1/N), is
-	// speckle on an image. Training (the cache's pairs) never sets it.
+	// speckle on an image. The cache's pairs drop it only under
+	// Chain.DenoiseCache.
 	Denoise bool
 }
 

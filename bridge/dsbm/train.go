@@ -49,6 +49,9 @@ type Options struct {
 	// Denoise makes the trained model's samples drop their last step's
 	// noise (SampleOptions.Denoise); training does not read it.
 	Denoise bool
+	// DenoiseCache drops the last step's noise of the cache simulations
+	// (Chain.DenoiseCache).
+	DenoiseCache bool
 	// SampleSteps are the Euler-Maruyama steps of the trained model's
 	// samples (SampleOptions.Steps); 0 means Steps. Training does not read
 	// it either: the drifts are trained in continuous time.
@@ -67,7 +70,7 @@ func (o *Options) Chain() (*Chain, error) {
 	c := &Chain{Dim: o.Dim, Sigma: o.Sigma, Eps: o.Eps, Steps: o.Steps, First: o.First,
 		Data: o.Data, Prior: o.Prior, Seed: o.Seed,
 		CacheSize: o.CacheSize, Shards: o.Shards, Batch: o.Batch, Refresh: o.Refresh,
-		ScaledDrift: o.ScaledDrift}
+		ScaledDrift: o.ScaledDrift, DenoiseCache: o.DenoiseCache}
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
