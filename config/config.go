@@ -165,6 +165,10 @@ type DSBM struct {
 	// backward drift alone, so that phase's time is better spent on the
 	// others.
 	LastPhase string `yaml:"last_phase,omitempty" json:"last_phase,omitempty"`
+	// WarmLR is the peak learning rate of the warm-started phases (IMF
+	// iteration 2 on), in place of train.lr; 0 (omitted, so configs
+	// without it keep their hashes) keeps train.lr. It needs warm_start.
+	WarmLR float64 `yaml:"warm_lr,omitempty" json:"warm_lr,omitempty"`
 }
 
 // DSBM last phases.
@@ -641,6 +645,12 @@ func (c *Config) validateDSBM(bad func(string, string, ...any)) {
 	if d.SampleSteps < 0 || d.SampleSteps > MaxDSBSteps {
 		bad("dsbm.sample_steps", "%d, want 0..%d (0: dsbm.steps)", d.SampleSteps, MaxDSBSteps)
 	}
+	if d.WarmLR < 0 {
+		bad("dsbm.warm_lr", "%v, want >= 0 (0: train.lr)", d.WarmLR)
+	}
+	if d.WarmLR > 0 && !d.WarmStart {
+		bad("dsbm.warm_lr", "%v needs dsbm.warm_start: true (it is the rate of the warm-started phases)", d.WarmLR)
+	}
 	switch d.LastPhase {
 	case "", LastPhaseForward:
 	case LastPhaseBackward:
@@ -798,7 +808,7 @@ func (c *Config) floats() []namedFloat {
 		{"dsb.gamma_min", c.DSB.GammaMin}, {"dsb.gamma_max", c.DSB.GammaMax},
 		{"dsb.ou_mean", c.DSB.OUMean}, {"dsb.ou_var", c.DSB.OUVar},
 		{"si.gamma_scale", c.SI.GammaScale}, {"si.epsilon", c.SI.Epsilon},
-		{"dsbm.sigma", c.DSBM.Sigma}, {"dsbm.eps", c.DSBM.Eps}, {"si.rtol", c.SI.RTol}, {"si.atol", c.SI.ATol},
+		{"dsbm.sigma", c.DSBM.Sigma}, {"dsbm.eps", c.DSBM.Eps}, {"dsbm.warm_lr", c.DSBM.WarmLR}, {"si.rtol", c.SI.RTol}, {"si.atol", c.SI.ATol},
 	}
 	for _, d := range []struct {
 		field string

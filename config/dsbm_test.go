@@ -64,6 +64,8 @@ func TestBadDSBMInputNamesTheField(t *testing.T) {
 		{"sample steps", minimalDSBM + "dsbm: {sample_steps: -1}\n", "dsbm.sample_steps: -1, want 0.."},
 		{"last phase", minimalDSBM + "dsbm: {last_phase: both}\n", `dsbm.last_phase: "both", want forward or backward`},
 		{"last phase backward of one iteration", minimalDSBM + "dsbm: {last_phase: backward, iterations: 1}\n", "dsbm.last_phase: backward needs dsbm.iterations >= 2"},
+		{"negative warm lr", minimalDSBM + "dsbm: {warm_lr: -0.001}\n", "dsbm.warm_lr: -0.001, want >= 0"},
+		{"warm lr without warm start", minimalDSBM + "dsbm: {warm_lr: 0.001, warm_start: false}\n", "dsbm.warm_lr: 0.001 needs dsbm.warm_start: true"},
 		{"cache vs shards", minimalDSBM + "dsbm: {cache_size: 1001}\n", "dsbm.cache_size: 1001 is not a multiple"},
 		{"batch vs shards", minimalDSBM + "train: {batch: 100}\n", "train.batch: 100 is not a multiple of dsbm.cache_shards"},
 		{"unknown field", minimalDSBM + "dsbm: {gamma: 1}\n", "field gamma not found"},

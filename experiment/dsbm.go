@@ -23,6 +23,7 @@ func (s *Setup) DSBMOptions() (dsbm.Options, error) {
 		Shards:        c.DSBM.CacheShards,
 		Refresh:       c.DSBM.CacheRefresh,
 		WarmStart:     c.DSBM.WarmStart,
+		WarmLR:        c.DSBM.WarmLR,
 		Denoise:       c.DSBM.Denoise,
 		DenoiseCache:  c.DSBM.DenoiseCache,
 		ScaledDrift:   c.DSBM.ScaledDrift,

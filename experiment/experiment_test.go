@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sbtrain/sbtrain/bridge/dsbm"
 	"github.com/sbtrain/sbtrain/config"
 	"github.com/sbtrain/sbtrain/nn"
 )
@@ -362,6 +363,10 @@ func TestBridgeSwitchesReachTheTrainers(t *testing.T) {
 			}
 			chain, err := o.Chain()
 			return err == nil && chain.DenoiseCache, err
+		}},
+		{"dsbm.warm_lr", func(c *config.Config) { c.DSBM.WarmStart, c.DSBM.WarmLR = true, 3e-4 }, func(s *Setup) (bool, error) {
+			o, err := s.DSBMOptions()
+			return o.HyperFor(dsbm.PhaseID{Iteration: 2, Dir: dsbm.Backward}).LR == 3e-4, err
 		}},
 		{"dsbm.last_phase", func(c *config.Config) { c.DSBM.LastPhase = config.LastPhaseBackward }, func(s *Setup) (bool, error) {
 			o, err := s.DSBMOptions()

@@ -3,6 +3,7 @@ package dsbm
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/sbtrain/sbtrain/bridge/dsb"
@@ -44,6 +45,12 @@ type Options struct {
 	// per direction); otherwise every phase starts from a fresh
 	// initialisation.
 	WarmStart bool
+	// WarmLR > 0 is the peak learning rate of the warm-started phases
+	// (iteration 2 on) in place of Hyper.LR. Such a phase starts from a
+	// drift that already solves a nearby problem, and a restart at the
+	// rate that trained it from scratch can throw that solution away
+	// before the new coupling is learnt. 0 keeps Hyper.LR.
+	WarmLR float64
 	// ScaledDrift: the nets learn a time-scaled drift (Chain.ScaledDrift).
 	ScaledDrift bool
 	// Denoise makes the trained model's samples drop their last step's
@@ -103,7 +110,25 @@ func (o *Options) Validate() error {
 	if o.SampleSteps < 0 {
 		return fmt.Errorf("sample steps: must be >= 0 (0 = steps), got %d", o.SampleSteps)
 	}
+	if !(o.WarmLR >= 0 && o.WarmLR < math.Inf(1)) {
+		return fmt.Errorf("warm lr: must be finite and >= 0 (0 = the phase rate), got %v", o.WarmLR)
+	}
+	if o.WarmLR > 0 && !o.WarmStart {
+		return fmt.Errorf("warm lr: %v set without warm start, so no phase would use it", o.WarmLR)
+	}
 	return o.Hyper.Validate()
+}
+
+// HyperFor is the optimiser setting of phase id: Hyper, with WarmLR as
+// the rate of a warm-started phase. Whether a phase is warm-started
+// follows from id alone (iteration 2 on has a previous net of its
+// direction), so a phase restored mid-way gets the rate it started with.
+func (o *Options) HyperFor(id PhaseID) Hyper {
+	h := o.Hyper
+	if o.WarmStart && o.WarmLR > 0 && id.Iteration > 1 {
+		h.LR = o.WarmLR
+	}
+	return h
 }
 
 // Phases is the run's phase sequence: backward then forward for each
@@ -203,7 +228,7 @@ func (r *Result) OpenPhase(o *Options, id PhaseID, net *nn.Net, ema []float32) (
 			return nil, err
 		}
 	}
-	return NewPhase(r.Chain, id, frozen, net, o.Hyper, ema)
+	return NewPhase(r.Chain, id, frozen, net, o.HyperFor(id), ema)
 }
 
 // ClosePhase keeps p's network (live weights and EMA shadow) as the last

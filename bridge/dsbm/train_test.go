@@ -112,6 +112,9 @@ func TestOptionsValidateNamesTheField(t *testing.T) {
 		{"lr", func(o *Options) { o.Hyper.LR = 0 }, "lr"},
 		{"sigma", func(o *Options) { o.Sigma = -1 }, "sigma"},
 		{"end on backward", func(o *Options) { o.Iterations, o.EndOnBackward = 1, true }, "end on backward"},
+		{"negative warm lr", func(o *Options) { o.WarmLR = -1e-3 }, "warm lr"},
+		{"NaN warm lr", func(o *Options) { o.WarmLR = math.NaN() }, "warm lr"},
+		{"warm lr without warm start", func(o *Options) { o.WarmLR, o.WarmStart = 1e-4, false }, "warm lr"},
 	} {
 		o := gaussianOptions()
 		tc.edit(&o)
@@ -190,6 +193,53 @@ func TestPhasesOfARun(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(tc.want) || fmt.Sprint(ends) != fmt.Sprint(tc.ends) {
 			t.Errorf("%d iterations, end on backward %v: phases %v ending %v, want %v ending %v",
 				tc.iterations, tc.endOnBackward, got, ends, tc.want, tc.ends)
+		}
+	}
+}
+
+// WarmLR must rate exactly the warm-started phases, iteration 2 on in
+// both directions, whether a phase is opened fresh or restored mid-way
+// with its own network.
+func TestWarmLRRatesOnlyTheWarmStartedPhases(t *testing.T) {
+	const base, warm = 1e-3, 2e-4
+	for _, tc := range []struct {
+		name      string
+		warmStart bool
+		warmLR    float64
+		want      map[int]float64 // iteration -> rate
+	}{
+		{"unset", true, 0, map[int]float64{1: base, 2: base, 3: base}},
+		{"warm start", true, warm, map[int]float64{1: base, 2: warm, 3: warm}},
+		{"cold start", false, 0, map[int]float64{1: base, 2: base, 3: base}},
+	} {
+		o := gaussianOptions()
+		o.Iterations, o.WarmStart, o.WarmLR = 3, tc.warmStart, tc.warmLR
+		if err := o.Validate(); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		chain, err := o.Chain()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &Result{Chain: chain, Spec: o.Net}
+		for _, id := range o.Phases() {
+			p, err := r.OpenPhase(&o, id, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			restored, err := r.OpenPhase(&o, id, p.Net.(*nn.Net), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := p.Hyper.LR, tc.want[id.Iteration]; got != want {
+				t.Errorf("%s: %v opened at rate %v, want %v", tc.name, id, got, want)
+			}
+			if restored.Hyper != p.Hyper {
+				t.Errorf("%s: %v restored with %+v, opened with %+v", tc.name, id, restored.Hyper, p.Hyper)
+			}
+			if err := r.ClosePhase(&o, p); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }
