@@ -3,7 +3,6 @@ package nn
 import (
 	"fmt"
 	"math"
-	"runtime"
 
 	"github.com/sbtrain/sbtrain/rng"
 	"gonum.org/v1/gonum/blas"
@@ -574,14 +573,18 @@ func (u *unet) backward(params, grads, dy, dx []float32, nb int, wantParams bool
 	}
 }
 
-// unetBLASThreads makes the BLAS single-threaded for the length of a pass
-// that splits the row-tap GEMMs over its own workers, and returns the count
-// to restore. Those products are one image each, too small to share well,
-// and a BLAS pool's threads left spinning between them took a core from
-// the workers: at two threads a step cost twice the CPU time of one.
+// unetBLASThreads makes the BLAS single-threaded for the length of a unet
+// pass, and returns the count to restore. With GOMAXPROCS > 1 the pass
+// splits the row-tap GEMMs over its own workers: those products are one
+// image each, too small to share well, and a BLAS pool's threads left
+// spinning between them took a core from the workers (at two threads a
+// step cost twice the CPU time of one). With GOMAXPROCS 1 it holds too,
+// because on some kernels (OpenBLAS's Haswell/Zen sgemm) a threaded
+// product rounds differently from a single-threaded one, and a pass must
+// have the same bits at any GOMAXPROCS.
 func unetBLASThreads() int {
 	prev := BLASThreads()
-	if prev > 1 && runtime.GOMAXPROCS(0) > 1 {
+	if prev > 1 {
 		SetBLASThreads(1)
 	}
 	return prev
@@ -589,7 +592,7 @@ func unetBLASThreads() int {
 
 // restoreBLASThreads undoes unetBLASThreads.
 func restoreBLASThreads(prev int) {
-	if prev > 1 && runtime.GOMAXPROCS(0) > 1 {
+	if prev > 1 {
 		SetBLASThreads(prev)
 	}
 }
