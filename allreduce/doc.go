@@ -43,11 +43,14 @@
 // generation is dropped; one of a newer generation aborts the operation with
 // a *GenerationError. Any other mismatch (length, operation, order, corrupt
 // or truncated frame) is a *PeerError naming the member and what differed,
-// never a wrong sum. While inside an operation a member sends heartbeats
-// downstream when it has nothing else to send, so a member waiting on its
-// previous peer can tell "peer is alive and waiting on its own previous
-// peer" from "peer is dead or silent": only silence for Config.Deadline is
-// blamed on the previous peer. The member that detects a failure sends an
+// never a wrong sum. For as long as its ring is open a member sends
+// heartbeats downstream when it has nothing else to send, inside
+// operations and between them, so a member waiting on its previous peer
+// can tell "peer is alive and waiting on its own previous peer" or "peer
+// is alive and still busy before this operation" from "peer is dead or
+// silent": silence for Config.Deadline is blamed on the previous peer, and
+// so is a live peer that has not entered the operation Config.SkewLimit
+// after this member did. The member that detects a failure sends an
 // abort frame naming the culprit downstream, so every survivor returns a
 // *PeerError naming the same member within the deadline plus one trip
 // around the ring. After an error the ring is broken for good: build a new

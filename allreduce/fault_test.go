@@ -201,6 +201,59 @@ func TestDelayedLinkStillCompletes(t *testing.T) {
 	checkSum(t, in, got)
 }
 
+// TestLateMemberWithinSkewLimit: a member that is alive but enters an
+// all-reduce several deadlines after the others (it was busy with local
+// work, as when members simulate unequal shares of a cache) is waited for,
+// on both transports, and the sum is right; one later than the skew limit
+// is blamed, and every survivor hears of it within the limit plus a
+// deadline.
+func TestLateMemberWithinSkewLimit(t *testing.T) {
+	const n, deadline, skew = 3, 200 * time.Millisecond, 1500 * time.Millisecond
+	clusters := []struct {
+		name string
+		make func(testing.TB, int) *cluster
+	}{{"memory", newMemCluster}, {"tcp", newTCPCluster}}
+	for _, cl := range clusters {
+		t.Run(cl.name, func(t *testing.T) {
+			c := cl.make(t, n)
+			rings := c.mustBuild(1, n, func(cfg *Config) { cfg.Deadline = deadline; cfg.SkewLimit = skew; cfg.SegmentBytes = 4096 })
+			for _, late := range []time.Duration{4 * deadline, 0, 2 * skew} {
+				in := randomInputs(uint64(late), n, 5000)
+				got := make([][]float32, n)
+				for i := range got {
+					got[i] = append([]float32(nil), in[i]...)
+				}
+				start := time.Now()
+				took := make([]time.Duration, n)
+				errs := parallel(rings, func(rank int, r *Ring) error {
+					if rank == 1 {
+						time.Sleep(late)
+					}
+					err := r.AllReduceSum(context.Background(), got[rank])
+					took[rank] = time.Since(start)
+					return err
+				})
+				if late < skew {
+					if err := errors.Join(errs...); err != nil {
+						t.Fatalf("member 1 %v late, within the skew limit %v: %v", late, skew, err)
+					}
+					checkSum(t, in, got)
+					continue
+				}
+				for rank, err := range errs {
+					if rank == 1 {
+						continue
+					}
+					wantPeerError(t, err, 1, ErrTimeout)
+					if took[rank] > skew+deadline {
+						t.Errorf("member %d gave up on a member %v late after %v, want within the skew limit %v plus the deadline %v", rank, late, took[rank], skew, deadline)
+					}
+				}
+			}
+		})
+	}
+}
+
 // TestBadInput: disagreements between members are errors naming the
 // member and what differed.
 func TestBadInput(t *testing.T) {

@@ -28,10 +28,19 @@ type Config struct {
 	Rank       int      // this member's index in Members
 	Members    []Member // ring order
 	Generation uint64
-	// Deadline is the longest a member waits on a silent peer inside an
-	// operation (no data, no heartbeat) before blaming it. It must exceed
-	// the skew with which members enter the same operation. 0 means 10s.
+	// Deadline is the longest a member waits on a silent peer (no data,
+	// no heartbeat) before blaming it. A member sends heartbeats for as
+	// long as its ring is open, inside operations and between them, so
+	// silence means a dead, frozen or cut-off peer, not a busy one. 0
+	// means 10s.
 	Deadline time.Duration
+	// SkewLimit is the longest a member waits, from entering an
+	// operation, for a previous peer that is alive but has not entered it
+	// yet (its heartbeats name an earlier operation): the skew between
+	// members that do unequal local work between collectives, such as
+	// simulating their shards of a trajectory cache on cores of unequal
+	// speed. Past it the peer is blamed as if silent. 0 means 10 minutes.
+	SkewLimit time.Duration
 	// ConnectTimeout bounds NewRing's dial and accept. 0 means 2·Deadline.
 	ConnectTimeout time.Duration
 	// SegmentBytes is the pipelining unit. 0 means 1 MiB.
@@ -47,8 +56,9 @@ type Config struct {
 }
 
 const (
-	defaultDeadline = 10 * time.Second
-	defaultSegment  = 1 << 20
+	defaultDeadline  = 10 * time.Second
+	defaultSkewLimit = 10 * time.Minute
+	defaultSegment   = 1 << 20
 	// addPiece is the most the reduce-scatter reads before adding: the
 	// received bytes are added while still in the L2 cache.
 	addPiece = 256 << 10
@@ -92,6 +102,7 @@ type Ring struct {
 	hdr     [headerSize]byte
 	rh      header
 	recvd   uint32 // data frames received in the current operation
+	opStart time.Time
 	last    Stats
 
 	imu  sync.Mutex
@@ -104,7 +115,6 @@ type Ring struct {
 	sendErr   error
 	opSeq     uint64
 	opName    string
-	inOp      bool
 	discard   bool   // the ring failed: queued data frames are no longer ours to send
 	sentOp    uint32 // data frames written in the current operation
 	bytesOp   int64
@@ -170,8 +180,8 @@ func checkConfig(cfg *Config) error {
 		return fmt.Errorf("allreduce: config: %d Members, at most 255", n)
 	case cfg.Rank < 0 || cfg.Rank >= n:
 		return fmt.Errorf("allreduce: config: Rank %d outside 0..%d", cfg.Rank, n-1)
-	case cfg.Deadline < 0 || cfg.ConnectTimeout < 0 || cfg.SegmentBytes < 0:
-		return errors.New("allreduce: config: negative Deadline, ConnectTimeout or SegmentBytes")
+	case cfg.Deadline < 0 || cfg.SkewLimit < 0 || cfg.ConnectTimeout < 0 || cfg.SegmentBytes < 0:
+		return errors.New("allreduce: config: negative Deadline, SkewLimit, ConnectTimeout or SegmentBytes")
 	case n > 1 && cfg.Endpoint == nil:
 		return errors.New("allreduce: config: Endpoint is nil")
 	}
@@ -190,6 +200,9 @@ func checkConfig(cfg *Config) error {
 	}
 	if cfg.Deadline == 0 {
 		cfg.Deadline = defaultDeadline
+	}
+	if cfg.SkewLimit == 0 {
+		cfg.SkewLimit = defaultSkewLimit
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 2 * cfg.Deadline
@@ -481,9 +494,9 @@ func (r *Ring) run(ctx context.Context, op opKind, elems int, body func() error)
 		r.interrupt(fmt.Errorf("allreduce %s #%d: %w", op, seq, context.Cause(ctx)))
 	})
 	r.smu.Lock()
-	r.opSeq, r.opName, r.inOp, r.sentOp, r.bytesOp = r.seq, op.String(), true, 0, 0
+	r.opSeq, r.opName, r.sentOp, r.bytesOp = r.seq, op.String(), 0, 0
 	r.smu.Unlock()
-	r.recvd = 0
+	r.recvd, r.opStart = 0, start
 
 	err := body()
 	if err == nil {
@@ -493,7 +506,6 @@ func (r *Ring) run(ctx context.Context, op opKind, elems int, body func() error)
 		<-fired
 	}
 	r.smu.Lock()
-	r.inOp = false
 	r.last.Frames, r.last.BytesSent = int(r.sentOp), r.bytesOp
 	r.smu.Unlock()
 	r.last.Duration = time.Since(start)
@@ -578,8 +590,9 @@ func (r *Ring) enqueue(h header, payload []byte) {
 }
 
 // sender owns writes to the next member: queued frames in order, and a
-// heartbeat when an operation is in progress and nothing was written for a
-// quarter of the deadline.
+// heartbeat whenever nothing was written for a quarter of the deadline,
+// inside an operation or between two, so that the next member, waiting
+// in an operation this one has not reached, sees it alive and busy.
 func (r *Ring) sender() {
 	defer r.wg.Done()
 	beat := r.deadline / 4
@@ -618,7 +631,9 @@ func (r *Ring) sender() {
 		case <-r.wake:
 		case <-tick.C:
 			r.smu.Lock()
-			due := r.inOp && len(r.queue) == 0 && r.sendErr == nil && time.Since(r.lastWrite) >= beat
+			// Not once failed: a broken ring's heartbeats would tell a
+			// peer still inside the failed operation that it goes on.
+			due := !r.discard && len(r.queue) == 0 && r.sendErr == nil && time.Since(r.lastWrite) >= beat
 			h := header{kind: kindHeartbeat, generation: r.cfg.Generation, seq: r.opSeq, aux: r.sentOp}
 			r.smu.Unlock()
 			if due {
@@ -771,6 +786,12 @@ func (r *Ring) recvHeader(want *expect) (*header, error) {
 		case kindHeartbeat:
 			if h.seq == r.seq && h.aux > r.recvd {
 				return nil, r.peerErr(r.prev, want.op.String(), fmt.Errorf("%w: it sent %d frames in this operation, %d arrived", ErrLost, h.aux, r.recvd))
+			}
+			if h.seq < r.seq {
+				if waited := time.Since(r.opStart); waited > r.cfg.SkewLimit {
+					return nil, r.peerErr(r.prev, want.op.String(), fmt.Errorf("%w: alive but still at operation #%d after %v, past the skew limit %v",
+						ErrTimeout, h.seq, waited.Round(time.Millisecond), r.cfg.SkewLimit))
+				}
 			}
 			continue
 		case kindAbort:

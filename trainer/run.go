@@ -81,7 +81,7 @@ func (t *Trainer) generation(ctx context.Context, client api.ControlClient, plan
 	}
 	ring, err := allreduce.NewRing(ctx, allreduce.Config{
 		Run: plan.Run, Rank: rank, Members: members, Generation: plan.Generation,
-		Deadline: t.opts.RingDeadline, Endpoint: t.ep, Logger: t.log,
+		Deadline: t.opts.RingDeadline, SkewLimit: t.opts.RingSkewLimit, Endpoint: t.ep, Logger: t.log,
 	})
 	if err != nil {
 		return fmt.Errorf("form ring of generation %d: %w", plan.Generation, err)

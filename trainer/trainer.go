@@ -55,8 +55,13 @@ type Options struct {
 	// for a pod whose ports are declared; 0 picks free ones.
 	GossipPort int
 	RingPort   int
-	// RingDeadline bounds every wait on a peer inside a collective.
+	// RingDeadline bounds every wait on a silent peer inside a collective.
 	RingDeadline time.Duration
+	// RingSkewLimit bounds the wait on a live peer that has not reached
+	// the collective yet: members simulate their own shards of a cache
+	// before the next step's all-reduce, and a slower core finishes later.
+	// 0 means allreduce's default.
+	RingSkewLimit time.Duration
 	// CoordinatorTimeout is how long the trainer looks for a coordinator
 	// (at start, and after losing one) before giving up.
 	CoordinatorTimeout time.Duration
@@ -124,6 +129,9 @@ func (o *Options) fill() error {
 	}
 	if o.RingDeadline <= 0 {
 		o.RingDeadline = 10 * time.Second
+	}
+	if o.RingSkewLimit < 0 {
+		return fmt.Errorf("ring skew limit %v: want >= 0", o.RingSkewLimit)
 	}
 	if o.CoordinatorTimeout <= 0 {
 		o.CoordinatorTimeout = 60 * time.Second

@@ -105,6 +105,7 @@ func runTrainer(ctx context.Context, args []string) error {
 	gossipPort := fs.Int("gossip-port", 0, "gossip port, TCP and UDP (0 = any free port)")
 	ringPort := fs.Int("ring-port", 0, "all-reduce ring port (0 = any free port)")
 	deadline := fs.Duration("ring-deadline", 10*time.Second, "longest wait on a silent peer inside a collective before blaming it")
+	skew := fs.Duration("ring-skew-limit", 10*time.Minute, "longest wait on a live peer that has not reached a collective yet (still simulating its shards of a cache, say) before blaming it")
 	coordTimeout := fs.Duration("coordinator-timeout", 60*time.Second, "how long to look for a coordinator (at start and after losing it) before giving up")
 	crash := fs.Int("crash-after-blobs", 0, "fault injection for tests: as rank 0, SIGKILL this process group after writing the blobs of its n-th checkpoint, before the commit (0 = never)")
 	outage := fs.Duration("store-outage", time.Minute, "as rank 0, how long to retry a checkpoint that storage refuses before asking the coordinator to pause the run")
@@ -153,7 +154,7 @@ func runTrainer(ctx context.Context, args []string) error {
 	err = trainer.Run(ctx, trainer.Options{Secret: secret,
 		ID: *id, Run: run, Job: j, Store: store, Version: version, Join: *join, Host: *bind,
 		GossipPort: *gossipPort, RingPort: *ringPort,
-		RingDeadline: *deadline, CoordinatorTimeout: *coordTimeout, CrashAfterBlobs: *crash,
+		RingDeadline: *deadline, RingSkewLimit: *skew, CoordinatorTimeout: *coordTimeout, CrashAfterBlobs: *crash,
 		StoreOutage: *outage, ConfigFields: j.Setup.Config.FieldDigests(),
 	})
 	if err != nil && ctx.Err() != nil {
