@@ -34,6 +34,7 @@ func runLocal(ctx context.Context, args []string) error {
 	fs.DurationVar(&cf.leaseTTL, "lease-ttl", 10*time.Second, "how long the run's lease outlives a coordinator that stopped renewing it")
 	fs.StringVar(&cf.out, "out", "", "directory for metrics.json, plots and networks (default runs/<run>)")
 	deadline := fs.Duration("ring-deadline", 10*time.Second, "trainers' longest wait on a silent peer inside a collective")
+	skew := fs.Duration("ring-skew-limit", 10*time.Minute, "trainers' longest wait on a live peer that has not reached a collective yet")
 	logDir := fs.String("logs", "", "directory for the trainers' logs (default <out>/logs)")
 	outage := fs.Duration("store-outage", time.Minute, "how long trainer rank 0 retries a checkpoint that storage refuses before the run pauses until storage answers")
 	crash := fs.Int("crash-after-blobs", 0, "fault injection for tests: trainer rank 0 SIGKILLs the whole run (its process group) after writing the blobs of its n-th checkpoint, before the commit")
@@ -52,6 +53,9 @@ func runLocal(ctx context.Context, args []string) error {
 	}
 	if *outage <= 0 {
 		return usagef("--store-outage %s: want a positive duration", *outage)
+	}
+	if *skew <= 0 {
+		return usagef("--ring-skew-limit %s: want a positive duration", *skew)
 	}
 	j, run, store, err := rf.open(ctx)
 	if err != nil {
@@ -111,7 +115,7 @@ func runLocal(ctx context.Context, args []string) error {
 	defer func() { stopTrainers(); trainers.Wait() }()
 	for i := 0; i < cf.workers; i++ {
 		targs := []string{"trainer", "--join", c.GossipAddr(), "--id", fmt.Sprintf("trainer-%d", i),
-			"--run", run, "--store", rf.store.url, "--ring-deadline", deadline.String(), "--coordinator-timeout", "20s",
+			"--run", run, "--store", rf.store.url, "--ring-deadline", deadline.String(), "--ring-skew-limit", skew.String(), "--coordinator-timeout", "20s",
 			"--store-outage", outage.String()}
 		targs = append(targs, rf.store.childFlags()...)
 		targs = append(targs, lf.childFlags()...)

@@ -39,6 +39,8 @@ func TestBadInputExitsTwoWithOneLine(t *testing.T) {
 		{"trainer host not an IP", []string{"trainer", "--join", "127.0.0.1:7946", "--host", "localhost"}, `--host "localhost": want an IP address`},
 		{"trainer ports out of range", []string{"trainer", "--join", "127.0.0.1:7946", "--ring-port", "70000"}, "--ring-port 70000: want 0 (any free port) to 65535"},
 		{"trainer ports clash", []string{"trainer", "--join", "127.0.0.1:7946", "--gossip-port", "7946", "--ring-port", "7946"}, "--gossip-port and --ring-port are both 7946"},
+		{"trainer skew limit", []string{"trainer", "--join", "127.0.0.1:7946", "--ring-skew-limit", "0s"}, "--ring-skew-limit, --coordinator-timeout and --store-outage must be positive"},
+		{"local skew limit", []string{"local", "--ring-skew-limit", "-1m"}, "--ring-skew-limit -1m0s: want a positive duration"},
 		{"trainer cpus not a list", []string{"trainer", "--join", "127.0.0.1:7946", "--cpus", "0-x"}, `--cpus: cpu list "0-x"`},
 		{"trainer cpus out of range", []string{"trainer", "--join", "127.0.0.1:7946", "--cpus", "4096"}, `--cpus: cpu list "4096"`},
 		{"bench step threads", []string{"bench", "step", "--threads", "100000"}, "--threads 100000: want 1.."},

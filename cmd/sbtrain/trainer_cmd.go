@@ -137,8 +137,8 @@ func runTrainer(ctx context.Context, args []string) error {
 	if *gossipPort != 0 && *gossipPort == *ringPort {
 		return usagef("--gossip-port and --ring-port are both %d: they need one each", *gossipPort)
 	}
-	if *deadline <= 0 || *coordTimeout <= 0 || *outage <= 0 {
-		return usagef("--ring-deadline, --coordinator-timeout and --store-outage must be positive")
+	if *deadline <= 0 || *skew <= 0 || *coordTimeout <= 0 || *outage <= 0 {
+		return usagef("--ring-deadline, --ring-skew-limit, --coordinator-timeout and --store-outage must be positive")
 	}
 	secret, err := rf.secret()
 	if err != nil {
