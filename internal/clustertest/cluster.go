@@ -520,7 +520,12 @@ func (c *Cluster) Wait(timeout time.Duration) error {
 	for _, tr := range live {
 		select {
 		case <-tr.exited:
-			if tr.err != nil {
+			// A fault schedule may still kill a trainer after the run
+			// finished: its context's error is the kill, not a failure.
+			c.mu.Lock()
+			killed := tr.killed
+			c.mu.Unlock()
+			if tr.err != nil && !killed {
 				errs = append(errs, fmt.Errorf("trainer %s: %w", tr.ID, tr.err))
 			}
 		case <-ctx.Done():
