@@ -485,22 +485,47 @@ func (t *Trainer) execute(ctx context.Context, conn *grpc.ClientConn, ps *planSt
 				}
 				t.failures++
 				if t.failures > 1 {
-					// The same failure again: wait, unless a new plan comes.
+					// The same failure again: back off, unless a plan other
+					// than a pause comes.
 					wait := t.backoff.Next()
 					t.log.Info("generations keep failing; waiting before the next", "failures", t.failures, "wait", wait.Round(time.Millisecond))
-					select {
-					case <-ctx.Done():
-						return true, ctx.Err()
-					case err := <-ps.err:
-						return false, err
-					case next = <-ps.latest:
-					case <-time.After(wait):
+					var done bool
+					if next, done, err = t.waitOut(ctx, ps, wait); err != nil {
+						return done, err
 					}
 				}
 			}
 			plan = next
 		default:
 			return false, fmt.Errorf("plan of generation %d has unknown kind %v", plan.Generation, plan.Kind)
+		}
+	}
+}
+
+// waitOut waits out a failure's backoff. A plan other than a pause ends
+// the wait at once. A pause is kept but answered only after the wait: it
+// asks what this trainer holds, and answering at once lets the coordinator
+// plan the failing generation again at network speed, which the backoff
+// is there to stop. The coordinator waits for every member's answer to a
+// pause, so the delay holds the whole run back, not only this trainer.
+// Its done and error are execute's.
+func (t *Trainer) waitOut(ctx context.Context, ps *planStream, wait time.Duration) (next *api.Plan, done bool, err error) {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	var kept *api.Plan
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, true, ctx.Err()
+		case err := <-ps.err:
+			return nil, false, err
+		case p := <-ps.latest:
+			if p.Kind != api.Plan_PAUSE {
+				return p, false, nil
+			}
+			kept = p
+		case <-timer.C:
+			return kept, false, nil
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sbtrain/sbtrain/allreduce"
 	"github.com/sbtrain/sbtrain/api"
 )
 
@@ -102,4 +103,37 @@ func TestCoordinatorRestart(t *testing.T) {
 	if d != 0 {
 		t.Errorf("final parameters at relative L2 distance %.3g from the undisturbed run's, want the same bytes (0)", d)
 	}
+}
+
+// A ring link that fails every connection fails every generation while it
+// lasts. The trainers back off between those generations: each answers
+// the coordinator's next pause only after its backoff, and the coordinator
+// plans no run before every member has answered. The pause once cut the
+// backoff short, and the coordinator re-planned hundreds of times a
+// second for as long as the link failed.
+func TestFailingRingLinkBacksOff(t *testing.T) {
+	const fault = 4 * time.Second
+	c := Start(t, Options{Trainers: scheduleTrainers, Steps: 150, StepPause: 20 * time.Millisecond})
+	st := c.WaitStatus(t, "a run of 3", time.Minute, func(st *api.RunStatus) bool {
+		return st.State == "running" && len(st.Members) == 3
+	})
+	a, b := c.Trainer("trainer-00").RingAddr(), c.Trainer("trainer-01").RingAddr()
+	before := st.Generation
+	c.Ring.SetFault(a, b, allreduce.Fault{Cut: 1})
+	c.Ring.SetFault(b, a, allreduce.Fault{Cut: 1})
+	time.Sleep(fault)
+	during := c.Status().Generation - before
+	c.Ring.SetFault(a, b, allreduce.Fault{})
+	c.Ring.SetFault(b, a, allreduce.Fault{})
+	// Backoff from 200 ms doubling to 5 s fits about 5 failures in 4 s,
+	// each a run and a pause; without it there are hundreds.
+	if during > 30 {
+		t.Errorf("%d generations planned in %s of a failing ring link, want at most 30: the trainers did not back off", during, fault)
+	}
+	t.Logf("%d generations planned in %s of a failing ring link", during, fault)
+	if err := c.Wait(2 * time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	c.CheckReplicas(t)
+	c.CheckCommitted(t)
 }
