@@ -15,6 +15,7 @@ import (
 
 	"github.com/sbtrain/sbtrain/config"
 	"github.com/sbtrain/sbtrain/experiment"
+	"github.com/sbtrain/sbtrain/internal/cpuset"
 	"github.com/sbtrain/sbtrain/nn"
 )
 
@@ -31,6 +32,7 @@ func runBenchLocal(ctx context.Context, args []string) error {
 	samples := fs.Int("samples", 0, "override eval.samples, the held-out evaluation's size, to keep an image config's evaluation short; 0 keeps the config's")
 	dir := fs.String("dir", "", "working directory for stores and outputs (default: a temporary one, removed after)")
 	bind := fs.Bool("bind", true, "passed to local: bind each trainer to its share of the CPUs")
+	oneCPU := fs.Bool("one-cpu", true, "also time `local --workers 1` bound to one CPU: the baseline of the speed-up that workers on more cores give")
 	if done, err := parseFlags(fs, args); done {
 		return err
 	}
@@ -96,25 +98,65 @@ func runBenchLocal(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("# %s (%s), %d phases x %d steps, batch %d, BLAS %s\n", cfg.Name, cfg.Method, phasesOf(cfg), cfg.Train.Steps, cfg.Train.Batch, blasLine())
-	fmt.Printf("# %-8s %8s %14s %9s %16s %8s\n", "mode", "workers", "samples/s", "vs train", "all-reduce share", "wall s")
-	base, err := benchChild(ctx, exe, filepath.Join(work, "train"), "train", "--config", cfgFile, "--quiet", "--out", filepath.Join(work, "train"))
+	allowed, err := cpuset.Allowed()
 	if err != nil {
-		return err
+		return fmt.Errorf("CPUs to run on: %w", err)
 	}
-	fmt.Printf("  %-8s %8d %14.0f %9s %16s %8.1f\n", "train", 1, base.SamplesPerSec, "1.00x", "-", base.WallSeconds)
-	for _, n := range workers {
-		out := filepath.Join(work, fmt.Sprintf("local-%d", n))
-		m, err := benchChild(ctx, exe, out, "local", "--config", cfgFile, "--workers", strconv.Itoa(n), "--quiet", "--bind="+strconv.FormatBool(*bind),
-			"--store", "file://"+filepath.Join(work, fmt.Sprintf("store-%d", n)), "--out", out)
+	all := cpuset.Format(allowed)
+	fmt.Printf("# %s (%s), %d phases x %d steps, batch %d, BLAS %s\n", cfg.Name, cfg.Method, phasesOf(cfg), cfg.Train.Steps, cfg.Train.Batch, blasLine())
+	fmt.Printf("# %-8s %8s %8s %11s %9s %9s %16s %8s\n", "mode", "workers", "CPUs", "samples/s", "vs train", "vs 1 CPU", "all-reduce share", "wall s")
+	type row struct {
+		mode    string
+		workers int
+		cpus    string
+		m       *experiment.Metrics
+	}
+	var rows []row
+	printed := 0
+	baselines := 1 // train, and the one-CPU row when there is one
+	if *oneCPU {
+		baselines = 2
+	}
+	// Each row prints as soon as the baselines it is compared with are
+	// measured, so a long benchmark shows its progress.
+	measure := func(mode string, workers int, cpus string, args ...string) error {
+		out := filepath.Join(work, fmt.Sprintf("%s-%d-cpus-%s", mode, workers, cpus))
+		args = append(args, "--config", cfgFile, "--quiet", "--out", out, "--cpus", cpus)
+		if mode == "local" {
+			args = append(args, "--workers", strconv.Itoa(workers), "--bind="+strconv.FormatBool(*bind),
+				"--store", "file://"+filepath.Join(out, "store"))
+		}
+		m, err := benchChild(ctx, exe, out, append([]string{mode}, args...)...)
 		if err != nil {
 			return err
 		}
-		share := "-"
-		if m.AllReduceFraction != nil {
-			share = fmt.Sprintf("%.1f%%", 100**m.AllReduceFraction)
+		rows = append(rows, row{mode, workers, cpus, m})
+		for ; len(rows) >= baselines && printed < len(rows); printed++ {
+			r := rows[printed]
+			vsOne, share := "-", "-"
+			if *oneCPU {
+				vsOne = fmt.Sprintf("%.2fx", r.m.SamplesPerSec/rows[1].m.SamplesPerSec)
+			}
+			if r.m.AllReduceFraction != nil {
+				share = fmt.Sprintf("%.1f%%", 100**r.m.AllReduceFraction)
+			}
+			fmt.Printf("  %-8s %8d %8s %11.0f %8.2fx %9s %16s %8.1f\n", r.mode, r.workers, r.cpus, r.m.SamplesPerSec,
+				r.m.SamplesPerSec/rows[0].m.SamplesPerSec, vsOne, share, r.m.WallSeconds)
 		}
-		fmt.Printf("  %-8s %8d %14.0f %8.2fx %16s %8.1f\n", "local", n, m.SamplesPerSec, m.SamplesPerSec/base.SamplesPerSec, share, m.WallSeconds)
+		return nil
+	}
+	if err := measure("train", 1, all); err != nil {
+		return err
+	}
+	if *oneCPU {
+		if err := measure("local", 1, cpuset.Format(allowed[:1])); err != nil {
+			return err
+		}
+	}
+	for _, n := range workers {
+		if err := measure("local", n, all); err != nil {
+			return err
+		}
 	}
 	return nil
 }

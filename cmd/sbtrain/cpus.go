@@ -9,6 +9,7 @@ import (
 	"runtime"
 
 	"github.com/sbtrain/sbtrain/internal/cpuset"
+	"github.com/sbtrain/sbtrain/nn"
 )
 
 // addCPUsFlag adds --cpus, the CPUs a process binds itself to; `local` and
@@ -29,13 +30,20 @@ func bindCPUs(list string) error {
 	}
 	if err := cpuset.Bind(cpus); errors.Is(err, cpuset.ErrUnsupported) {
 		slog.Warn("running unbound", "cpus", list, "err", err)
+		return nil
 	} else if err != nil {
 		return usagef("--cpus: %v", err)
-	} else if os.Getenv("GOMAXPROCS") == "" {
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
 		// The runtime sized GOMAXPROCS before the bind; the simulation
 		// pools start one goroutine per GOMAXPROCS, which must be the
 		// CPUs this process now has.
 		runtime.GOMAXPROCS(len(cpus))
+	}
+	if os.Getenv("OPENBLAS_NUM_THREADS") == "" {
+		// OpenBLAS sized its pool for every core at load; more threads
+		// than bound CPUs would only contend.
+		nn.SetBLASThreads(len(cpus))
 	}
 	return nil
 }
@@ -46,7 +54,7 @@ func childThreads(share []int, children int) int {
 	if share != nil {
 		return len(share)
 	}
-	return max(1, runtime.NumCPU()/children)
+	return max(1, allowedCPUs()/children)
 }
 
 // cpuShares splits the CPUs this process may use among n children with

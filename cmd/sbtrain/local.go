@@ -41,8 +41,14 @@ func runLocal(ctx context.Context, args []string) error {
 	quiet := fs.Bool("quiet", false, "print only the dashboard's address and the final summary")
 	bind := fs.Bool("bind", true, "bind trainer i to its share of the CPUs (CPU i mod CPUs when trainers outnumber them), so the scheduler stops moving them between cores; false leaves placement to the scheduler")
 	fs.StringVar(&cf.http, "http", "127.0.0.1:0", "serve the dashboard and Prometheus /metrics on this address; port 0 picks a free one (empty = don't)")
+	cpus := fs.String("cpus", "", "run the coordinator and every trainer on these CPUs, a list like 0-3,6 (--bind splits them among the trainers); empty uses every CPU this process may run on")
 	lf := addLogFlags(fs)
 	if done, err := parseProcessFlags(fs, args, lf); done {
+		return err
+	}
+	// Before anything else starts: the trainers inherit the binding, and
+	// --bind splits the CPUs it leaves.
+	if err := bindCPUs(*cpus); err != nil {
 		return err
 	}
 	if err := cf.validate(); err != nil {

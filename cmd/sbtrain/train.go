@@ -23,7 +23,11 @@ func runTrain(ctx context.Context, args []string) error {
 	out := fs.String("out", "runs/train", "directory for config.yaml, metrics.json, PNG plots and safetensors networks")
 	quiet := fs.Bool("quiet", false, "print only the final summary")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to `file` (go tool pprof reads it)")
+	cpus := addCPUsFlag(fs)
 	if done, err := parseFlags(fs, args); done {
+		return err
+	}
+	if err := bindCPUs(*cpus); err != nil {
 		return err
 	}
 	if *cpuProfile != "" {

@@ -95,6 +95,8 @@ func TestTrustBadInputExitsTwo(t *testing.T) {
 		{"bench buffers too big", []string{"bench", "allreduce", "--sizes", "1KiB:1024GiB"}, "--sizes: sizes \"1KiB:1024GiB\": want MIN:MAX with 4 <= MIN <= MAX <= 4GiB"},
 		{"bench size overflowing", []string{"bench", "allreduce", "--sizes", "4:9000000000GiB"}, "--sizes: size \"9000000000GiB\""},
 		{"bench reference too big", []string{"bench", "allreduce", "--tcp-bytes", "100GiB"}, `--tcp-bytes "100GiB": want a positive size up to 4GiB`},
+		{"train on a CPU it may not use", []string{"train", "--cpus", "1000"}, "--cpus: bind to CPUs 1000: CPU 1000 is not among this process's allowed CPUs"},
+		{"local CPUs not a list", []string{"local", "--cpus", "0-x"}, `--cpus: cpu list "0-x"`},
 		{"ckpt ls of a mistyped store", []string{"ckpt", "ls", "--store", "file://" + typo, "--run", "demo"}, typo},
 	}
 	for _, c := range cases {
