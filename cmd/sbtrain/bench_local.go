@@ -105,58 +105,46 @@ func runBenchLocal(ctx context.Context, args []string) error {
 	all := cpuset.Format(allowed)
 	fmt.Printf("# %s (%s), %d phases x %d steps, batch %d, BLAS %s\n", cfg.Name, cfg.Method, phasesOf(cfg), cfg.Train.Steps, cfg.Train.Batch, blasLine())
 	fmt.Printf("# %-8s %8s %8s %11s %9s %9s %16s %8s\n", "mode", "workers", "CPUs", "samples/s", "vs train", "vs 1 CPU", "all-reduce share", "wall s")
-	type row struct {
-		mode    string
-		workers int
-		cpus    string
-		m       *experiment.Metrics
-	}
-	var rows []row
-	printed := 0
-	baselines := 1 // train, and the one-CPU row when there is one
-	if *oneCPU {
-		baselines = 2
-	}
-	// Each row prints as soon as the baselines it is compared with are
-	// measured, so a long benchmark shows its progress.
-	measure := func(mode string, workers int, cpus string, args ...string) error {
+	measure := func(mode string, workers int, cpus string) (*experiment.Metrics, error) {
 		out := filepath.Join(work, fmt.Sprintf("%s-%d-cpus-%s", mode, workers, cpus))
-		args = append(args, "--config", cfgFile, "--quiet", "--out", out, "--cpus", cpus)
+		args := []string{mode, "--config", cfgFile, "--quiet", "--out", out, "--cpus", cpus}
 		if mode == "local" {
 			args = append(args, "--workers", strconv.Itoa(workers), "--bind="+strconv.FormatBool(*bind),
 				"--store", "file://"+filepath.Join(out, "store"))
 		}
-		m, err := benchChild(ctx, exe, out, append([]string{mode}, args...)...)
+		return benchChild(ctx, exe, out, args...)
+	}
+	base, err := measure("train", 1, all)
+	if err != nil {
+		return err
+	}
+	var one *experiment.Metrics
+	if *oneCPU {
+		if one, err = measure("local", 1, cpuset.Format(allowed[:1])); err != nil {
+			return err
+		}
+	}
+	printRow := func(mode string, workers int, cpus string, m *experiment.Metrics) {
+		vsOne, share := "-", "-"
+		if one != nil {
+			vsOne = fmt.Sprintf("%.2fx", m.SamplesPerSec/one.SamplesPerSec)
+		}
+		if m.AllReduceFraction != nil {
+			share = fmt.Sprintf("%.1f%%", 100**m.AllReduceFraction)
+		}
+		fmt.Printf("  %-8s %8d %8s %11.0f %8.2fx %9s %16s %8.1f\n", mode, workers, cpus, m.SamplesPerSec,
+			m.SamplesPerSec/base.SamplesPerSec, vsOne, share, m.WallSeconds)
+	}
+	printRow("train", 1, all, base)
+	if one != nil {
+		printRow("local", 1, cpuset.Format(allowed[:1]), one)
+	}
+	for _, n := range workers {
+		m, err := measure("local", n, all)
 		if err != nil {
 			return err
 		}
-		rows = append(rows, row{mode, workers, cpus, m})
-		for ; len(rows) >= baselines && printed < len(rows); printed++ {
-			r := rows[printed]
-			vsOne, share := "-", "-"
-			if *oneCPU {
-				vsOne = fmt.Sprintf("%.2fx", r.m.SamplesPerSec/rows[1].m.SamplesPerSec)
-			}
-			if r.m.AllReduceFraction != nil {
-				share = fmt.Sprintf("%.1f%%", 100**r.m.AllReduceFraction)
-			}
-			fmt.Printf("  %-8s %8d %8s %11.0f %8.2fx %9s %16s %8.1f\n", r.mode, r.workers, r.cpus, r.m.SamplesPerSec,
-				r.m.SamplesPerSec/rows[0].m.SamplesPerSec, vsOne, share, r.m.WallSeconds)
-		}
-		return nil
-	}
-	if err := measure("train", 1, all); err != nil {
-		return err
-	}
-	if *oneCPU {
-		if err := measure("local", 1, cpuset.Format(allowed[:1])); err != nil {
-			return err
-		}
-	}
-	for _, n := range workers {
-		if err := measure("local", n, all); err != nil {
-			return err
-		}
+		printRow("local", n, all, m)
 	}
 	return nil
 }
